@@ -1,0 +1,54 @@
+# One command each: `make run` serves the demo, `make test` runs every test tier.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export YOLO_OFFLINE := 1
+export YOLO_AUTOINSTALL := false
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: venv run test test-unit test-integration test-e2e lint format samples model clean
+
+venv: $(STAMP)
+
+# Reinstall when the project's dependencies change.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/serve run configs/serve.local.yaml
+
+test: $(STAMP)
+	$(BIN)/pytest -q tests
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy serve_app tenant_registry scripts
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Regenerate the committed demo model (about 15 min on 2 CPU cores) and samples.
+model: $(STAMP)
+	$(BIN)/python scripts/train_demo_model.py
+
+samples: $(STAMP)
+	$(BIN)/python scripts/make_samples.py
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,140 @@
+"""Detect objects in a folder of images through Serve handles; write JSONL.
+
+Runs inside the Ray cluster (no HTTP): connects to the running cluster, calls the
+``yolo`` app's router with the tenant's API key through ``DetectionClient``, keeps
+a bounded number of requests in flight, and writes one JSON line per image
+(``{"file", "result"}`` or ``{"file", "error"}``), in the folder's sorted order.
+
+    YOLOSERVE_API_KEY=yk_... python scripts/batch_detect.py samples/ -o var/out.jsonl
+    ... --in-task   # run the whole job as a Ray task on the cluster instead of here
+
+The key is read from ``YOLOSERVE_API_KEY`` (or ``--api-key-file``), never from argv,
+so it does not show up in ``ps`` or shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+DEFAULT_IN_FLIGHT = 8
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def run_batch(
+    folder: str,
+    out_path: str,
+    api_key: str,
+    max_in_flight: int = DEFAULT_IN_FLIGHT,
+    params: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Detect every image in ``folder`` and write JSONL to ``out_path``.
+
+    Callable from a driver or from inside a Ray task or actor. Returns counts and
+    throughput.
+    """
+    from tqdm import tqdm
+
+    from serve_app.client import DetectionClient
+    from serve_app.errors import unwrap_error
+
+    client = DetectionClient(api_key=api_key)
+    files = list_images(Path(folder))
+    pending: deque[tuple[Path, Any]] = deque()
+    ok = failed = 0
+    started = time.perf_counter()
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as sink, tqdm(total=len(files), unit="img", disable=not progress) as bar:
+
+        def drain_one() -> None:
+            nonlocal ok, failed
+            path, response = pending.popleft()
+            try:
+                result = response.result()
+                line: dict[str, Any] = {"file": path.name, "result": result.model_dump(mode="json")}
+                ok += 1
+            except Exception as exc:
+                api_error = unwrap_error(exc)
+                if api_error is None:
+                    raise
+                line = {
+                    "file": path.name,
+                    "error": {"code": api_error.code, "message": api_error.message},
+                }
+                failed += 1
+            sink.write(json.dumps(line) + "\n")
+            bar.update(1)
+
+        for path in files:
+            if len(pending) >= max_in_flight:
+                drain_one()
+            pending.append((path, client.submit(path.read_bytes(), **(params or {}))))
+        while pending:
+            drain_one()
+    elapsed = time.perf_counter() - started
+    return {
+        "images": len(files),
+        "ok": ok,
+        "failed": failed,
+        "seconds": elapsed,
+        "images_per_s": len(files) / elapsed if elapsed > 0 else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("-o", "--out", type=Path, default=Path("var/batch.jsonl"))
+    parser.add_argument(
+        "--api-key-file", type=Path, help="file holding the key (else $YOLOSERVE_API_KEY)"
+    )
+    parser.add_argument("--max-in-flight", type=int, default=DEFAULT_IN_FLIGHT)
+    parser.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    parser.add_argument("--in-task", action="store_true", help="run the job as a Ray task")
+    parser.add_argument("--conf", type=float)
+    args = parser.parse_args()
+
+    key = (
+        args.api_key_file.read_text().strip()
+        if args.api_key_file
+        else os.environ.get("YOLOSERVE_API_KEY")
+    )
+    if not key:
+        parser.error("set YOLOSERVE_API_KEY or pass --api-key-file")
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder} is not a folder")
+    if args.max_in_flight < 1:
+        parser.error("--max-in-flight must be at least 1")
+    params = {"conf": args.conf} if args.conf is not None else {}
+
+    import ray
+
+    ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+    folder, out = str(args.folder.resolve()), str(args.out.resolve())
+    if args.in_task:
+        task = ray.remote(num_cpus=0.1)(run_batch)
+        stats = ray.get(task.remote(folder, out, key, args.max_in_flight, params, False))
+    else:
+        stats = run_batch(folder, out, key, args.max_in_flight, params)
+    print(
+        f"{stats['images']} images ({stats['ok']} ok, {stats['failed']} failed) in "
+        f"{stats['seconds']:.1f} s: {stats['images_per_s']:.2f} images/s -> {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""API-key authentication: the tenant comes from the credential and nothing else.
+
+Only sha256 digests of keys are configured. A presented key is hashed and looked
+up by digest; the final equality check is ``hmac.compare_digest``. The lookup's
+timing depends only on the digest, which reveals nothing usable about any key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping
+
+from serve_app.constants import API_KEY_MAX_CHARS, API_KEY_PREFIX
+from serve_app.errors import Unauthenticated
+
+_BUCKET_BYTES = 4
+_KEY_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def hash_api_key(key: str) -> str:
+    """Hex sha256 of an API key, the only form in which keys are stored."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_api_key() -> str:
+    """A new random key, ``yk_`` + 43 URL-safe characters (256 bits)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token from an ``Authorization: Bearer <token>`` header value."""
+    if not authorization:
+        raise Unauthenticated("missing credential: send 'Authorization: Bearer <api key>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("malformed Authorization header: use 'Bearer <api key>'")
+    return token.strip()
+
+
+class KeyTable:
+    """Maps key digests to tenant ids; rebuilt whenever the tenant table changes."""
+
+    def __init__(self, digests_by_tenant: Mapping[str, Iterable[str]]) -> None:
+        # Bucketed by the digest's first bytes; the full digest is then compared in
+        # constant time, so no timing reveals how much of a stored digest matched.
+        self._buckets: dict[bytes, list[tuple[bytes, str]]] = {}
+        for tenant, digests in digests_by_tenant.items():
+            for digest in digests:
+                raw = bytes.fromhex(digest)
+                self._buckets.setdefault(raw[:_BUCKET_BYTES], []).append((raw, tenant))
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._buckets.values())
+
+    def authenticate(self, key: str) -> str:
+        """The tenant id owning ``key``.
+
+        Raises:
+            Unauthenticated: The key is malformed, unknown or revoked. One message
+                for all three, so a caller learns nothing from which it was.
+        """
+        if (
+            len(key) <= API_KEY_MAX_CHARS
+            and key.startswith(API_KEY_PREFIX)
+            and set(key) <= _KEY_ALPHABET
+        ):
+            digest = hashlib.sha256(key.encode("utf-8")).digest()
+            for stored, tenant in self._buckets.get(digest[:_BUCKET_BYTES], ()):
+                if hmac.compare_digest(stored, digest):
+                    return tenant
+        raise Unauthenticated("invalid API key: check the key or ask your operator for a new one")

@@ -1,0 +1,214 @@
+"""Typed configuration at the edges of the application.
+
+Three models cross into Ray Serve:
+
+* ``AppArgs`` — the builder's ``args``: which dedicated tenant deployments exist and
+  what they reserve. Changing it changes the application's code version, so every
+  replica rolls (a planned redeploy).
+* ``RouterConfig`` — the Router's ``user_config``: the tenant table (key hashes,
+  models, detection policy). Changing it only calls ``reconfigure()``.
+* ``DetectorConfig`` — each Detector's ``user_config``: multiplexed model id ->
+  store URI, so a new model version is a ``reconfigure()`` too.
+
+All are ``extra="forbid"``: Ray Serve silently ignores unknown keys in config
+files, so a typo must fail here instead.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from serve_app.constants import (
+    MAX_DETECTIONS,
+    MAX_IMGSZ_PX,
+    MIN_IMGSZ_PX,
+    MODEL_NAME_PATTERN,
+    SHA256_HEX_PATTERN,
+    TENANT_DEPLOYMENT_PREFIX,
+    TENANT_ID_PATTERN,
+)
+
+MODEL_ID_RE = re.compile(
+    r"^(?P<tenant>[a-z][a-z0-9-]{1,31})/(?P<model>[a-z][a-z0-9_-]{0,63})@(?P<version>[0-9]{1,9})$"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def deployment_name(tenant_id: str) -> str:
+    """Name of a tenant's dedicated Detector deployment."""
+    return f"{TENANT_DEPLOYMENT_PREFIX}{tenant_id}"
+
+
+def model_id(tenant_id: str, model: str, version: int) -> str:
+    """The multiplexed model id ``<tenant>/<model>@<version>``."""
+    return f"{tenant_id}/{model}@{version}"
+
+
+# ---------------------------------------------------------------- builder args
+
+
+class AutoscalingSpec(_Strict):
+    """Subset of Serve's ``autoscaling_config`` that operators set per tenant."""
+
+    min_replicas: int = Field(1, ge=0, description="0 lets an idle tenant scale to zero.")
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class ResourceSpec(_Strict):
+    """What one replica reserves. Ray reserves GPU fractions; it does not isolate memory."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_mb: int | None = Field(None, ge=64)
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _gpu_share(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError("num_gpus above 1 must be a whole number of GPUs")
+        return value
+
+    def ray_actor_options(self) -> dict[str, float | int]:
+        options: dict[str, float | int] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_mb is not None:
+            options["memory"] = self.memory_mb * 1024 * 1024
+        return options
+
+
+class DedicatedTenant(_Strict):
+    """A tenant with its own ``tenant-<id>`` Detector deployment."""
+
+    id: str = Field(pattern=TENANT_ID_PATTERN)
+    resources: ResourceSpec = ResourceSpec()
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    max_ongoing_requests: int = Field(16, ge=1)
+
+
+class RouterSpec(_Strict):
+    resources: ResourceSpec = ResourceSpec(num_cpus=0.25)
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    max_ongoing_requests: int = Field(64, ge=1)
+
+
+class AppArgs(_Strict):
+    """``args`` of ``serve_app.app:build_app``."""
+
+    tenants: list[DedicatedTenant] = Field(min_length=1)
+    router: RouterSpec = RouterSpec()
+
+    @field_validator("tenants")
+    @classmethod
+    def _unique(cls, value: list[DedicatedTenant]) -> list[DedicatedTenant]:
+        ids = [t.id for t in value]
+        if len(ids) != len(set(ids)):
+            raise ValueError("tenant ids must be unique")
+        return value
+
+
+# ------------------------------------------------------------ router user_config
+
+
+class DetectionPolicy(_Strict):
+    """Bounds a tenant's per-request detection parameters are clamped into."""
+
+    conf: float = Field(0.25, ge=0, le=1, description="Default confidence threshold.")
+    min_conf: float = Field(0.01, ge=0, le=1, description="Lowest conf a request may ask for.")
+    iou: float = Field(0.7, gt=0, le=1, description="Default NMS IoU threshold.")
+    max_det: int = Field(300, ge=1, le=MAX_DETECTIONS)
+    allowed_classes: list[str] | None = Field(None, description="None allows every class.")
+    max_imgsz: int = Field(1280, ge=MIN_IMGSZ_PX, le=MAX_IMGSZ_PX)
+
+    @model_validator(mode="after")
+    def _conf_bounds(self) -> DetectionPolicy:
+        if self.min_conf > self.conf:
+            raise ValueError("min_conf must not exceed the default conf")
+        return self
+
+
+class TenantModel(_Strict):
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    versions: list[int] = Field(min_length=1)
+    active_version: int
+
+    @model_validator(mode="after")
+    def _active_known(self) -> TenantModel:
+        if self.active_version not in self.versions:
+            raise ValueError(f"active_version {self.active_version} is not in versions")
+        return self
+
+
+class TenantEntry(_Strict):
+    id: str = Field(pattern=TENANT_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=128)
+    status: Literal["active", "suspended"] = "active"
+    api_key_sha256: list[str] = Field(default_factory=list)
+    models: list[TenantModel] = Field(min_length=1)
+    default_model: str
+    policy: DetectionPolicy = DetectionPolicy()
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hashes(cls, value: list[str]) -> list[str]:
+        for digest in value:
+            if not re.fullmatch(SHA256_HEX_PATTERN, digest):
+                raise ValueError("api_key_sha256 entries must be 64 lowercase hex characters")
+        return value
+
+    @model_validator(mode="after")
+    def _default_known(self) -> TenantEntry:
+        if self.default_model not in {m.name for m in self.models}:
+            raise ValueError(f"default_model {self.default_model!r} is not one of the models")
+        return self
+
+    def model(self, name: str) -> TenantModel | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+class RouterConfig(_Strict):
+    """The Router's ``user_config``: the whole tenant table."""
+
+    tenants: list[TenantEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RouterConfig:
+        ids = [t.id for t in self.tenants]
+        if len(ids) != len(set(ids)):
+            raise ValueError("tenant ids must be unique")
+        hashes = [h for t in self.tenants for h in t.api_key_sha256]
+        if len(hashes) != len(set(hashes)):
+            raise ValueError("an API key hash may belong to one tenant only")
+        return self
+
+
+# ---------------------------------------------------------- detector user_config
+
+
+class DetectorConfig(_Strict):
+    """A Detector's ``user_config``: which model ids it may load, and from where."""
+
+    models: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, uri in value.items():
+            if not MODEL_ID_RE.fullmatch(key):
+                raise ValueError(f"{key!r} is not a model id <tenant>/<model>@<version>")
+            if not uri.startswith(("file://", "s3://")):
+                raise ValueError(f"{uri!r}: store URIs start with file:// or s3://")
+        return value

@@ -1,0 +1,105 @@
+"""Strict validation of a whole Serve config file for this application.
+
+Ray Serve silently ignores misspelled keys in deployment overrides
+(``num_replica``, ``target_ongoing_request``). This schema forbids unknown keys at
+every level it knows, validates builder ``args`` and every ``user_config``, and
+cross-checks them: every routed tenant has a deployment, and every model version
+the router can select is in that deployment's catalog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serve_app.config import (
+    AppArgs,
+    DetectorConfig,
+    RouterConfig,
+    deployment_name,
+    model_id,
+)
+from serve_app.constants import APP_NAME, ROUTER_DEPLOYMENT
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpOptions(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    request_timeout_s: float | None = None
+    keep_alive_timeout_s: float | None = None
+
+
+class DeploymentOverride(_Strict):
+    """The deployment options this project lets a config file override."""
+
+    name: str
+    user_config: dict[str, Any] | None = None
+    max_ongoing_requests: int | None = Field(None, ge=1)
+    max_queued_requests: int | None = None
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0)
+    graceful_shutdown_wait_loop_s: float | None = Field(None, ge=0)
+    health_check_period_s: float | None = Field(None, gt=0)
+    health_check_timeout_s: float | None = Field(None, gt=0)
+
+
+class ApplicationSpec(_Strict):
+    name: str
+    route_prefix: str = "/"
+    import_path: Literal["serve_app.app:build_app"]
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    args: AppArgs
+    deployments: list[DeploymentOverride] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApplicationSpec:
+        tenant_ids = {t.id for t in self.args.tenants}
+        known = {ROUTER_DEPLOYMENT} | {deployment_name(t) for t in tenant_ids}
+        overrides = {d.name: d for d in self.deployments}
+        for name in overrides:
+            if name not in known:
+                raise ValueError(
+                    f"deployment {name!r} is not built by args (known: {', '.join(sorted(known))})"
+                )
+        router_cfg = RouterConfig.model_validate(
+            (overrides[ROUTER_DEPLOYMENT].user_config if ROUTER_DEPLOYMENT in overrides else None)
+            or {}
+        )
+        for tenant in router_cfg.tenants:
+            if tenant.id not in tenant_ids:
+                raise ValueError(f"router tenant {tenant.id!r} has no deployment in args.tenants")
+            override = overrides.get(deployment_name(tenant.id))
+            detector_cfg = DetectorConfig.model_validate(
+                (override.user_config if override else None) or {}
+            )
+            for model in tenant.models:
+                for version in model.versions:
+                    mid = model_id(tenant.id, model.name, version)
+                    if mid not in detector_cfg.models:
+                        raise ValueError(
+                            f"{mid} is routable but missing from "
+                            f"{deployment_name(tenant.id)}'s user_config.models"
+                        )
+        return self
+
+
+class ServeConfigFile(_Strict):
+    proxy_location: Literal["Disabled", "HeadOnly", "EveryNode"] = "EveryNode"
+    http_options: HttpOptions = HttpOptions()
+    logging_config: dict[str, Any] | None = None
+    applications: list[ApplicationSpec] = Field(min_length=1)
+
+    def app(self, name: str = APP_NAME) -> ApplicationSpec:
+        return next(a for a in self.applications if a.name == name)
+
+
+def load_serve_config(path: str | Path) -> ServeConfigFile:
+    """Parse and strictly validate a Serve config file (raises pydantic's ValidationError)."""
+    raw = yaml.safe_load(Path(path).read_text())
+    return ServeConfigFile.model_validate(raw)

@@ -1,0 +1,56 @@
+"""Every tunable and environment variable of the data plane, with its unit.
+
+Environment variables are prefixed ``YOLOSERVE_``. Ultralytics' own switches
+(``YOLO_OFFLINE``, ``YOLO_AUTOINSTALL``) are forced here, before any module imports
+ultralytics, so no replica ever downloads weights or pip-installs at run time.
+"""
+
+from __future__ import annotations
+
+import os
+
+ULTRALYTICS_ENV: dict[str, str] = {
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "false",
+    "YOLO_VERBOSE": "false",
+}
+for _key, _value in ULTRALYTICS_ENV.items():
+    os.environ[_key] = _value
+
+APP_NAME = "yolo"
+ROUTER_DEPLOYMENT = "router"
+TENANT_DEPLOYMENT_PREFIX = "tenant-"
+
+# Identifiers.
+TENANT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"
+MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+MODEL_VERSION_PATTERN = r"^[0-9]{1,9}$"
+API_KEY_PREFIX = "yk_"
+API_KEY_MAX_CHARS = 256
+SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
+
+# Images.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+MIN_IMAGE_SIDE_PX = 8
+
+# Detection policy bounds (the tenant's policy is clamped into these).
+MIN_IMGSZ_PX = 32
+MAX_IMGSZ_PX = 1920
+IMGSZ_STRIDE_PX = 32
+MAX_DETECTIONS = 1000
+
+# Model store and loading.
+MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
+MAX_MANIFEST_BYTES = 1024 * 1024
+MANIFEST_FILE = "manifest.json"
+SAFETENSORS_FILE = "model.safetensors"
+MAX_MODELS_PER_REPLICA = int(os.environ.get("YOLOSERVE_MAX_MODELS_PER_REPLICA", "4"))
+
+# Batching.
+BATCH_MAX_SIZE = int(os.environ.get("YOLOSERVE_BATCH_MAX_SIZE", "8"))
+BATCH_WAIT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_BATCH_WAIT_TIMEOUT_S", "0.01"))
+
+# Router.
+DETECT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_DETECT_TIMEOUT_S", "60"))
+RETRY_AFTER_S = 1

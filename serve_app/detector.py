@@ -1,0 +1,232 @@
+"""``Detector``: one class, deployed once per dedicated tenant (``tenant-<id>``).
+
+A thin Ray shell around the pure modules: ``@serve.multiplexed`` loads model
+versions by id (``<tenant>/<model>@<version>``) through the model store,
+``@serve.batch`` groups concurrent requests for one model into a single forward
+pass, and every blocking step runs off the event loop so health checks and new
+requests are never stuck behind inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import serve
+from ray.serve import metrics
+
+from serve_app.config import DetectorConfig
+from serve_app.constants import BATCH_MAX_SIZE, BATCH_WAIT_TIMEOUT_S, MAX_MODELS_PER_REPLICA
+from serve_app.errors import ModelLoadError, ModelUnavailable, ServeAppError, UnknownModel
+from serve_app.images import decode_image
+from serve_app.manifest import ModelManifest
+from serve_app.model_loader import build_yolo, inference_device
+from serve_app.model_store import fetch_version
+from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
+from serve_app.results import DetectionResult, ImageSize, encode_detections
+
+logger = logging.getLogger("ray.serve")
+WARMUP_SIDE_PX = 64
+
+
+@dataclass
+class LoadedModel:
+    """One multiplexed model version in a replica."""
+
+    model_id: str
+    manifest: ModelManifest
+    yolo: Any  # ultralytics.YOLO; not thread-safe, hence the lock
+    device: str
+    half: bool
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _released: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.model_id.split("/", 1)[1]
+
+    def predict(self, images: list[Any], params: InferenceParams) -> list[Any]:
+        classes = resolve_classes(params, self.manifest.class_names)
+        with self.lock:
+            return list(
+                self.yolo.predict(
+                    images,
+                    imgsz=resolve_imgsz(params, self.manifest.imgsz),
+                    conf=params.conf,
+                    iou=params.iou,
+                    max_det=params.max_det,
+                    classes=classes,
+                    device=self.device,
+                    half=self.half,
+                    verbose=False,
+                )
+            )
+
+    def __del__(self) -> None:
+        # Serve calls __del__ on eviction and the GC may call it again: idempotent.
+        if self._released:
+            return
+        self._released = True
+        self.yolo = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def load_model(model_id: str, uri: str) -> LoadedModel:
+    """Fetch, verify, rebuild and warm up one model version (blocking)."""
+    import numpy as np
+
+    fetched = fetch_version(uri)
+    yolo = build_yolo(fetched.manifest, fetched.weights)
+    device, half = inference_device()
+    model = LoadedModel(
+        model_id=model_id, manifest=fetched.manifest, yolo=yolo, device=device, half=half
+    )
+    # The first predict builds ultralytics' predictor and fuses layers; pay that here.
+    warm = np.zeros((WARMUP_SIDE_PX, WARMUP_SIDE_PX, 3), dtype=np.uint8)
+    yolo.predict(warm, imgsz=fetched.manifest.imgsz, device=device, half=half, verbose=False)
+    return model
+
+
+@serve.deployment(max_ongoing_requests=16, health_check_period_s=10)
+class Detector:
+    """Runs one tenant's (or the shared pool's) models."""
+
+    def __init__(self, scope: str) -> None:
+        self._scope = scope
+        self._config = DetectorConfig()
+        self._loads = metrics.Counter(
+            "yoloserve_model_loads",
+            description="Model version loads by outcome.",
+            tag_keys=("scope", "outcome"),
+        )
+        self._images = metrics.Counter(
+            "yoloserve_detector_images",
+            description="Images run through a model.",
+            tag_keys=("scope",),
+        )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._config = DetectorConfig.model_validate(user_config)
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
+    async def get_model(self, model_id: str) -> LoadedModel:
+        uri = self._config.models.get(model_id)
+        if uri is None:
+            raise UnknownModel(f"model {model_id.split('/', 1)[-1]!r} is not deployed here")
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(load_model, model_id, uri)
+        except ModelLoadError as exc:
+            self._loads.inc(tags={"scope": self._scope, "outcome": "failed"})
+            logger.error("model %s failed to load: %s", model_id, exc)
+            raise ModelUnavailable(
+                "the model could not be loaded; the operator has been told — retry later",
+                retry_after_s=30,
+            ) from None
+        self._loads.inc(tags={"scope": self._scope, "outcome": "loaded"})
+        logger.info("model %s loaded in %.0f ms", model_id, (time.perf_counter() - started) * 1e3)
+        return model
+
+    async def detect(
+        self, image: bytes, params: InferenceParams
+    ) -> DetectionResult | ServeAppError:
+        """Detect objects in one encoded image with the request's multiplexed model.
+
+        Client errors are returned, not raised: the router re-raises them, and the
+        replica does not log a traceback for every bad upload.
+        """
+        started = time.perf_counter()
+        try:
+            model_id = serve.get_multiplexed_model_id()
+            if not model_id:
+                raise UnknownModel("no model id was given with the request")
+            array = await asyncio.to_thread(decode_image, image)
+            decoded = time.perf_counter()
+            outcome: tuple[DetectionResult, float] | ServeAppError = await self._detect_batch(
+                model_id, array, params
+            )
+        except ServeAppError as exc:
+            return exc
+        if isinstance(outcome, ServeAppError):
+            return outcome
+        result, inference_ms = outcome
+        timing = {
+            "decode": round((decoded - started) * 1e3, 2),
+            "inference": inference_ms,
+            "detector_total": round((time.perf_counter() - started) * 1e3, 2),
+        }
+        return result.model_copy(update={"timing_ms": timing})
+
+    @serve.batch(max_batch_size=BATCH_MAX_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
+    async def _detect_batch(
+        self, model_ids: list[str], images: list[Any], params: list[InferenceParams]
+    ) -> list[tuple[DetectionResult, float] | ServeAppError]:
+        # Serve splits batches by multiplexed model id, so one model serves the batch.
+        model = await self.get_model(model_ids[0])
+        # Requests with different parameters cannot share a predict call.
+        groups: dict[InferenceParams, list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault(p, []).append(i)
+        out: list[tuple[DetectionResult, float] | ServeAppError] = [
+            ModelUnavailable("no result") for _ in images
+        ]
+        for group_params, indices in groups.items():
+            try:
+                started = time.perf_counter()
+                raw = await asyncio.to_thread(
+                    model.predict, [images[i] for i in indices], group_params
+                )
+                elapsed_ms = round((time.perf_counter() - started) * 1e3, 2)
+            except ServeAppError as exc:
+                for i in indices:
+                    out[i] = exc
+                continue
+            for i, res in zip(indices, raw, strict=True):
+                out[i] = (self._encode(model, images[i], res), elapsed_ms)
+        self._images.inc(len(images), tags={"scope": self._scope})
+        return out
+
+    @staticmethod
+    def _encode(model: LoadedModel, image: Any, res: Any) -> DetectionResult:
+        height, width = image.shape[:2]
+        boxes = res.boxes
+        return DetectionResult(
+            model=model.label,
+            image=ImageSize(width=width, height=height),
+            detections=encode_detections(
+                boxes.xyxy.tolist(),
+                boxes.conf.tolist(),
+                [int(c) for c in boxes.cls.tolist()],
+                model.manifest.class_names,
+                width,
+                height,
+            ),
+            timing_ms={},
+        )
+
+    async def ready(self) -> bool:
+        """Load (or find loaded) the request's model; used by the router's /readyz."""
+        await self.get_model(serve.get_multiplexed_model_id())
+        return True
+
+    def placement(self) -> dict[str, Any]:
+        """Where this replica runs: for operators and placement tests."""
+        import ray
+
+        ctx = ray.get_runtime_context()
+        device, half = inference_device()
+        return {
+            "scope": self._scope,
+            "gpu_ids": [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])],
+            "node_id": ctx.get_node_id(),
+            "actor_id": ctx.get_actor_id(),
+            "device": device,
+            "half": half,
+        }

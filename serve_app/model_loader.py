@@ -1,0 +1,62 @@
+"""Rebuild a YOLO network from a trusted YAML and tenant tensors, with no pickle.
+
+The architecture comes from the manifest (allowlisted), the network from the
+YAML inside the ultralytics package, and the weights from safetensors, loaded
+strictly: a tensor missing, extra or of the wrong shape fails the load.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import serve_app.constants  # noqa: F401  (forces YOLO_OFFLINE before ultralytics loads)
+from serve_app import architectures
+from serve_app.errors import ModelLoadError
+from serve_app.manifest import ModelManifest
+
+if TYPE_CHECKING:
+    from ultralytics import YOLO
+
+
+def build_yolo(manifest: ModelManifest, weights: bytes) -> YOLO:
+    """A ready-to-predict ``YOLO`` for verified ``weights`` described by ``manifest``.
+
+    Raises:
+        ModelLoadError: The tensors do not fit the architecture or cannot be parsed.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    yaml = architectures.yaml_name(manifest.architecture)
+    try:
+        state = load_safetensors(weights)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"weights are not a valid safetensors file: {exc}") from exc
+    network = DetectionModel(cfg=yaml_model_load(yaml), nc=len(manifest.class_names), verbose=False)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        # torch lists every missing/unexpected/mis-shaped tensor; keep the message short.
+        first = str(exc).splitlines()[:4]
+        raise ModelLoadError(
+            f"weights do not fit architecture {manifest.architecture} "
+            f"with {len(manifest.class_names)} classes: {' '.join(first)}"
+        ) from exc
+    network.names = dict(enumerate(manifest.class_names))
+    network.eval()
+    wrapper = YOLO(yaml, task="detect")
+    network.args = wrapper.model.args  # type: ignore[union-attr]
+    network.task = "detect"
+    wrapper.model = network
+    return wrapper
+
+
+def inference_device() -> tuple[str, bool]:
+    """``(device, half)``: the replica's CUDA GPU in half precision if torch sees one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda:0", True
+    return "cpu", False

@@ -1,0 +1,219 @@
+"""``Router``: the ingress. Authenticates, validates, picks the model, forwards bytes.
+
+HTTP and Python handles share one path (``_detect``), so a batch job gets the
+same tenant identity, checks and result objects as an HTTP client. The tenant
+table arrives as ``user_config``: key rotations and policy changes are applied by
+``reconfigure()`` without restarting a replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ray import serve
+from ray.serve import metrics
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from serve_app import images, policy
+from serve_app.auth import bearer_token
+from serve_app.config import RouterConfig, TenantEntry
+from serve_app.constants import DETECT_TIMEOUT_S, MAX_IMAGE_BYTES, RETRY_AFTER_S
+from serve_app.errors import (
+    ModelUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    ServeAppError,
+    error_body,
+    unwrap_error,
+)
+from serve_app.results import DetectionResult
+from serve_app.tenants import TenantTable, catalog, select_model
+from serve_app.uploads import image_bytes
+
+logger = logging.getLogger("ray.serve")
+# Multipart framing around an image is small; allow it on top of the image limit.
+MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
+READY_TIMEOUT_S = 120.0
+# Probes come every few seconds; a recent success stands for this long.
+READY_CACHE_S = 15.0
+
+
+def error_response(error: ServeAppError) -> JSONResponse:
+    """The one place API errors become HTTP responses."""
+    headers = {}
+    if error.status in (429, 503):
+        headers["Retry-After"] = str(error.retry_after_s or RETRY_AFTER_S)
+    return JSONResponse(error_body(error), status_code=error.status, headers=headers)
+
+
+@serve.deployment(max_ongoing_requests=64)
+class Router:
+    """Ingress of the ``yolo`` application."""
+
+    def __init__(self, detectors: dict[str, DeploymentHandle]) -> None:
+        self._detectors = detectors
+        self._table = TenantTable(RouterConfig())
+        self._ready_until = 0.0
+        self._requests = metrics.Counter(
+            "yoloserve_requests",
+            description="API requests by tenant, route and status.",
+            tag_keys=("tenant", "route", "status"),
+        )
+        self._latency = metrics.Histogram(
+            "yoloserve_request_latency_ms",
+            description="Router latency of detect calls.",
+            boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000],
+            tag_keys=("tenant",),
+        )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._table = TenantTable(RouterConfig.model_validate(user_config))
+        self._ready_until = 0.0
+        logger.info("router: tenant table now has %d tenants", len(self._table))
+
+    # ------------------------------------------------------------ shared core
+
+    async def _detect(
+        self, tenant: TenantEntry, image: bytes, query: Mapping[str, str]
+    ) -> DetectionResult:
+        started = time.perf_counter()
+        policy.check_known(query)
+        choice = select_model(tenant, query)
+        params = policy.clamp(query, tenant.policy)
+        images.inspect_image(image)
+        handle = self._detectors.get(tenant.id)
+        if handle is None:
+            raise ModelUnavailable("your detector is not deployed yet; retry shortly")
+        response = handle.options(multiplexed_model_id=choice.id_for(tenant.id)).detect.remote(
+            image, params
+        )
+        try:
+            outcome: DetectionResult | ServeAppError = await asyncio.wait_for(
+                response, DETECT_TIMEOUT_S
+            )
+        except TimeoutError:
+            response.cancel()
+            raise ModelUnavailable("detection timed out; retry later", retry_after_s=5) from None
+        except Exception as exc:
+            api_error = unwrap_error(exc)
+            if api_error is None:
+                raise
+            raise api_error from None
+        if isinstance(outcome, ServeAppError):
+            raise outcome
+        result = outcome
+        total_ms = round((time.perf_counter() - started) * 1e3, 2)
+        self._latency.observe(total_ms, tags={"tenant": tenant.id})
+        return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
+
+    # ------------------------------------------------------- Python handle API
+
+    async def detect_image(
+        self, api_key: str, image: bytes, params: Mapping[str, Any] | None = None
+    ) -> DetectionResult:
+        """Detect with a tenant's API key; what ``DetectionClient`` calls."""
+        tenant = self._table.authenticate(api_key)
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        try:
+            result = await self._detect(tenant, image, query)
+        except ServeAppError as exc:
+            self._requests.inc(
+                tags={"tenant": tenant.id, "route": "handle", "status": str(exc.status)}
+            )
+            raise
+        self._requests.inc(tags={"tenant": tenant.id, "route": "handle", "status": "200"})
+        return result
+
+    async def list_models(self, api_key: str) -> dict[str, object]:
+        return catalog(self._table.authenticate(api_key))
+
+    # --------------------------------------------------------------- HTTP API
+
+    async def __call__(self, request: Request) -> Response:
+        route = f"{request.method} {request.url.path}"
+        tenant_id = "-"
+        try:
+            if route == "GET /healthz":
+                return JSONResponse({"status": "ok"})
+            if route == "GET /readyz":
+                return await self._readyz()
+            if request.url.path not in ("/v1/detect", "/v1/models"):
+                raise NotFound(f"no route {request.url.path[:64]!r}; see /v1/detect and /v1/models")
+            tenant = self._table.authenticate(bearer_token(request.headers.get("authorization")))
+            tenant_id = tenant.id
+            if route == "GET /v1/models":
+                response: Response = JSONResponse(catalog(tenant))
+            elif route == "POST /v1/detect":
+                body = await self._read_body(request)
+                image = image_bytes(body, request.headers.get("content-type"))
+                result = await self._detect(tenant, image, dict(request.query_params))
+                response = Response(result.model_dump_json(), media_type="application/json")
+            else:
+                return JSONResponse(
+                    {
+                        "error": {
+                            "code": "method_not_allowed",
+                            "message": f"{request.method} is not allowed here",
+                        }
+                    },
+                    status_code=405,
+                )
+        except ServeAppError as exc:
+            response = error_response(exc)
+        except Exception:
+            logger.exception("router: unexpected error on %s for tenant %s", route, tenant_id)
+            response = JSONResponse(
+                {"error": {"code": "internal", "message": "internal error; it has been logged"}},
+                status_code=500,
+            )
+        self._requests.inc(
+            tags={
+                "tenant": tenant_id,
+                "route": request.url.path,
+                "status": str(response.status_code),
+            }
+        )
+        return response
+
+    @staticmethod
+    async def _read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"body is {declared} bytes; the image limit is {MAX_IMAGE_BYTES}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise PayloadTooLarge(f"body is over the {MAX_IMAGE_BYTES}-byte image limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _readyz(self) -> Response:
+        """Ready when there are tenants and every tenant's active default model loads."""
+        tenants = [t for t in self._table.tenants() if t.status == "active"]
+        if tenants and time.monotonic() < self._ready_until:
+            return JSONResponse({"status": "ready", "tenants": len(tenants)})
+        if not tenants:
+            return JSONResponse({"status": "not_ready", "reason": "no tenants configured"}, 503)
+        calls = []
+        for tenant in tenants:
+            handle = self._detectors.get(tenant.id)
+            if handle is None:
+                return JSONResponse({"status": "not_ready", "reason": "a detector is missing"}, 503)
+            model = tenant.model(tenant.default_model)
+            assert model is not None
+            mid = f"{tenant.id}/{model.name}@{model.active_version}"
+            calls.append(handle.options(multiplexed_model_id=mid).ready.remote())
+        try:
+            await asyncio.wait_for(asyncio.gather(*calls), READY_TIMEOUT_S)
+        except Exception as exc:
+            logger.warning("router: not ready: %s", type(exc).__name__)
+            return JSONResponse({"status": "not_ready", "reason": "a model failed to load"}, 503)
+        self._ready_until = time.monotonic() + READY_CACHE_S
+        return JSONResponse({"status": "ready", "tenants": len(tenants)})

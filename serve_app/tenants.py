@@ -1,0 +1,82 @@
+"""The router's view of its tenants: who a key belongs to and which model a call uses.
+
+Built from ``RouterConfig`` on every ``reconfigure()``; lookups are pure and fast.
+An unknown model, or another tenant's model, is the same 404: a caller cannot
+learn that anything outside its own catalog exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from serve_app.auth import KeyTable
+from serve_app.config import RouterConfig, TenantEntry, model_id
+from serve_app.errors import BadParameter, Forbidden, UnknownModel
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str
+    version: int
+
+    def id_for(self, tenant_id: str) -> str:
+        return model_id(tenant_id, self.name, self.version)
+
+
+class TenantTable:
+    """Tenants by id and by key digest."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self._by_id = {t.id: t for t in config.tenants}
+        self._keys = KeyTable({t.id: t.api_key_sha256 for t in config.tenants})
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def tenants(self) -> list[TenantEntry]:
+        return list(self._by_id.values())
+
+    def authenticate(self, api_key: str) -> TenantEntry:
+        """The active tenant owning ``api_key`` (401 if unknown, 403 if suspended)."""
+        tenant = self._by_id[self._keys.authenticate(api_key)]
+        if tenant.status != "active":
+            raise Forbidden("this account is suspended; contact your operator")
+        return tenant
+
+
+def select_model(tenant: TenantEntry, query: Mapping[str, str]) -> ModelChoice:
+    """The model and version a request asks for, defaulting to the active one."""
+    name = query.get("model", tenant.default_model)
+    model = tenant.model(name)
+    if model is None:
+        raise UnknownModel(f"no model named {name[:64]!r}; list yours with GET /v1/models")
+    if "version" not in query:
+        return ModelChoice(name=model.name, version=model.active_version)
+    raw = query["version"]
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadParameter(
+            f"query parameter 'version' must be a positive integer, got {raw[:16]!r}"
+        )
+    version = int(raw)
+    if version not in model.versions:
+        raise UnknownModel(
+            f"model {name!r} has no version {version}; list yours with GET /v1/models"
+        )
+    return ModelChoice(name=model.name, version=version)
+
+
+def catalog(tenant: TenantEntry) -> dict[str, object]:
+    """Body of ``GET /v1/models``: the caller's models only."""
+    return {
+        "models": [
+            {
+                "name": m.name,
+                "versions": sorted(m.versions),
+                "active_version": m.active_version,
+                "default": m.name == tenant.default_model,
+            }
+            for m in tenant.models
+        ]
+    }

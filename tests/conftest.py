@@ -1,0 +1,79 @@
+"""Shared test helpers: paths, sample truth, box matching."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+DEMO_MODEL = ROOT / "models" / "demo" / "shapes" / "1"
+DEMO_KEY = "yk_demo_localonly"
+
+
+def ground_truth() -> dict[str, list[dict[str, object]]]:
+    return json.loads((SAMPLES / "ground_truth.json").read_text())
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    ix1, iy1, ix2, iy2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def matched_shapes(truth: list[dict], detections: list[dict]) -> int:
+    """Greedy one-to-one matching: a truth shape counts if an unused detection of the
+    same class overlaps it with IoU >= 0.5."""
+    used: set[int] = set()
+    hits = 0
+    for shape in truth:
+        best, best_iou = None, 0.5
+        for i, det in enumerate(detections):
+            if i in used or det["class_name"] != shape["class_name"]:
+                continue
+            overlap = iou(shape["bbox"], det["bbox"])
+            if overlap >= best_iou:
+                best, best_iou = i, overlap
+        if best is not None:
+            used.add(best)
+            hits += 1
+    return hits
+
+
+def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.25):
+    """Poll ``condition`` until it returns a truthy value or ``timeout_s`` passes.
+
+    Returns that value. Waiting on a condition, not for a fixed time: the poll
+    interval only bounds how soon after the condition holds we notice.
+    """
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    tick = threading.Event()
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # the service may not be up yet
+            last_error = exc
+        tick.wait(poll_s)
+    raise TimeoutError(
+        f"timed out after {timeout_s:.0f} s waiting for {what}; last error: {last_error!r}"
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,145 @@
+"""The local demo over real HTTP, served by the real `serve run` command."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import pytest
+import requests
+
+from tests.conftest import DEMO_KEY, SAMPLES, ground_truth, matched_shapes
+
+AUTH = {"Authorization": f"Bearer {DEMO_KEY}"}
+
+
+def _detect(served, data: bytes, headers=None, params=None) -> requests.Response:
+    return requests.post(
+        f"{served['url']}/v1/detect",
+        data=data,
+        headers={**AUTH, **(headers or {})},
+        params=params,
+        timeout=120,
+    )
+
+
+def _error(resp: requests.Response, status: int, code: str) -> str:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    assert body["error"]["message"]
+    return body["error"]["message"]
+
+
+def test_health_and_readiness(served):
+    assert requests.get(f"{served['url']}/healthz", timeout=10).json() == {"status": "ok"}
+    ready = requests.get(f"{served['url']}/readyz", timeout=60)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_every_sample_matches_ground_truth(served):
+    truth = ground_truth()
+    hits = total = 0
+    for name, shapes in sorted(truth.items()):
+        resp = _detect(served, (SAMPLES / name).read_bytes())
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["model"] == "shapes@1"
+        assert set(body) == {"model", "image", "detections", "timing_ms"}
+        for det in body["detections"]:
+            assert set(det) == {"class_id", "class_name", "confidence", "bbox"}
+            x1, y1, x2, y2 = det["bbox"]
+            assert (
+                0 <= x1 < x2 <= body["image"]["width"] and 0 <= y1 < y2 <= body["image"]["height"]
+            )
+        hits += matched_shapes(shapes, body["detections"])
+        total += len(shapes)
+    assert total >= 30
+    assert hits >= 0.9 * total, f"{hits}/{total} shapes matched"
+
+
+def test_multipart_upload_gives_the_same_answer(served):
+    data = (SAMPLES / "shapes_02.jpg").read_bytes()
+    raw = _detect(served, data).json()
+    form = requests.post(
+        f"{served['url']}/v1/detect",
+        headers=AUTH,
+        timeout=120,
+        files={"image": ("shapes_02.jpg", data, "image/jpeg")},
+    ).json()
+    assert form["detections"] == raw["detections"]
+
+
+def test_models_lists_the_callers_models(served):
+    resp = requests.get(f"{served['url']}/v1/models", headers=AUTH, timeout=30)
+    assert resp.json() == {
+        "models": [{"name": "shapes", "versions": [1], "active_version": 1, "default": True}]
+    }
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer yk_wrong_key"},
+        {"Authorization": "Basic ZGVtbzpkZW1v"},
+        {"Authorization": f"Bearer {DEMO_KEY}x"},
+    ],
+)
+def test_bad_or_missing_key_is_401(served, headers):
+    resp = requests.post(
+        f"{served['url']}/v1/detect",
+        data=(SAMPLES / "shapes_00.jpg").read_bytes(),
+        headers=headers,
+        timeout=30,
+    )
+    _error(resp, 401, "unauthenticated")
+
+
+def test_random_bytes_are_415(served):
+    rng = random.Random(7)
+    message = _error(
+        _detect(served, bytes(rng.randrange(256) for _ in range(4096))),
+        415,
+        "unsupported_media_type",
+    )
+    assert "JPEG" in message
+
+
+def test_truncated_jpeg_is_422(served):
+    data = (SAMPLES / "shapes_04.jpg").read_bytes()
+    _error(_detect(served, data[: len(data) // 2]), 422, "undecodable_image")
+
+
+def test_unknown_model_is_404_and_bad_parameters_400(served):
+    data = (SAMPLES / "shapes_00.jpg").read_bytes()
+    _error(_detect(served, data, params={"model": "pcb"}), 404, "unknown_model")
+    _error(_detect(served, data, params={"version": "2"}), 404, "unknown_model")
+    _error(_detect(served, data, params={"conf": "high"}), 400, "bad_parameter")
+    _error(_detect(served, data, params={"confidence": "0.5"}), 400, "bad_parameter")
+    _error(_detect(served, b""), 400, "bad_parameter")
+
+
+def test_clamped_parameters_still_answer(served):
+    data = (SAMPLES / "shapes_00.jpg").read_bytes()
+    body = _detect(served, data, params={"max_det": "1", "conf": "0", "imgsz": "99999"}).json()
+    assert len(body["detections"]) == 1
+    only_circles = _detect(served, data, params={"classes": "circle"}).json()
+    assert only_circles["detections"] and {d["class_name"] for d in only_circles["detections"]} == {
+        "circle"
+    }
+
+
+def test_unknown_route_is_404_and_nothing_is_500(served):
+    _error(requests.get(f"{served['url']}/v1/nothing", timeout=30), 404, "not_found")
+    resp = requests.get(f"{served['url']}/v1/detect", headers=AUTH, timeout=30)
+    assert resp.status_code == 405
+
+
+def test_no_key_or_image_bytes_in_the_logs(served):
+    log = served["log"].read_text(errors="replace")
+    assert DEMO_KEY not in log
+    assert "yk_wrong_key" not in log
+    chunk = (SAMPLES / "shapes_00.jpg").read_bytes()[200:248]
+    for encoded in (base64.b64encode(chunk).decode(), chunk.hex(), repr(chunk)[2:40]):
+        assert encoded not in log

@@ -1,0 +1,88 @@
+"""One local Ray for the integration tier, with a pretend GPU.
+
+The cluster has 1 fake GPU (``num_gpus=1``): Ray schedules fractional and whole GPU
+reservations on it exactly as on a real one, and torch in the replicas finds no
+CUDA and falls back to the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import yaml
+
+from serve_app.auth import hash_api_key
+from tests.conftest import ROOT, free_port, wait_for
+
+GPU_CONFIG = ROOT / "configs" / "serve.gpu.yaml"
+
+
+def test_key(tenant: str) -> str:
+    return f"yk_integration_{tenant}"
+
+
+def cpu_adapted_gpu_config(http_port: int) -> dict:
+    """configs/serve.gpu.yaml with CPU shares small enough for 2 cores, one replica per
+    tenant, and key hashes of keys the tests know. GPU shares are left as they are."""
+    raw = copy.deepcopy(yaml.safe_load(GPU_CONFIG.read_text()))
+    raw["http_options"] = {"host": "127.0.0.1", "port": http_port}
+    raw["proxy_location"] = "HeadOnly"
+    app = raw["applications"][0]
+    app["args"]["router"]["resources"]["num_cpus"] = 0.1
+    app["args"]["router"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
+    for tenant in app["args"]["tenants"]:
+        tenant["resources"]["num_cpus"] = 0.1
+        tenant["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
+    router = next(d for d in app["deployments"] if d["name"] == "router")
+    for tenant in router["user_config"]["tenants"]:
+        tenant["api_key_sha256"] = [hash_api_key(test_key(tenant["id"]))]
+    return raw
+
+
+@pytest.fixture(scope="package")
+def ray_cluster():
+    import ray
+    from ray import serve
+
+    os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # raylet start fails with it set
+    context = ray.init(
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    yield context
+    serve.shutdown()
+    ray.shutdown()
+
+
+def deploy(context, config: dict) -> None:
+    """Submit a Serve config to the cluster the way ``serve deploy`` does."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(f"http://{context.dashboard_url}").deploy_applications(config)
+
+
+@pytest.fixture(scope="package")
+def gpu_app(ray_cluster):
+    """The GPU example app on the fake-GPU cluster; waits for the fractional tenants."""
+    from ray import serve
+
+    config = cpu_adapted_gpu_config(free_port())
+    deploy(ray_cluster, config)
+
+    def fractional_running():
+        app = serve.status().applications.get("yolo")
+        if app is None:
+            return False
+        deps = app.deployments
+        names = ["router", "tenant-acme", "tenant-globex", "tenant-initech"]
+        return all(n in deps and deps[n].status == "HEALTHY" for n in names)
+
+    wait_for(fractional_running, 300, "router and the three fractional-GPU tenants to be healthy")
+    return {"context": ray_cluster, "config": config}

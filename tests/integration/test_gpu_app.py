@@ -1,0 +1,130 @@
+"""configs/serve.gpu.yaml on a cluster with one (pretend) GPU.
+
+The three fractional tenants (0.5 + 0.25 + 0.25) fit on the one GPU; the whole-GPU
+tenant cannot be placed and stays pending, exactly as Ray would leave it on a real
+one-GPU node. Handles return real detections from the real demo model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from serve_app.auth import hash_api_key
+from serve_app.client import DetectionClient
+from serve_app.errors import BadParameter, Unauthenticated, UnknownModel, UnsupportedMediaType
+from tests.conftest import SAMPLES, ground_truth, matched_shapes, wait_for
+from tests.integration.conftest import deploy, test_key
+
+FRACTIONAL = {"acme": 0.5, "globex": 0.25, "initech": 0.25}
+
+
+def _placement(tenant: str) -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle(f"tenant-{tenant}", "yolo").placement.remote().result()
+
+
+def test_fractional_tenants_share_the_one_gpu(gpu_app):
+    import ray
+
+    for tenant in FRACTIONAL:
+        placement = _placement(tenant)
+        assert placement["gpu_ids"] == ["0"], (tenant, placement)
+        assert placement["device"] == "cpu"  # fake GPU: torch sees no CUDA and falls back
+    # 0.5 + 0.25 + 0.25 reserved: nothing of the GPU is left.
+    assert ray.available_resources().get("GPU", 0.0) == pytest.approx(0.0)
+    assert ray.cluster_resources()["GPU"] == 1.0
+
+
+def test_whole_gpu_tenant_waits_for_a_gpu(gpu_app):
+    from ray import serve
+
+    umbrella = serve.status().applications["yolo"].deployments["tenant-umbrella"]
+    assert umbrella.status != "HEALTHY"
+    assert umbrella.replica_states.get("RUNNING", 0) == 0
+    # Its replica actor exists but waits for a whole GPU that this node cannot give.
+    from ray.util.state import list_actors
+
+    pending = [
+        a
+        for a in list_actors(filters=[("state", "=", "PENDING_CREATION")], detail=True)
+        if "tenant-umbrella" in (a.class_name or "")
+    ]
+    assert len(pending) == 1, pending
+    assert pending[0].required_resources.get("GPU") == 1.0
+
+
+def test_handles_return_detections_matching_ground_truth(gpu_app):
+    client = DetectionClient(api_key=test_key("acme"))
+    truth = ground_truth()
+    hits = total = 0
+    for name in sorted(truth)[:4]:
+        result = client.detect(SAMPLES / name)
+        assert result.model == "shapes@1"
+        dets = [d.model_dump() for d in result.detections]
+        hits += matched_shapes(truth[name], dets)
+        total += len(truth[name])
+    assert hits >= 0.9 * total, (hits, total)
+
+
+def test_policy_allowlist_is_enforced_per_tenant(gpu_app):
+    # globex may only see circles and squares; acme sees triangles in the same image.
+    truth = ground_truth()
+    name = next(n for n in sorted(truth) if any(s["class_name"] == "triangle" for s in truth[n]))
+    acme = DetectionClient(api_key=test_key("acme")).detect(SAMPLES / name)
+    globex = DetectionClient(api_key=test_key("globex")).detect(SAMPLES / name)
+    assert "triangle" in {d.class_name for d in acme.detections}
+    assert {d.class_name for d in globex.detections} <= {"circle", "square"}
+    with pytest.raises(BadParameter, match="allowed: circle, square"):
+        DetectionClient(api_key=test_key("globex")).detect(SAMPLES / name, classes="triangle")
+
+
+def test_handle_errors_are_typed(gpu_app):
+    with pytest.raises(Unauthenticated):
+        DetectionClient(api_key="yk_not_a_key").detect(SAMPLES / "shapes_00.jpg")
+    client = DetectionClient(api_key=test_key("initech"))
+    with pytest.raises(UnsupportedMediaType):
+        client.detect(b"definitely not an image")
+    with pytest.raises(UnknownModel):
+        client.detect(SAMPLES / "shapes_00.jpg", model="pcb")
+    assert client.models() == {
+        "models": [{"name": "shapes", "versions": [1], "active_version": 1, "default": True}]
+    }
+
+
+def test_numpy_arrays_are_accepted(gpu_app):
+    import cv2
+
+    array = cv2.imread(str(SAMPLES / "shapes_01.png"))
+    from_array = DetectionClient(api_key=test_key("acme")).detect(array)
+    from_file = DetectionClient(api_key=test_key("acme")).detect(SAMPLES / "shapes_01.png")
+    assert from_array.image == from_file.image
+    assert [d.bbox for d in from_array.detections] == [d.bbox for d in from_file.detections]
+
+
+def test_key_rotation_is_a_user_config_change_that_restarts_nothing(gpu_app):
+    from ray import serve
+
+    before = {t: _placement(t)["actor_id"] for t in FRACTIONAL}
+    config = copy.deepcopy(gpu_app["config"])
+    router = next(d for d in config["applications"][0]["deployments"] if d["name"] == "router")
+    acme = next(t for t in router["user_config"]["tenants"] if t["id"] == "acme")
+    acme["api_key_sha256"] = [hash_api_key("yk_integration_acme_rotated")]
+    deploy(gpu_app["context"], config)
+
+    def rotated():
+        try:
+            DetectionClient(api_key="yk_integration_acme_rotated").models()
+            return True
+        except Unauthenticated:
+            return False
+
+    wait_for(rotated, 120, "the rotated key to be accepted")
+    with pytest.raises(Unauthenticated):
+        DetectionClient(api_key=test_key("acme")).models()
+    assert {t: _placement(t)["actor_id"] for t in FRACTIONAL} == before
+    assert serve.status().applications["yolo"].deployments["tenant-acme"].status == "HEALTHY"
+    deploy(gpu_app["context"], gpu_app["config"])  # restore for other tests
+    wait_for(lambda: DetectionClient(api_key=test_key("acme")).models(), 120, "the original key")

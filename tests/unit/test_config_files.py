@@ -1,0 +1,77 @@
+"""The checked-in Serve config files are valid for Serve and for this application."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve_app.auth import hash_api_key
+from serve_app.config_file import ServeConfigFile, load_serve_config
+from tests.conftest import DEMO_KEY, ROOT
+
+CONFIGS = [ROOT / "configs" / "serve.local.yaml", ROOT / "configs" / "serve.gpu.yaml"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_is_accepted_by_serves_own_schema_and_ours(path):
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load(path.read_text())
+    ServeDeploySchema.model_validate(raw)
+    parsed = load_serve_config(path)
+    assert parsed.app().import_path == "serve_app.app:build_app"
+
+
+def test_local_config_serves_demo_with_only_the_hash_of_the_demo_key():
+    text = (ROOT / "configs" / "serve.local.yaml").read_text()
+    assert DEMO_KEY not in text.replace("`yk_demo_localonly`", "")
+    app = load_serve_config(ROOT / "configs" / "serve.local.yaml").app()
+    assert [t.id for t in app.args.tenants] == ["demo"]
+    router = next(d for d in app.deployments if d.name == "router")
+    assert hash_api_key(DEMO_KEY) in router.user_config["tenants"][0]["api_key_sha256"]
+
+
+def test_gpu_config_has_three_fractional_tenants_and_one_whole_gpu():
+    app = load_serve_config(ROOT / "configs" / "serve.gpu.yaml").app()
+    gpus = {t.id: t.resources.num_gpus for t in app.args.tenants}
+    assert sorted(gpus.values()) == [0.25, 0.25, 0.5, 1.0]
+
+
+def _raw():
+    return yaml.safe_load((ROOT / "configs" / "serve.local.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda r: r["applications"][0]["deployments"][0].update(num_replica=2), "num_replica"),
+        (
+            lambda r: r["applications"][0]["args"]["tenants"][0]["autoscaling"].update(
+                target_ongoing_request=3
+            ),
+            "target_ongoing_request",
+        ),
+        (
+            lambda r: r["applications"][0]["deployments"].append({"name": "tenant-ghost"}),
+            "tenant-ghost",
+        ),
+        (
+            lambda r: r["applications"][0]["deployments"][1]["user_config"]["models"].clear(),
+            "demo/shapes@1",
+        ),
+        (lambda r: r["applications"][0]["args"]["tenants"][0].update(id="Bad Id"), "id"),
+        (
+            lambda r: r["applications"][0]["args"]["tenants"][0]["resources"].update(num_gpus=1.5),
+            "whole number",
+        ),
+    ],
+)
+def test_typos_and_inconsistencies_fail_loudly(mutate, needle):
+    raw = copy.deepcopy(_raw())
+    mutate(raw)
+    with pytest.raises(ValidationError) as err:
+        ServeConfigFile.model_validate(raw)
+    assert needle in str(err.value)

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve_app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
+from serve_app.images import decode_image, inspect_image, sniff_format
+
+
+def _encode(fmt: str, size=(40, 30), colour=(255, 0, 0)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")]
+)
+def test_supported_formats_are_sniffed_and_decoded_to_bgr(fmt, name):
+    data = _encode(fmt)
+    assert sniff_format(data) == name
+    info = inspect_image(data)
+    assert (info.width, info.height) == (40, 30)
+    array = decode_image(data)
+    assert array.shape == (30, 40, 3) and array.dtype == np.uint8
+    b, _g, r = array[15, 20].tolist()
+    assert r > 200 and b < 60  # red in, red out: channels are BGR
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"hello world", b"%PDF-1.7 ...", b"GIF89a......", bytes(range(256))]
+)
+def test_non_images_are_415(data):
+    with pytest.raises(UnsupportedMediaType, match="JPEG, PNG"):
+        inspect_image(data)
+
+
+def test_truncated_jpeg_is_422_not_a_grey_picture():
+    data = _encode("JPEG", size=(200, 200))
+    with pytest.raises(UndecodableImage, match="truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_truncated_png_is_422():
+    data = _encode("PNG", size=(200, 200))
+    with pytest.raises(UndecodableImage):
+        decode_image(data[:60])
+
+
+def test_garbage_after_magic_bytes_is_422():
+    with pytest.raises(UndecodableImage):
+        inspect_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, data in ((b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\x00" * 64)), (b"IEND", b"")):
+        out += (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+    return out
+
+
+def test_pixel_bomb_is_413_from_the_header_alone():
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        inspect_image(_png_header(100_000, 100_000))
+
+
+def test_tiny_images_are_422():
+    with pytest.raises(UndecodableImage, match="at least"):
+        inspect_image(_encode("PNG", size=(4, 4)))
+
+
+def test_oversized_body_is_413():
+    with pytest.raises(PayloadTooLarge, match="limit"):
+        inspect_image(b"\xff\xd8\xff" + b"\x00" * (21 * 1024 * 1024))

@@ -1,0 +1,85 @@
+"""Rebuilding the network from the trusted YAML + safetensors, without pickle."""
+
+from __future__ import annotations
+
+import pickle
+
+import cv2
+import pytest
+import torch
+from safetensors.torch import load as load_st
+from safetensors.torch import save as save_st
+
+from serve_app.errors import ModelLoadError
+from serve_app.manifest import build_manifest
+from serve_app.model_loader import build_yolo
+from serve_app.model_store import fetch_version
+from tests.conftest import SAMPLES, ground_truth, matched_shapes
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return fetch_version("file://models/demo/shapes/1")
+
+
+def test_demo_model_rebuilds_without_unpickling_and_detects(demo, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("pickle must not be used to load tenant weights")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    yolo = build_yolo(demo.manifest, demo.weights)
+    assert yolo.model.names == {0: "circle", 1: "square", 2: "triangle"}
+    truth = ground_truth()
+    hits = total = 0
+    for name in sorted(truth)[:4]:
+        res = yolo.predict(
+            cv2.imread(str(SAMPLES / name)), imgsz=demo.manifest.imgsz, verbose=False
+        )[0]
+        dets = [
+            {"class_name": res.names[int(c)], "bbox": b}
+            for b, c in zip(res.boxes.xyxy.tolist(), res.boxes.cls.tolist(), strict=True)
+        ]
+        hits += matched_shapes(truth[name], dets)
+        total += len(truth[name])
+    assert hits >= 0.9 * total, (hits, total)
+
+
+def test_weights_for_another_class_count_do_not_fit(demo):
+    manifest = build_manifest(
+        architecture="yolov8n",
+        class_names=["a", "b", "c", "d", "e"],
+        imgsz=320,
+        weights=demo.weights,
+    )
+    with pytest.raises(ModelLoadError, match="do not fit architecture yolov8n with 5 classes"):
+        build_yolo(manifest, demo.weights)
+
+
+def test_weights_for_another_architecture_do_not_fit(demo):
+    manifest = demo.manifest.model_copy(update={"architecture": "yolov8s"})
+    with pytest.raises(ModelLoadError, match="do not fit architecture yolov8s"):
+        build_yolo(manifest, demo.weights)
+
+
+def test_missing_or_extra_tensors_do_not_fit(demo):
+    state = load_st(demo.weights)
+    state.pop(next(iter(state)))
+    state["backdoor.weight"] = torch.zeros(1)
+    weights = save_st(state)
+    manifest = build_manifest(
+        architecture="yolov8n",
+        class_names=["circle", "square", "triangle"],
+        imgsz=320,
+        weights=weights,
+    )
+    with pytest.raises(ModelLoadError, match="do not fit"):
+        build_yolo(manifest, weights)
+
+
+def test_garbage_bytes_are_not_safetensors(demo):
+    weights = b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}" + b"\x00" * 64
+    manifest = build_manifest(architecture="yolov8n", class_names=["a"], imgsz=320, weights=weights)
+    with pytest.raises(ModelLoadError, match="not a valid safetensors"):
+        build_yolo(manifest, weights)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from serve_app.errors import BadParameter
+from serve_app.uploads import image_bytes
+
+IMAGE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\r\n--not-the-boundary\r\n"
+
+
+def _multipart(field: str, payload: bytes, boundary: str = "XyZ123") -> tuple[bytes, str]:
+    body = (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="note"\r\n\r\n'
+            "hello\r\n"
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="{field}"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_raw_body_is_the_image():
+    assert image_bytes(IMAGE, "image/jpeg") == IMAGE
+    assert image_bytes(IMAGE, None) == IMAGE
+
+
+def test_multipart_image_field_is_extracted_byte_exact():
+    body, ctype = _multipart("image", IMAGE)
+    assert image_bytes(body, ctype) == IMAGE
+
+
+def test_multipart_without_image_field_names_the_field():
+    body, ctype = _multipart("file", IMAGE)
+    with pytest.raises(BadParameter, match="'image' field"):
+        image_bytes(body, ctype)
+
+
+def test_empty_body_is_400():
+    with pytest.raises(BadParameter, match="empty body"):
+        image_bytes(b"", "application/octet-stream")
