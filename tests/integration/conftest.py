@@ -19,7 +19,7 @@ from tests.conftest import ROOT, free_port, wait_for
 GPU_CONFIG = ROOT / "configs" / "serve.gpu.yaml"
 
 
-def test_key(tenant: str) -> str:
+def tenant_key(tenant: str) -> str:
     return f"yk_integration_{tenant}"
 
 
@@ -37,7 +37,7 @@ def cpu_adapted_gpu_config(http_port: int) -> dict:
         tenant["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
     router = next(d for d in app["deployments"] if d["name"] == "router")
     for tenant in router["user_config"]["tenants"]:
-        tenant["api_key_sha256"] = [hash_api_key(test_key(tenant["id"]))]
+        tenant["api_key_sha256"] = [hash_api_key(tenant_key(tenant["id"]))]
     return raw
 
 

@@ -15,7 +15,7 @@ from serve_app.auth import hash_api_key
 from serve_app.client import DetectionClient
 from serve_app.errors import BadParameter, Unauthenticated, UnknownModel, UnsupportedMediaType
 from tests.conftest import SAMPLES, ground_truth, matched_shapes, wait_for
-from tests.integration.conftest import deploy, test_key
+from tests.integration.conftest import deploy, tenant_key
 
 FRACTIONAL = {"acme": 0.5, "globex": 0.25, "initech": 0.25}
 
@@ -57,7 +57,7 @@ def test_whole_gpu_tenant_waits_for_a_gpu(gpu_app):
 
 
 def test_handles_return_detections_matching_ground_truth(gpu_app):
-    client = DetectionClient(api_key=test_key("acme"))
+    client = DetectionClient(api_key=tenant_key("acme"))
     truth = ground_truth()
     hits = total = 0
     for name in sorted(truth)[:4]:
@@ -72,19 +72,24 @@ def test_handles_return_detections_matching_ground_truth(gpu_app):
 def test_policy_allowlist_is_enforced_per_tenant(gpu_app):
     # globex may only see circles and squares; acme sees triangles in the same image.
     truth = ground_truth()
-    name = next(n for n in sorted(truth) if any(s["class_name"] == "triangle" for s in truth[n]))
-    acme = DetectionClient(api_key=test_key("acme")).detect(SAMPLES / name)
-    globex = DetectionClient(api_key=test_key("globex")).detect(SAMPLES / name)
+    def largest_triangle(name: str) -> float:
+        sides = [s["bbox"][2] - s["bbox"][0] for s in truth[name] if s["class_name"] == "triangle"]
+        return max(sides, default=0.0)
+
+    name = max(sorted(truth), key=largest_triangle)
+    assert largest_triangle(name) > 60
+    acme = DetectionClient(api_key=tenant_key("acme")).detect(SAMPLES / name)
+    globex = DetectionClient(api_key=tenant_key("globex")).detect(SAMPLES / name)
     assert "triangle" in {d.class_name for d in acme.detections}
     assert {d.class_name for d in globex.detections} <= {"circle", "square"}
     with pytest.raises(BadParameter, match="allowed: circle, square"):
-        DetectionClient(api_key=test_key("globex")).detect(SAMPLES / name, classes="triangle")
+        DetectionClient(api_key=tenant_key("globex")).detect(SAMPLES / name, classes="triangle")
 
 
 def test_handle_errors_are_typed(gpu_app):
     with pytest.raises(Unauthenticated):
         DetectionClient(api_key="yk_not_a_key").detect(SAMPLES / "shapes_00.jpg")
-    client = DetectionClient(api_key=test_key("initech"))
+    client = DetectionClient(api_key=tenant_key("initech"))
     with pytest.raises(UnsupportedMediaType):
         client.detect(b"definitely not an image")
     with pytest.raises(UnknownModel):
@@ -98,8 +103,8 @@ def test_numpy_arrays_are_accepted(gpu_app):
     import cv2
 
     array = cv2.imread(str(SAMPLES / "shapes_01.png"))
-    from_array = DetectionClient(api_key=test_key("acme")).detect(array)
-    from_file = DetectionClient(api_key=test_key("acme")).detect(SAMPLES / "shapes_01.png")
+    from_array = DetectionClient(api_key=tenant_key("acme")).detect(array)
+    from_file = DetectionClient(api_key=tenant_key("acme")).detect(SAMPLES / "shapes_01.png")
     assert from_array.image == from_file.image
     assert [d.bbox for d in from_array.detections] == [d.bbox for d in from_file.detections]
 
@@ -123,8 +128,8 @@ def test_key_rotation_is_a_user_config_change_that_restarts_nothing(gpu_app):
 
     wait_for(rotated, 120, "the rotated key to be accepted")
     with pytest.raises(Unauthenticated):
-        DetectionClient(api_key=test_key("acme")).models()
+        DetectionClient(api_key=tenant_key("acme")).models()
     assert {t: _placement(t)["actor_id"] for t in FRACTIONAL} == before
     assert serve.status().applications["yolo"].deployments["tenant-acme"].status == "HEALTHY"
     deploy(gpu_app["context"], gpu_app["config"])  # restore for other tests
-    wait_for(lambda: DetectionClient(api_key=test_key("acme")).models(), 120, "the original key")
+    wait_for(lambda: DetectionClient(api_key=tenant_key("acme")).models(), 120, "the original key")
