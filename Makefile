@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/serve run configs/serve.local.yaml
 
+# Fast tiers first: unit (no Ray), integration (one local Ray), e2e (serve run + HTTP).
 test: $(STAMP)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests/unit tests/integration tests/e2e
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

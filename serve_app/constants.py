@@ -54,3 +54,12 @@ BATCH_WAIT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_BATCH_WAIT_TIMEOUT_S", "0
 # Router.
 DETECT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_DETECT_TIMEOUT_S", "60"))
 RETRY_AFTER_S = 1
+# Multipart framing around an image is small; allow it on top of the image limit.
+MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
+READY_TIMEOUT_S = 120.0
+# Probes come every few seconds; a recent success stands for this long.
+READY_CACHE_S = 15.0
+
+# Detector.
+WARMUP_SIDE_PX = 64
+MODEL_LOAD_RETRY_AFTER_S = 30

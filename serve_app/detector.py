@@ -20,7 +20,13 @@ from ray import serve
 from ray.serve import metrics
 
 from serve_app.config import DetectorConfig
-from serve_app.constants import BATCH_MAX_SIZE, BATCH_WAIT_TIMEOUT_S, MAX_MODELS_PER_REPLICA
+from serve_app.constants import (
+    BATCH_MAX_SIZE,
+    BATCH_WAIT_TIMEOUT_S,
+    MAX_MODELS_PER_REPLICA,
+    MODEL_LOAD_RETRY_AFTER_S,
+    WARMUP_SIDE_PX,
+)
 from serve_app.errors import ModelLoadError, ModelUnavailable, ServeAppError, UnknownModel
 from serve_app.images import decode_image
 from serve_app.manifest import ModelManifest
@@ -30,7 +36,6 @@ from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
 from serve_app.results import DetectionResult, ImageSize, encode_detections
 
 logger = logging.getLogger("ray.serve")
-WARMUP_SIDE_PX = 64
 
 
 @dataclass
@@ -128,7 +133,7 @@ class Detector:
             logger.error("model %s failed to load: %s", model_id, exc)
             raise ModelUnavailable(
                 "the model could not be loaded; the operator has been told — retry later",
-                retry_after_s=30,
+                retry_after_s=MODEL_LOAD_RETRY_AFTER_S,
             ) from None
         self._loads.inc(tags={"scope": self._scope, "outcome": "loaded"})
         logger.info("model %s loaded in %.0f ms", model_id, (time.perf_counter() - started) * 1e3)

@@ -45,6 +45,11 @@ class UnknownModel(NotFound):
     code = "unknown_model"
 
 
+class MethodNotAllowed(ServeAppError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class PayloadTooLarge(ServeAppError):
     status = 413
     code = "payload_too_large"

@@ -23,8 +23,16 @@ from starlette.responses import JSONResponse, Response
 from serve_app import images, policy
 from serve_app.auth import bearer_token
 from serve_app.config import RouterConfig, TenantEntry
-from serve_app.constants import DETECT_TIMEOUT_S, MAX_IMAGE_BYTES, RETRY_AFTER_S
+from serve_app.constants import (
+    DETECT_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    MAX_IMAGE_BYTES,
+    READY_CACHE_S,
+    READY_TIMEOUT_S,
+    RETRY_AFTER_S,
+)
 from serve_app.errors import (
+    MethodNotAllowed,
     ModelUnavailable,
     NotFound,
     PayloadTooLarge,
@@ -37,11 +45,6 @@ from serve_app.tenants import TenantTable, catalog, select_model
 from serve_app.uploads import image_bytes
 
 logger = logging.getLogger("ray.serve")
-# Multipart framing around an image is small; allow it on top of the image limit.
-MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
-READY_TIMEOUT_S = 120.0
-# Probes come every few seconds; a recent success stands for this long.
-READY_CACHE_S = 15.0
 
 
 def error_response(error: ServeAppError) -> JSONResponse:
@@ -155,15 +158,8 @@ class Router:
                 result = await self._detect(tenant, image, dict(request.query_params))
                 response = Response(result.model_dump_json(), media_type="application/json")
             else:
-                return JSONResponse(
-                    {
-                        "error": {
-                            "code": "method_not_allowed",
-                            "message": f"{request.method} is not allowed here",
-                        }
-                    },
-                    status_code=405,
-                )
+                allowed = "POST" if request.url.path == "/v1/detect" else "GET"
+                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
         except ServeAppError as exc:
             response = error_response(exc)
         except Exception:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import random
+import struct
+import zlib
 
 import pytest
 import requests
@@ -130,10 +132,65 @@ def test_clamped_parameters_still_answer(served):
     }
 
 
-def test_unknown_route_is_404_and_nothing_is_500(served):
+def test_unknown_route_is_404_and_wrong_method_405(served):
     _error(requests.get(f"{served['url']}/v1/nothing", timeout=30), 404, "not_found")
     resp = requests.get(f"{served['url']}/v1/detect", headers=AUTH, timeout=30)
-    assert resp.status_code == 405
+    assert "use POST" in _error(resp, 405, "method_not_allowed")
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    out = b"\x89PNG\r\n\x1a\n"
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    for kind, data in ((b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\x00" * 64)), (b"IEND", b"")):
+        out += (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (_png_bomb(60_000, 60_000), {}, 413, "payload_too_large"),
+        (b"\xff\xd8\xff" + b"\x00" * 100, {}, 422, "undecodable_image"),
+        (
+            b"--x\r\nContent-Disposition: form-data; name=image\r\n\r\nabc\r\n--x--\r\n",
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            415,
+            "unsupported_media_type",
+        ),
+        (b"garbage", {"Content-Type": "multipart/form-data"}, 400, "bad_parameter"),
+        (
+            b"--x\r\n\r\n--x--",
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            400,
+            "bad_parameter",
+        ),
+        (b"\x00" * 100, {"Content-Type": "image/jpeg"}, 415, "unsupported_media_type"),
+    ],
+    ids=[
+        "pixel-bomb",
+        "jpeg-magic-only",
+        "multipart-non-image",
+        "multipart-no-boundary",
+        "multipart-empty",
+        "zeros",
+    ],
+)
+def test_hostile_bodies_get_a_4xx_never_a_500(served, body, headers, status, code):
+    _error(_detect(served, body, headers=headers), status, code)
+    # and the service still answers real requests afterwards
+    assert _detect(served, (SAMPLES / "shapes_03.png").read_bytes()).status_code == 200
+
+
+def test_declared_oversized_body_is_413_before_it_is_read(served):
+    resp = requests.post(
+        f"{served['url']}/v1/detect",
+        headers={**AUTH, "Content-Length": str(10**9)},
+        data=b"",
+        timeout=30,
+    )
+    _error(resp, 413, "payload_too_large")
 
 
 def test_no_key_or_image_bytes_in_the_logs(served):

@@ -72,6 +72,7 @@ def test_handles_return_detections_matching_ground_truth(gpu_app):
 def test_policy_allowlist_is_enforced_per_tenant(gpu_app):
     # globex may only see circles and squares; acme sees triangles in the same image.
     truth = ground_truth()
+
     def largest_triangle(name: str) -> float:
         sides = [s["bbox"][2] - s["bbox"][0] for s in truth[name] if s["class_name"] == "triangle"]
         return max(sides, default=0.0)
