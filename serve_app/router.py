@@ -45,6 +45,8 @@ from serve_app.tenants import TenantTable, catalog, select_model
 from serve_app.uploads import image_bytes
 
 logger = logging.getLogger("ray.serve")
+API_PATHS = frozenset({"/v1/detect", "/v1/models"})
+KNOWN_PATHS = API_PATHS | {"/healthz", "/readyz"}
 
 
 def error_response(error: ServeAppError) -> JSONResponse:
@@ -146,7 +148,7 @@ class Router:
                 return JSONResponse({"status": "ok"})
             if route == "GET /readyz":
                 return await self._readyz()
-            if request.url.path not in ("/v1/detect", "/v1/models"):
+            if request.url.path not in API_PATHS:
                 raise NotFound(f"no route {request.url.path[:64]!r}; see /v1/detect and /v1/models")
             tenant = self._table.authenticate(bearer_token(request.headers.get("authorization")))
             tenant_id = tenant.id

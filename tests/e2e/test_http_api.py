@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import random
-import struct
-import zlib
 
 import pytest
 import requests
 
-from tests.conftest import DEMO_KEY, SAMPLES, ground_truth, matched_shapes
+from tests.conftest import DEMO_KEY, SAMPLES, ground_truth, matched_shapes, png_header_only
 
 AUTH = {"Authorization": f"Bearer {DEMO_KEY}"}
 
@@ -138,20 +136,10 @@ def test_unknown_route_is_404_and_wrong_method_405(served):
     assert "use POST" in _error(resp, 405, "method_not_allowed")
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    out = b"\x89PNG\r\n\x1a\n"
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    for kind, data in ((b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\x00" * 64)), (b"IEND", b"")):
-        out += (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-    return out
-
-
 @pytest.mark.parametrize(
     ("body", "headers", "status", "code"),
     [
-        (_png_bomb(60_000, 60_000), {}, 413, "payload_too_large"),
+        (png_header_only(60_000, 60_000), {}, 413, "payload_too_large"),
         (b"\xff\xd8\xff" + b"\x00" * 100, {}, 422, "undecodable_image"),
         (
             b"--x\r\nContent-Disposition: form-data; name=image\r\n\r\nabc\r\n--x--\r\n",

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ from PIL import Image
 
 from serve_app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
 from serve_app.images import decode_image, inspect_image, sniff_format
+from tests.conftest import png_header_only
 
 
 def _encode(fmt: str, size=(40, 30), colour=(255, 0, 0)) -> bytes:
@@ -57,19 +56,9 @@ def test_garbage_after_magic_bytes_is_422():
         inspect_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
 
 
-def _png_header(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    out = b"\x89PNG\r\n\x1a\n"
-    for kind, data in ((b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\x00" * 64)), (b"IEND", b"")):
-        out += (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-    return out
-
-
 def test_pixel_bomb_is_413_from_the_header_alone():
     with pytest.raises(PayloadTooLarge, match="pixels"):
-        inspect_image(_png_header(100_000, 100_000))
+        inspect_image(png_header_only(100_000, 100_000))
 
 
 def test_tiny_images_are_422():
