@@ -165,17 +165,15 @@ class Router:
         except ServeAppError as exc:
             response = error_response(exc)
         except Exception:
-            logger.exception("router: unexpected error on %s for tenant %s", route, tenant_id)
+            logger.exception("router: unexpected error on %r for tenant %s", route[:80], tenant_id)
             response = JSONResponse(
                 {"error": {"code": "internal", "message": "internal error; it has been logged"}},
                 status_code=500,
             )
+        # Label by known route only: arbitrary paths would blow up metric cardinality.
+        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
         self._requests.inc(
-            tags={
-                "tenant": tenant_id,
-                "route": request.url.path,
-                "status": str(response.status_code),
-            }
+            tags={"tenant": tenant_id, "route": path, "status": str(response.status_code)}
         )
         return response
 
