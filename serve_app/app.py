@@ -1,9 +1,10 @@
 """Application builder: ``import_path: serve_app.app:build_app``.
 
-Binds one ``Router`` ingress and one ``Detector`` deployment per dedicated tenant,
-named ``tenant-<id>``, each with its own autoscaling and resource reservation.
-Tenant tables and model catalogs are not args: they arrive as ``user_config`` so
-that changing them restarts nothing.
+Binds one ``Router`` ingress, one ``shared-pool`` Detector that multiplexes every
+shared-tier tenant, and one ``Detector`` per dedicated tenant (``tenant-<id>``),
+each with its own autoscaling and resource reservation. Tenant tables and model
+catalogs are not args: they arrive as ``user_config`` so that changing them
+restarts nothing.
 """
 
 from __future__ import annotations
@@ -12,14 +13,23 @@ from typing import Any
 
 from ray.serve import Application
 
-from serve_app.config import AppArgs, AutoscalingSpec, deployment_name
-from serve_app.constants import BATCH_MAX_SIZE, ROUTER_DEPLOYMENT
+from serve_app.config import AppArgs, DeploymentSpec, deployment_name
+from serve_app.constants import BATCH_MAX_SIZE, ROUTER_DEPLOYMENT, SHARED_POOL_DEPLOYMENT
 from serve_app.detector import Detector
 from serve_app.router import Router
 
 
-def autoscaling_config(spec: AutoscalingSpec) -> dict[str, Any]:
-    return spec.model_dump()
+def deployment_options(spec: DeploymentSpec, *, batching: bool) -> dict[str, Any]:
+    """Serve ``.options()`` for one deployment spec."""
+    max_ongoing = spec.max_ongoing_requests
+    if batching:  # batches only fill if a replica may hold at least a batch of requests
+        max_ongoing = max(max_ongoing, BATCH_MAX_SIZE)
+    return {
+        "autoscaling_config": spec.autoscaling.model_dump(),
+        "ray_actor_options": spec.resources.ray_actor_options(),
+        "max_ongoing_requests": max_ongoing,
+        "max_surge_percent": spec.max_surge_percent,
+    }
 
 
 def build_app(args: AppArgs) -> Application:
@@ -29,19 +39,15 @@ def build_app(args: AppArgs) -> Application:
     # mypy cannot see that @serve.deployment turned the classes into Deployments.
     detectors = {
         tenant.id: Detector.options(  # type: ignore[attr-defined]
-            name=deployment_name(tenant.id),
-            autoscaling_config=autoscaling_config(tenant.autoscaling),
-            ray_actor_options=tenant.resources.ray_actor_options(),
-            # Batches only fill if a replica may hold at least a batch of requests.
-            max_ongoing_requests=max(tenant.max_ongoing_requests, BATCH_MAX_SIZE),
+            name=deployment_name(tenant.id), **deployment_options(tenant, batching=True)
         ).bind(tenant.id)
         for tenant in args.tenants
     }
+    pool = Detector.options(  # type: ignore[attr-defined]
+        name=SHARED_POOL_DEPLOYMENT, **deployment_options(args.shared_pool, batching=True)
+    ).bind(SHARED_POOL_DEPLOYMENT)
     router = Router.options(  # type: ignore[attr-defined]
-        name=ROUTER_DEPLOYMENT,
-        autoscaling_config=autoscaling_config(args.router.autoscaling),
-        ray_actor_options=args.router.resources.ray_actor_options(),
-        max_ongoing_requests=args.router.max_ongoing_requests,
+        name=ROUTER_DEPLOYMENT, **deployment_options(args.router, batching=False)
     )
-    app: Application = router.bind(detectors)
+    app: Application = router.bind(detectors, pool)
     return app

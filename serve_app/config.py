@@ -27,6 +27,7 @@ from serve_app.constants import (
     MIN_IMGSZ_PX,
     MODEL_NAME_PATTERN,
     SHA256_HEX_PATTERN,
+    SHARED_POOL_DEPLOYMENT,
     TENANT_DEPLOYMENT_PREFIX,
     TENANT_ID_PATTERN,
 )
@@ -43,6 +44,11 @@ class _Strict(BaseModel):
 def deployment_name(tenant_id: str) -> str:
     """Name of a tenant's dedicated Detector deployment."""
     return f"{TENANT_DEPLOYMENT_PREFIX}{tenant_id}"
+
+
+def serving_deployment(tenant_id: str, tier: str) -> str:
+    """The deployment that runs a tenant's models: its own, or the shared pool."""
+    return SHARED_POOL_DEPLOYMENT if tier == "shared" else deployment_name(tenant_id)
 
 
 def model_id(tenant_id: str, model: str, version: int) -> str:
@@ -90,25 +96,51 @@ class ResourceSpec(_Strict):
         return options
 
 
-class DedicatedTenant(_Strict):
-    """A tenant with its own ``tenant-<id>`` Detector deployment."""
+_SURGE = Field(
+    100,
+    ge=0,
+    le=100,
+    description="Extra replicas during a rolling restart, % of target: with 100, old replicas "
+    "keep serving until their replacements are ready (they wait if the cluster lacks room).",
+)
 
-    id: str = Field(pattern=TENANT_ID_PATTERN)
+
+class DeploymentSpec(_Strict):
+    """Resources and scaling of one deployment."""
+
     resources: ResourceSpec = ResourceSpec()
     autoscaling: AutoscalingSpec = AutoscalingSpec()
     max_ongoing_requests: int = Field(16, ge=1)
+    max_surge_percent: int = _SURGE
 
 
-class RouterSpec(_Strict):
+class DedicatedTenant(DeploymentSpec):
+    """A tenant with its own ``tenant-<id>`` Detector deployment."""
+
+    id: str = Field(pattern=TENANT_ID_PATTERN)
+
+
+class SharedPoolSpec(DeploymentSpec):
+    """The ``shared-pool`` Detector that multiplexes every shared-tier tenant's models."""
+
+    resources: ResourceSpec = ResourceSpec(num_cpus=0.5)
+
+
+class RouterSpec(DeploymentSpec):
     resources: ResourceSpec = ResourceSpec(num_cpus=0.25)
-    autoscaling: AutoscalingSpec = AutoscalingSpec()
     max_ongoing_requests: int = Field(64, ge=1)
 
 
 class AppArgs(_Strict):
-    """``args`` of ``serve_app.app:build_app``."""
+    """``args`` of ``serve_app.app:build_app``.
 
-    tenants: list[DedicatedTenant] = Field(min_length=1)
+    Only what needs its own deployment is here: the dedicated tenants. Shared-tier
+    tenants live in the router's and pool's ``user_config``, so onboarding them
+    changes no args and restarts nothing.
+    """
+
+    tenants: list[DedicatedTenant] = Field(default_factory=list)
+    shared_pool: SharedPoolSpec = SharedPoolSpec()
     router: RouterSpec = RouterSpec()
 
     @field_validator("tenants")
@@ -152,10 +184,24 @@ class TenantModel(_Strict):
         return self
 
 
+class Quota(_Strict):
+    """Limits of one tenant; ``None`` means unlimited. Enforced by the QuotaLedger."""
+
+    requests_per_s: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    monthly_images: int | None = Field(None, ge=0)
+
+
+Tier = Literal["shared", "dedicated"]
+
+
 class TenantEntry(_Strict):
     id: str = Field(pattern=TENANT_ID_PATTERN)
     name: str = Field(min_length=1, max_length=128)
+    tier: Tier = "dedicated"
     status: Literal["active", "suspended"] = "active"
+    quota: Quota = Quota()
     api_key_sha256: list[str] = Field(default_factory=list)
     models: list[TenantModel] = Field(min_length=1)
     default_model: str

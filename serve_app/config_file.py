@@ -21,8 +21,9 @@ from serve_app.config import (
     RouterConfig,
     deployment_name,
     model_id,
+    serving_deployment,
 )
-from serve_app.constants import APP_NAME, ROUTER_DEPLOYMENT
+from serve_app.constants import APP_NAME, ROUTER_DEPLOYMENT, SHARED_POOL_DEPLOYMENT
 
 
 class _Strict(BaseModel):
@@ -59,32 +60,37 @@ class ApplicationSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ApplicationSpec:
-        tenant_ids = {t.id for t in self.args.tenants}
-        known = {ROUTER_DEPLOYMENT} | {deployment_name(t) for t in tenant_ids}
+        dedicated = {t.id for t in self.args.tenants}
+        known = {ROUTER_DEPLOYMENT, SHARED_POOL_DEPLOYMENT} | {
+            deployment_name(t) for t in dedicated
+        }
         overrides = {d.name: d for d in self.deployments}
         for name in overrides:
             if name not in known:
                 raise ValueError(
                     f"deployment {name!r} is not built by args (known: {', '.join(sorted(known))})"
                 )
-        router_cfg = RouterConfig.model_validate(
-            (overrides[ROUTER_DEPLOYMENT].user_config if ROUTER_DEPLOYMENT in overrides else None)
-            or {}
-        )
+
+        def user_config(name: str) -> dict[str, Any]:
+            override = overrides.get(name)
+            return (override.user_config if override else None) or {}
+
+        router_cfg = RouterConfig.model_validate(user_config(ROUTER_DEPLOYMENT))
         for tenant in router_cfg.tenants:
-            if tenant.id not in tenant_ids:
-                raise ValueError(f"router tenant {tenant.id!r} has no deployment in args.tenants")
-            override = overrides.get(deployment_name(tenant.id))
-            detector_cfg = DetectorConfig.model_validate(
-                (override.user_config if override else None) or {}
-            )
+            if tenant.tier == "dedicated" and tenant.id not in dedicated:
+                raise ValueError(
+                    f"dedicated tenant {tenant.id!r} has no deployment: add it to args.tenants"
+                )
+            if tenant.tier == "shared" and tenant.id in dedicated:
+                raise ValueError(f"shared tenant {tenant.id!r} also has a dedicated deployment")
+            target = serving_deployment(tenant.id, tenant.tier)
+            catalog = DetectorConfig.model_validate(user_config(target)).models
             for model in tenant.models:
                 for version in model.versions:
                     mid = model_id(tenant.id, model.name, version)
-                    if mid not in detector_cfg.models:
+                    if mid not in catalog:
                         raise ValueError(
-                            f"{mid} is routable but missing from "
-                            f"{deployment_name(tenant.id)}'s user_config.models"
+                            f"{mid} is routable but missing from {target}'s user_config.models"
                         )
         return self
 

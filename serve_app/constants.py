@@ -20,6 +20,7 @@ for _key, _value in ULTRALYTICS_ENV.items():
 APP_NAME = "yolo"
 ROUTER_DEPLOYMENT = "router"
 TENANT_DEPLOYMENT_PREFIX = "tenant-"
+SHARED_POOL_DEPLOYMENT = "shared-pool"
 
 # Identifiers.
 TENANT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from serve_app import images, policy
 from serve_app.auth import bearer_token
-from serve_app.config import RouterConfig, TenantEntry
+from serve_app.config import RouterConfig, TenantEntry, model_id
 from serve_app.constants import (
     DETECT_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -61,8 +61,11 @@ def error_response(error: ServeAppError) -> JSONResponse:
 class Router:
     """Ingress of the ``yolo`` application."""
 
-    def __init__(self, detectors: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self, detectors: dict[str, DeploymentHandle[Any]], shared_pool: DeploymentHandle[Any]
+    ) -> None:
         self._detectors = detectors
+        self._shared_pool = shared_pool
         self._table = TenantTable(RouterConfig())
         self._ready_until = 0.0
         self._requests = metrics.Counter(
@@ -92,9 +95,7 @@ class Router:
         choice = select_model(tenant, query)
         params = policy.clamp(query, tenant.policy)
         images.inspect_image(image)
-        handle = self._detectors.get(tenant.id)
-        if handle is None:
-            raise ModelUnavailable("your detector is not deployed yet; retry shortly")
+        handle = self._handle_for(tenant)
         response = handle.options(multiplexed_model_id=choice.id_for(tenant.id)).detect.remote(
             image, params
         )
@@ -116,6 +117,14 @@ class Router:
         total_ms = round((time.perf_counter() - started) * 1e3, 2)
         self._latency.observe(total_ms, tags={"tenant": tenant.id})
         return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
+
+    def _handle_for(self, tenant: TenantEntry) -> DeploymentHandle[Any]:
+        if tenant.tier == "shared":
+            return self._shared_pool
+        handle = self._detectors.get(tenant.id)
+        if handle is None:  # tenant table ahead of the args rollout
+            raise ModelUnavailable("your detector is still being deployed; retry shortly")
+        return handle
 
     # ------------------------------------------------------- Python handle API
 
@@ -191,20 +200,24 @@ class Router:
         return b"".join(chunks)
 
     async def _readyz(self) -> Response:
-        """Ready when there are tenants and every tenant's active default model loads."""
+        """Ready when every dedicated tenant's default model loads, and the shared pool
+        loads one shared tenant's (checking every shared tenant would churn its LRU)."""
         tenants = [t for t in self._table.tenants() if t.status == "active"]
         if tenants and time.monotonic() < self._ready_until:
             return JSONResponse({"status": "ready", "tenants": len(tenants)})
         if not tenants:
             return JSONResponse({"status": "not_ready", "reason": "no tenants configured"}, 503)
+        probes = [t for t in tenants if t.tier == "dedicated"]
+        probes += [t for t in tenants if t.tier == "shared"][:1]
         calls = []
-        for tenant in tenants:
-            handle = self._detectors.get(tenant.id)
-            if handle is None:
+        for tenant in probes:
+            try:
+                handle = self._handle_for(tenant)
+            except ModelUnavailable:
                 return JSONResponse({"status": "not_ready", "reason": "a detector is missing"}, 503)
             model = tenant.model(tenant.default_model)
             assert model is not None
-            mid = f"{tenant.id}/{model.name}@{model.active_version}"
+            mid = model_id(tenant.id, model.name, model.active_version)
             calls.append(handle.options(multiplexed_model_id=mid).ready.remote())
         try:
             await asyncio.wait_for(asyncio.gather(*calls), READY_TIMEOUT_S)

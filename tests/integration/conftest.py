@@ -32,6 +32,8 @@ def cpu_adapted_gpu_config(http_port: int) -> dict:
     app = raw["applications"][0]
     app["args"]["router"]["resources"]["num_cpus"] = 0.1
     app["args"]["router"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
+    app["args"]["shared_pool"]["resources"]["num_cpus"] = 0.1
+    app["args"]["shared_pool"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
     for tenant in app["args"]["tenants"]:
         tenant["resources"]["num_cpus"] = 0.1
         tenant["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}

@@ -1,0 +1,533 @@
+"""``tenantctl``: onboard tenants, manage keys, quotas, models; render and apply configs.
+
+    tenantctl init
+    tenantctl tenant create acme --name "Acme Corp" --tier shared
+    tenantctl key issue acme            # prints the key once
+    tenantctl apply                     # render, validate, submit to the local cluster
+
+Every read command takes ``--json``. Errors go to stderr with a non-zero exit
+status and say what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tenant_registry import cluster, render
+from tenant_registry.errors import InvalidInput, RegistryError
+from tenant_registry.migrations import LATEST_VERSION
+from tenant_registry.platform import PlatformSettings
+from tenant_registry.store import ModelVersion, Registry, Tenant, default_db_path, now_iso
+
+Handler = Callable[[Registry, argparse.Namespace], int]
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
+    print(json.dumps(data, default=_json_default, indent=2) if args.json else text)
+    return 0
+
+
+def _tenant_dict(t: Tenant) -> dict[str, Any]:
+    data = asdict(t)
+    data["keys"] = [{k: v for k, v in key.items() if k != "sha256"} for key in data["keys"]]
+    return data
+
+
+def _optional_number(kind: type[float] | type[int]) -> Callable[[str], float | int | None]:
+    """argparse type: a number, or 'none' for unlimited/unset."""
+
+    def parse(raw: str) -> float | int | None:
+        if raw.lower() in ("none", "unlimited"):
+            return None
+        try:
+            return kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or 'none', got {raw!r}") from None
+
+    return parse
+
+
+def _changes(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    changes = {n: getattr(args, n) for n in names if getattr(args, n) is not _UNSET}
+    if not changes:
+        flags = ", ".join("--" + n.replace("_", "-") for n in names)
+        raise InvalidInput(f"nothing to change: pass at least one of {flags}")
+    return changes
+
+
+_UNSET: Any = object()
+
+
+def _version_from_uri(uri: str, version: int) -> ModelVersion:
+    """Read and verify the version at ``uri`` so the registry records what is really there."""
+    from serve_app.errors import ModelLoadError
+    from serve_app.model_store import fetch_version
+
+    try:
+        fetched = fetch_version(uri)
+    except (ModelLoadError, ValueError) as exc:
+        raise InvalidInput(f"model at {uri} is not usable: {exc}") from None
+    return ModelVersion(
+        version=version,
+        uri=uri,
+        architecture=fetched.manifest.architecture,
+        sha256=fetched.manifest.sha256,
+        created_at=now_iso(),
+    )
+
+
+# ----------------------------------------------------------------- commands
+
+
+def cmd_init(reg: Registry, args: argparse.Namespace) -> int:
+    settings = reg.platform()
+    updates = {
+        k: v
+        for k, v in {
+            "http_host": args.http_host,
+            "http_port": args.http_port,
+            "default_model_uri": args.default_model_uri,
+        }.items()
+        if v is not None
+    }
+    settings = settings.model_validate({**settings.model_dump(), **updates})
+    reg.set_platform(settings)
+    print(f"registry ready at {reg.path} (schema v{LATEST_VERSION})", file=sys.stderr)
+    return 0
+
+
+def cmd_platform_show(reg: Registry, args: argparse.Namespace) -> int:
+    settings = reg.platform()
+    return _emit(args, settings, settings.model_dump_json(indent=2))
+
+
+def cmd_platform_set(reg: Registry, args: argparse.Namespace) -> int:
+    current = reg.platform().model_dump()
+    if args.http_host is not None:
+        current["http_host"] = args.http_host
+    if args.http_port is not None:
+        current["http_port"] = args.http_port
+    if args.router_num_cpus is not None:
+        current["router"]["resources"]["num_cpus"] = args.router_num_cpus
+    if args.pool_num_cpus is not None:
+        current["shared_pool"]["resources"]["num_cpus"] = args.pool_num_cpus
+    if args.pool_num_gpus is not None:
+        current["shared_pool"]["resources"]["num_gpus"] = args.pool_num_gpus
+    if args.dedicated_num_cpus is not None:
+        current["dedicated_resources"]["num_cpus"] = args.dedicated_num_cpus
+    if args.default_model_uri is not None:
+        current["default_model_uri"] = args.default_model_uri
+    try:
+        settings = PlatformSettings.model_validate(current)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid platform settings: {exc}") from None
+    reg.set_platform(settings)
+    return 0
+
+
+def cmd_tenant_create(reg: Registry, args: argparse.Namespace) -> int:
+    platform = reg.platform()
+    first = _version_from_uri(platform.default_model_uri, 1)
+    tenant = reg.create_tenant(
+        args.tenant, args.name or args.tenant, args.tier, (platform.default_model_name, first)
+    )
+    print(
+        f"created {args.tier} tenant {tenant.id}; next: `tenantctl key issue {tenant.id}`, "
+        "then `tenantctl apply`",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_tenant_list(reg: Registry, args: argparse.Namespace) -> int:
+    tenants = reg.tenants()
+    lines = [f"{'ID':<24} {'TIER':<10} {'STATUS':<10} {'KEYS':>4}  NAME"]
+    lines += [
+        f"{t.id:<24} {t.tier:<10} {t.status:<10} {len(t.active_key_hashes()):>4}  {t.name}"
+        for t in tenants
+    ]
+    return _emit(args, [_tenant_dict(t) for t in tenants], "\n".join(lines))
+
+
+def cmd_tenant_show(reg: Registry, args: argparse.Namespace) -> int:
+    t = reg.tenant(args.tenant)
+    data = _tenant_dict(t)
+    return _emit(args, data, json.dumps(data, default=_json_default, indent=2))
+
+
+def cmd_tenant_status(status: str) -> Handler:
+    def run(reg: Registry, args: argparse.Namespace) -> int:
+        reg.set_status(args.tenant, status)
+        print(f"{args.tenant} is {status}; run `tenantctl apply` to take effect", file=sys.stderr)
+        return 0
+
+    return run
+
+
+def cmd_tenant_delete(reg: Registry, args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise InvalidInput(f"deleting {args.tenant} removes its keys and models: add --yes")
+    reg.delete_tenant(args.tenant)
+    print(f"deleted {args.tenant}; run `tenantctl apply` to take effect", file=sys.stderr)
+    return 0
+
+
+def cmd_tenant_set_tier(reg: Registry, args: argparse.Namespace) -> int:
+    reg.set_tier(args.tenant, args.tier)
+    print(
+        f"{args.tenant} is now {args.tier}; `tenantctl apply` will roll every replica "
+        "(a deployment is added or removed)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_key_issue(reg: Registry, args: argparse.Namespace) -> int:
+    record, key = reg.issue_key(args.tenant)
+    if args.json:
+        print(json.dumps({"key_id": record.key_id, "tenant_id": record.tenant_id, "api_key": key}))
+    else:
+        print(key)
+    print(
+        f"issued {record.key_id} for {args.tenant}: the key is shown once and not stored; "
+        "run `tenantctl apply` to enable it",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_key_list(reg: Registry, args: argparse.Namespace) -> int:
+    keys = reg.tenant(args.tenant).keys
+    lines = [f"{'KEY ID':<18} {'PREFIX':<12} {'CREATED':<26} REVOKED"]
+    lines += [
+        f"{k.key_id:<18} {k.prefix:<12} {k.created_at:<26} {k.revoked_at or '-'}" for k in keys
+    ]
+    data = [{k: v for k, v in asdict(key).items() if k != "sha256"} for key in keys]
+    return _emit(args, data, "\n".join(lines))
+
+
+def cmd_key_revoke(reg: Registry, args: argparse.Namespace) -> int:
+    record = reg.revoke_key(args.key_id)
+    print(f"revoked {record.key_id} of {record.tenant_id}; run `tenantctl apply`", file=sys.stderr)
+    return 0
+
+
+QUOTA_FIELDS = ("requests_per_s", "burst", "max_concurrent", "monthly_images")
+POLICY_FIELDS = ("conf", "min_conf", "iou", "max_det", "allowed_classes", "max_imgsz")
+RESOURCE_FIELDS = (
+    "num_cpus",
+    "num_gpus",
+    "min_replicas",
+    "max_replicas",
+    "target_ongoing_requests",
+)
+
+
+def cmd_quota_set(reg: Registry, args: argparse.Namespace) -> int:
+    quota = reg.set_quota(args.tenant, **_changes(args, QUOTA_FIELDS))
+    print(quota.model_dump_json(), file=sys.stderr)
+    return 0
+
+
+def cmd_policy_set(reg: Registry, args: argparse.Namespace) -> int:
+    changes = _changes(args, POLICY_FIELDS)
+    if "allowed_classes" in changes:
+        raw = changes["allowed_classes"]
+        changes["allowed_classes"] = (
+            None if raw in ("all", "") else [c.strip() for c in raw.split(",") if c.strip()]
+        )
+    policy = reg.set_policy(args.tenant, **changes)
+    print(policy.model_dump_json(), file=sys.stderr)
+    return 0
+
+
+def cmd_resources_set(reg: Registry, args: argparse.Namespace) -> int:
+    tenant = reg.set_resources(args.tenant, **_changes(args, RESOURCE_FIELDS))
+    note = "" if tenant.tier == "dedicated" else " (used when the tenant becomes dedicated)"
+    print(
+        f"{tenant.id}: {tenant.resources.model_dump_json()} {tenant.autoscaling.model_dump_json()}"
+        f"{note}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_model_add_version(reg: Registry, args: argparse.Namespace) -> int:
+    reg.tenant(args.tenant)
+    version = _version_from_uri(args.uri, args.version or reg.next_version(args.tenant, args.model))
+    model = reg.add_model_version(args.tenant, args.model, version, activate=args.activate)
+    print(
+        f"{args.tenant}/{args.model}@{version.version} recorded ({version.architecture}); "
+        f"active version: {model.active_version}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_model_activate(reg: Registry, args: argparse.Namespace) -> int:
+    model = reg.activate(args.tenant, args.model, args.version)
+    print(f"{args.tenant}/{args.model} active version: {model.active_version}", file=sys.stderr)
+    return 0
+
+
+def cmd_model_rollback(reg: Registry, args: argparse.Namespace) -> int:
+    model = reg.rollback(args.tenant, args.model)
+    print(f"{args.tenant}/{args.model} rolled back to {model.active_version}", file=sys.stderr)
+    return 0
+
+
+def cmd_model_list(reg: Registry, args: argparse.Namespace) -> int:
+    models = reg.tenant(args.tenant).models
+    lines = [f"{'MODEL':<20} {'VERSION':>7} {'ACTIVE':<6} {'ARCH':<10} URI"]
+    for m in models:
+        for v in m.versions:
+            active = "*" if v.version == m.active_version else ""
+            lines.append(f"{m.name:<20} {v.version:>7} {active:<6} {v.architecture:<10} {v.uri}")
+    return _emit(args, [asdict(m) for m in models], "\n".join(lines))
+
+
+def _rendered(reg: Registry) -> dict[str, Any]:
+    return render.render_config(reg.tenants(), reg.platform())
+
+
+def cmd_render(reg: Registry, args: argparse.Namespace) -> int:
+    text = render.to_yaml(_rendered(reg))
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_apply(reg: Registry, args: argparse.Namespace) -> int:
+    config = _rendered(reg)
+    if args.dry_run:
+        print(render.to_yaml(config), end="")
+        return 0
+    cluster.deploy(config, args.address)
+    tenants = config["applications"][0]["deployments"][0]["user_config"]["tenants"]
+    print(f"applied {len(tenants)} tenants to {args.address}", file=sys.stderr)
+    return 0
+
+
+def cmd_validate(reg: Registry | None, args: argparse.Namespace) -> int:
+    parsed = render.validate_config(render.load_yaml(Path(args.file)))
+    apps = ", ".join(a.name for a in parsed.applications)
+    print(f"{args.file}: valid ({apps})", file=sys.stderr)
+    return 0
+
+
+def cmd_status(reg: Registry, args: argparse.Namespace) -> int:
+    tenants = reg.tenants()
+    data: dict[str, Any] = {
+        "registry": str(reg.path),
+        "tenants": {
+            "total": len(tenants),
+            "shared": sum(t.tier == "shared" for t in tenants),
+            "dedicated": sum(t.tier == "dedicated" for t in tenants),
+            "suspended": sum(t.status == "suspended" for t in tenants),
+            "not_servable": [t.id for t in tenants if not render.servable(t)],
+        },
+    }
+    try:
+        details = cluster.serve_details(args.address)
+        app = details.get("applications", {}).get("yolo")
+        data["cluster"] = {
+            "address": args.address,
+            "app_status": app["status"] if app else "NOT_DEPLOYED",
+            "deployments": {
+                name: {"status": d["status"], "replicas": len(d.get("replicas", []))}
+                for name, d in (app or {}).get("deployments", {}).items()
+            },
+        }
+    except RegistryError as exc:
+        data["cluster"] = {"address": args.address, "error": str(exc)}
+    lines = [
+        f"registry {data['registry']}: {data['tenants']['total']} tenants "
+        f"({data['tenants']['shared']} shared, {data['tenants']['dedicated']} dedicated, "
+        f"{data['tenants']['suspended']} suspended)"
+    ]
+    cl = data["cluster"]
+    if "error" in cl:
+        lines.append(f"cluster: {cl['error']}")
+    else:
+        lines.append(f"cluster {cl['address']}: app {cl['app_status']}")
+        lines += [
+            f"  {n:<28} {d['status']:<12} {d['replicas']} replicas"
+            for n, d in sorted(cl["deployments"].items())
+        ]
+    return _emit(args, data, "\n".join(lines))
+
+
+# ------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tenantctl", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help=f"registry file (default: $TENANTCTL_DB or {default_db_path()})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        parent: Any, name: str, handler: Handler, help_text: str, *, read: bool = False
+    ) -> Any:
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        if read:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        else:
+            p.set_defaults(json=False)
+        return p
+
+    p = command(sub, "init", cmd_init, "create or upgrade the registry; set platform options")
+    p.add_argument("--http-host")
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--default-model-uri", help="the model every new tenant starts with")
+
+    platform = sub.add_parser("platform", help="platform-wide settings").add_subparsers(
+        dest="sub", required=True
+    )
+    command(platform, "show", cmd_platform_show, "show platform settings", read=True)
+    p = command(platform, "set", cmd_platform_set, "change platform settings")
+    p.add_argument("--http-host")
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--router-num-cpus", type=float)
+    p.add_argument("--pool-num-cpus", type=float)
+    p.add_argument("--pool-num-gpus", type=float)
+    p.add_argument("--dedicated-num-cpus", type=float)
+    p.add_argument("--default-model-uri")
+
+    tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="sub", required=True)
+    p = command(
+        tenant, "create", cmd_tenant_create, "create a tenant (active, with the default model)"
+    )
+    p.add_argument("tenant")
+    p.add_argument("--name")
+    p.add_argument("--tier", choices=("shared", "dedicated"), default="shared")
+    command(tenant, "list", cmd_tenant_list, "list tenants", read=True)
+    for name, handler, text in (
+        ("show", cmd_tenant_show, "show one tenant"),
+        ("suspend", cmd_tenant_status("suspended"), "suspend a tenant (403 after apply)"),
+        ("resume", cmd_tenant_status("active"), "resume a suspended tenant"),
+    ):
+        p = command(tenant, name, handler, text, read=name == "show")
+        p.add_argument("tenant")
+    p = command(tenant, "delete", cmd_tenant_delete, "delete a tenant, its keys and models")
+    p.add_argument("tenant")
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p = command(tenant, "set-tier", cmd_tenant_set_tier, "move a tenant between tiers")
+    p.add_argument("tenant")
+    p.add_argument("tier", choices=("shared", "dedicated"))
+
+    key = sub.add_parser("key", help="API keys").add_subparsers(dest="sub", required=True)
+    p = command(key, "issue", cmd_key_issue, "issue a key (printed once)", read=True)
+    p.add_argument("tenant")
+    p = command(
+        key, "list", cmd_key_list, "list a tenant's keys (never the keys themselves)", read=True
+    )
+    p.add_argument("tenant")
+    p = command(key, "revoke", cmd_key_revoke, "revoke a key by its id")
+    p.add_argument("key_id")
+
+    p = command(
+        sub.add_parser("quota").add_subparsers(dest="sub", required=True),
+        "set",
+        cmd_quota_set,
+        "set quotas ('none' = unlimited)",
+    )
+    p.add_argument("tenant")
+    p.add_argument("--requests-per-s", type=_optional_number(float), default=_UNSET)
+    p.add_argument("--burst", type=_optional_number(int), default=_UNSET)
+    p.add_argument("--max-concurrent", type=_optional_number(int), default=_UNSET)
+    p.add_argument("--monthly-images", type=_optional_number(int), default=_UNSET)
+
+    p = command(
+        sub.add_parser("policy").add_subparsers(dest="sub", required=True),
+        "set",
+        cmd_policy_set,
+        "set the detection policy",
+    )
+    p.add_argument("tenant")
+    p.add_argument("--conf", type=float, default=_UNSET)
+    p.add_argument("--min-conf", type=float, default=_UNSET)
+    p.add_argument("--iou", type=float, default=_UNSET)
+    p.add_argument("--max-det", type=int, default=_UNSET)
+    p.add_argument("--allowed-classes", default=_UNSET, help="comma-separated names, or 'all'")
+    p.add_argument("--max-imgsz", type=int, default=_UNSET)
+
+    p = command(
+        sub.add_parser("resources").add_subparsers(dest="sub", required=True),
+        "set",
+        cmd_resources_set,
+        "set a dedicated tenant's reservation and autoscaling",
+    )
+    p.add_argument("tenant")
+    p.add_argument("--num-cpus", type=float, default=_UNSET)
+    p.add_argument("--num-gpus", type=float, default=_UNSET, help="0.25, 0.5, 1, 2 …")
+    p.add_argument("--min-replicas", type=int, default=_UNSET, help="0 scales to zero")
+    p.add_argument("--max-replicas", type=int, default=_UNSET)
+    p.add_argument("--target-ongoing-requests", type=float, default=_UNSET)
+
+    model = sub.add_parser("model", help="model versions").add_subparsers(dest="sub", required=True)
+    p = command(
+        model, "add-version", cmd_model_add_version, "record a model version already in a store"
+    )
+    p.add_argument("tenant")
+    p.add_argument("model")
+    p.add_argument("--uri", required=True, help="file://… folder with manifest.json + weights")
+    p.add_argument("--version", type=int, help="default: next number")
+    p.add_argument("--activate", action="store_true")
+    p = command(model, "activate", cmd_model_activate, "make a version active")
+    p.add_argument("tenant")
+    p.add_argument("model")
+    p.add_argument("version", type=int)
+    p = command(model, "rollback", cmd_model_rollback, "re-activate the previously active version")
+    p.add_argument("tenant")
+    p.add_argument("model")
+    p = command(model, "list", cmd_model_list, "list a tenant's models and versions", read=True)
+    p.add_argument("tenant")
+
+    p = command(sub, "render", cmd_render, "write the Serve config for the registry")
+    p.add_argument("-o", "--output")
+    p = command(sub, "apply", cmd_apply, "render, validate and submit to a running cluster")
+    p.add_argument("--address", default=cluster.default_address(), help="Ray dashboard URL")
+    p.add_argument("--dry-run", action="store_true", help="print what would be submitted")
+    p = command(sub, "validate", cmd_validate, "strictly validate a Serve config file")
+    p.add_argument("file")
+    p = command(sub, "status", cmd_status, "registry summary and the cluster's view", read=True)
+    p.add_argument("--address", default=cluster.default_address())
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate":  # a file check: needs no registry
+            return cmd_validate(None, args)
+        with Registry(args.db) as reg:
+            status: int = args.handler(reg, args)
+            return status
+    except RegistryError as exc:
+        print(f"tenantctl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

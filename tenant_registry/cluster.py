@@ -1,0 +1,55 @@
+"""Talking to a running Ray cluster through the Serve REST API (what `serve deploy` uses)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tenant_registry.errors import ClusterError
+
+DASHBOARD_ENV = "RAY_DASHBOARD_ADDRESS"
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+
+
+def default_address() -> str:
+    return os.environ.get(DASHBOARD_ENV, DEFAULT_DASHBOARD)
+
+
+def _auth_headers() -> dict[str, str]:
+    """Ray's token-auth header, from where Ray documents the token lives: $RAY_AUTH_TOKEN,
+    the file $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (written by `ray start`)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", str(Path.home() / ".ray" / "auth_token")))
+        token = path.read_text().strip() if path.is_file() else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _client(address: str) -> Any:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    try:
+        return ServeSubmissionClient(address, headers=_auth_headers())
+    except Exception as exc:
+        raise ClusterError(
+            f"cannot reach the Ray dashboard at {address} ({type(exc).__name__}): start the "
+            "cluster (`ray start --head`) or pass --address http://HOST:8265"
+        ) from None
+
+
+def deploy(config: dict[str, Any], address: str) -> None:
+    """Submit a whole Serve config, like ``serve deploy``."""
+    client = _client(address)
+    try:
+        client.deploy_applications(config)
+    except Exception as exc:
+        raise ClusterError(f"the cluster refused the config: {exc}") from None
+
+
+def serve_details(address: str) -> dict[str, Any]:
+    """Applications, deployments and replicas as the dashboard reports them."""
+    details: dict[str, Any] = _client(address).get_serve_details()
+    return details

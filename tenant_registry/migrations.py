@@ -1,0 +1,116 @@
+"""Versioned schema migrations of the registry database.
+
+``PRAGMA user_version`` holds the number of migrations applied. Each migration
+runs once, in order, inside the same ``BEGIN IMMEDIATE`` transaction as the
+version bump, so a crash or a concurrent ``tenantctl`` never leaves a half-
+migrated file. Append new migrations; never edit an applied one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: tenants, keys, quotas, policies, resources, models.
+    """
+    CREATE TABLE tenants (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        tier        TEXT NOT NULL CHECK (tier IN ('shared', 'dedicated')),
+        status      TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        key_id      TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        prefix      TEXT NOT NULL,
+        sha256      TEXT NOT NULL UNIQUE,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    );
+    CREATE INDEX api_keys_tenant ON api_keys(tenant_id);
+    CREATE TABLE quotas (
+        tenant_id       TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+        requests_per_s  REAL,
+        burst           INTEGER,
+        max_concurrent  INTEGER,
+        monthly_images  INTEGER
+    );
+    CREATE TABLE policies (
+        tenant_id        TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+        conf             REAL NOT NULL,
+        min_conf         REAL NOT NULL,
+        iou              REAL NOT NULL,
+        max_det          INTEGER NOT NULL,
+        allowed_classes  TEXT,
+        max_imgsz        INTEGER NOT NULL
+    );
+    CREATE TABLE resources (
+        tenant_id                TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+        num_cpus                 REAL NOT NULL,
+        num_gpus                 REAL NOT NULL,
+        min_replicas             INTEGER NOT NULL,
+        max_replicas             INTEGER NOT NULL,
+        target_ongoing_requests  REAL NOT NULL
+    );
+    CREATE TABLE models (
+        tenant_id         TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name              TEXT NOT NULL,
+        active_version    INTEGER,
+        previous_version  INTEGER,
+        is_default        INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, name)
+    );
+    CREATE TABLE model_versions (
+        tenant_id     TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        version       INTEGER NOT NULL,
+        uri           TEXT NOT NULL,
+        architecture  TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, model, version),
+        FOREIGN KEY (tenant_id, model) REFERENCES models(tenant_id, name) ON DELETE CASCADE
+    );
+    """,
+    # 2: platform settings (HTTP options, router and shared-pool sizing, default model).
+    """
+    CREATE TABLE platform (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
+    """,
+)
+
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> int:
+    """Apply pending migrations up to ``target``; returns the version reached.
+
+    Raises:
+        RuntimeError: The file was written by a newer tenantctl.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = schema_version(conn)
+        if current > LATEST_VERSION:
+            raise RuntimeError(
+                f"registry schema is v{current} but this tenantctl knows v{LATEST_VERSION}: "
+                "upgrade tenantctl"
+            )
+        for index in range(current, target):
+            for statement in MIGRATIONS[index].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {index + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return schema_version(conn)

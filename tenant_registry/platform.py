@@ -1,0 +1,34 @@
+"""Platform-wide settings kept in the registry: what every rendered config shares."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.config import AutoscalingSpec, ResourceSpec, RouterSpec, SharedPoolSpec
+from serve_app.constants import APP_NAME, MODEL_NAME_PATTERN
+
+
+class PlatformSettings(BaseModel):
+    """Set by ``tenantctl init`` / ``tenantctl platform set``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    proxy_location: Literal["HeadOnly", "EveryNode"] = "HeadOnly"
+    router: RouterSpec = RouterSpec(resources=ResourceSpec(num_cpus=0.1))
+    shared_pool: SharedPoolSpec = SharedPoolSpec(resources=ResourceSpec(num_cpus=0.25))
+    dedicated_resources: ResourceSpec = Field(
+        ResourceSpec(num_cpus=0.25), description="What a new dedicated tenant reserves."
+    )
+    dedicated_autoscaling: AutoscalingSpec = AutoscalingSpec()
+    default_model_name: str = Field("shapes", pattern=MODEL_NAME_PATTERN)
+    default_model_uri: str = Field(
+        "file://models/demo/shapes/1", description="Every new tenant starts with this model."
+    )
+
+    @property
+    def app_name(self) -> str:
+        return APP_NAME

@@ -1,0 +1,146 @@
+"""Registry -> Serve config file, built from the data plane's own config models.
+
+The output is deterministic (tenants, models and versions sorted) so an unchanged
+registry renders an identical file, and it is validated twice before anyone sees
+it: by Ray Serve's ``ServeDeploySchema`` and by our strict ``ServeConfigFile``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from serve_app.config import (
+    AppArgs,
+    DedicatedTenant,
+    DetectorConfig,
+    RouterConfig,
+    TenantEntry,
+    TenantModel,
+    deployment_name,
+    model_id,
+    serving_deployment,
+)
+from serve_app.config_file import ServeConfigFile
+from serve_app.constants import (
+    APP_NAME,
+    ROUTER_DEPLOYMENT,
+    SHARED_POOL_DEPLOYMENT,
+    ULTRALYTICS_ENV,
+)
+from tenant_registry.errors import InvalidInput
+from tenant_registry.platform import PlatformSettings
+from tenant_registry.store import Tenant
+
+HEADER = (
+    "# Rendered by `tenantctl render` from the tenant registry. Do not edit by hand:\n"
+    "# change the registry with tenantctl and render (or apply) again.\n"
+)
+
+
+def servable(tenant: Tenant) -> bool:
+    """Whether the tenant has a model with an active version (else nothing can answer it)."""
+    return any(m.active_version is not None for m in tenant.models)
+
+
+def _entry(tenant: Tenant) -> TenantEntry:
+    models = [
+        TenantModel(
+            name=m.name, versions=[v.version for v in m.versions], active_version=m.active_version
+        )
+        for m in tenant.models
+        if m.active_version is not None
+    ]
+    default = next((m.name for m in tenant.models if m.is_default and m.active_version), None)
+    return TenantEntry(
+        id=tenant.id,
+        name=tenant.name,
+        tier=tenant.tier,
+        status=tenant.status,  # type: ignore[arg-type]
+        quota=tenant.quota,
+        api_key_sha256=sorted(tenant.active_key_hashes()),
+        models=models,
+        default_model=default or models[0].name,
+        policy=tenant.policy,
+    )
+
+
+def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str, Any]:
+    """The Serve config (as a dict) for ``tenants`` on ``platform``."""
+    served = sorted((t for t in tenants if servable(t)), key=lambda t: t.id)
+    args = AppArgs(
+        tenants=[
+            DedicatedTenant(id=t.id, resources=t.resources, autoscaling=t.autoscaling)
+            for t in served
+            if t.tier == "dedicated"
+        ],
+        shared_pool=platform.shared_pool,
+        router=platform.router,
+    )
+    catalogs: dict[str, dict[str, str]] = {SHARED_POOL_DEPLOYMENT: {}}
+    for tenant in served:
+        catalog = catalogs.setdefault(serving_deployment(tenant.id, tenant.tier), {})
+        for model in tenant.models:
+            for version in model.versions:
+                catalog[model_id(tenant.id, model.name, version.version)] = version.uri
+    router = RouterConfig(tenants=[_entry(t) for t in served])
+    deployments: list[dict[str, Any]] = [
+        {"name": ROUTER_DEPLOYMENT, "user_config": router.model_dump(mode="json")}
+    ]
+    for name in [SHARED_POOL_DEPLOYMENT] + [deployment_name(t.id) for t in args.tenants]:
+        models = dict(sorted(catalogs.get(name, {}).items()))
+        deployments.append(
+            {"name": name, "user_config": DetectorConfig(models=models).model_dump(mode="json")}
+        )
+    config = {
+        "proxy_location": platform.proxy_location,
+        "http_options": {"host": platform.http_host, "port": platform.http_port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": "serve_app.app:build_app",
+                "runtime_env": {"env_vars": dict(ULTRALYTICS_ENV)},
+                "args": args.model_dump(mode="json"),
+                "deployments": deployments,
+            }
+        ],
+    }
+    validate_config(config)
+    return config
+
+
+def validate_config(raw: Any) -> ServeConfigFile:
+    """Validate a Serve config as Ray Serve would, then strictly as this project does.
+
+    Raises:
+        InvalidInput: With every problem found, each with its location in the file.
+    """
+    from ray.serve.schema import ServeDeploySchema
+
+    if not isinstance(raw, dict):
+        raise InvalidInput("a Serve config file must be a YAML mapping with 'applications'")
+    for schema, label in ((ServeDeploySchema, "Ray Serve"), (ServeConfigFile, "strict check")):
+        try:
+            parsed = schema.model_validate(raw)
+        except ValidationError as exc:
+            problems = "\n".join(
+                f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInput(f"config rejected by {label}:\n{problems}") from None
+    assert isinstance(parsed, ServeConfigFile)
+    return parsed
+
+
+def to_yaml(config: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from None

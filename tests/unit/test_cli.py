@@ -1,0 +1,93 @@
+"""tenantctl driven in-process (no cluster): output, --json, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from serve_app.auth import hash_api_key
+from tenant_registry.cli import main
+
+
+@pytest.fixture
+def ctl(tmp_path, capsys):
+    db = str(tmp_path / "r.db")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["--db", db, *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    assert run("init")[0] == 0
+    return run
+
+
+def test_onboarding_commands(ctl):
+    assert ctl("tenant", "create", "acme", "--name", "Acme Corp")[0] == 0
+    code, key, err = ctl("key", "issue", "acme")
+    assert code == 0 and key.strip().startswith("yk_") and "shown once" in err
+    code, out, _ = ctl("tenant", "list", "--json")
+    tenants = json.loads(out)
+    assert [(t["id"], t["tier"], t["status"]) for t in tenants] == [("acme", "shared", "active")]
+    assert hash_api_key(key.strip()) not in out and key.strip() not in out  # no key material
+    assert tenants[0]["keys"][0]["prefix"] == key.strip()[:8] + "…"
+    code, out, _ = ctl("model", "list", "acme", "--json")
+    assert json.loads(out)[0]["versions"][0]["architecture"] == "yolov8n"
+    code, out, _ = ctl("render")
+    assert code == 0 and "acme/shapes@1" in out and key.strip() not in out
+
+
+def test_errors_name_the_fix_and_exit_non_zero(ctl):
+    code, _, err = ctl("tenant", "show", "ghost")
+    assert code == 3 and "tenant list" in err
+    code, _, err = ctl("tenant", "create", "Bad Id")
+    assert code == 2 and "lowercase" in err
+    ctl("tenant", "create", "acme")
+    code, _, err = ctl("tenant", "create", "acme")
+    assert code == 4 and "already exists" in err
+    code, _, err = ctl("tenant", "delete", "acme")
+    assert code == 2 and "--yes" in err
+    code, _, err = ctl("quota", "set", "acme")
+    assert code == 2 and "--requests-per-s" in err
+    code, _, err = ctl("model", "add-version", "acme", "pcb", "--uri", "file:///nonexistent/1")
+    assert code == 2 and "not usable" in err
+
+
+def test_quota_policy_resources_and_models(ctl):
+    ctl("tenant", "create", "acme", "--tier", "dedicated")
+    assert ctl("quota", "set", "acme", "--requests-per-s", "5", "--monthly-images", "none")[0] == 0
+    assert (
+        ctl("policy", "set", "acme", "--allowed-classes", "circle,square", "--conf", "0.4")[0] == 0
+    )
+    assert ctl("resources", "set", "acme", "--num-gpus", "0.25", "--min-replicas", "0")[0] == 0
+    assert (
+        ctl("model", "add-version", "acme", "shapes", "--uri", "file://models/demo/shapes/1")[0]
+        == 0
+    )
+    assert ctl("model", "activate", "acme", "shapes", "2")[0] == 0
+    assert ctl("model", "rollback", "acme", "shapes")[0] == 0
+    show = json.loads(ctl("tenant", "show", "acme", "--json")[1])
+    assert show["quota"]["requests_per_s"] == 5.0 and show["quota"]["monthly_images"] is None
+    assert show["policy"]["allowed_classes"] == ["circle", "square"]
+    assert show["resources"]["num_gpus"] == 0.25 and show["autoscaling"]["min_replicas"] == 0
+    assert show["models"][0]["active_version"] == 1 and len(show["models"][0]["versions"]) == 2
+
+
+def test_validate_checks_hand_written_files(ctl, tmp_path):
+    from tests.conftest import ROOT
+
+    assert ctl("validate", str(ROOT / "configs" / "serve.local.yaml"))[0] == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (ROOT / "configs" / "serve.local.yaml")
+        .read_text()
+        .replace("target_ongoing_requests: 4", "target_ongoing_request: 4")
+    )
+    code, _, err = ctl("validate", str(bad))
+    assert code == 2 and "target_ongoing_request" in err
+
+
+def test_apply_without_a_cluster_says_how_to_start_one(ctl):
+    code, _, err = ctl("apply", "--address", "http://127.0.0.1:9")
+    assert code == 5 and "ray start --head" in err
