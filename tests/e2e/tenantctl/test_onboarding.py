@@ -7,7 +7,6 @@ tenant's traffic keeps flowing (no request dropped), then suspend, revoke and de
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
