@@ -248,6 +248,17 @@ class DetectorConfig(_Strict):
     """A Detector's ``user_config``: which model ids it may load, and from where."""
 
     models: dict[str, str] = Field(default_factory=dict)
+    preload: list[str] = Field(
+        default_factory=list,
+        description="Model ids loaded in reconfigure(), before a new replica takes traffic.",
+    )
+
+    @model_validator(mode="after")
+    def _preload_known(self) -> DetectorConfig:
+        unknown = [m for m in self.preload if m not in self.models]
+        if unknown:
+            raise ValueError(f"preload names models not in models: {', '.join(unknown)}")
+        return self
 
     @field_validator("models")
     @classmethod

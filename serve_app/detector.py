@@ -117,8 +117,19 @@ class Detector:
             tag_keys=("scope",),
         )
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Swap the catalog, then load the ``preload`` models.
+
+        A new replica runs this before it takes traffic, so with a surge rollout the
+        old replica keeps serving until the new one has its models in memory. A
+        model that fails to load is logged, not raised: it must not fail the replica.
+        """
         self._config = DetectorConfig.model_validate(user_config)
+        for mid in self._config.preload:
+            try:
+                await self.get_model(mid)
+            except Exception as exc:
+                logger.warning("preload of %s failed: %s", mid, type(exc).__name__)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> LoadedModel:

@@ -53,3 +53,13 @@ def serve_details(address: str) -> dict[str, Any]:
     """Applications, deployments and replicas as the dashboard reports them."""
     details: dict[str, Any] = _client(address).get_serve_details()
     return details
+
+
+def delete_applications(address: str) -> None:
+    """Delete every Serve application on the cluster (like `serve shutdown`)."""
+    try:
+        _client(address).delete_applications()
+    except ClusterError:
+        raise
+    except Exception as exc:
+        raise ClusterError(f"the cluster refused to delete the applications: {exc}") from None

@@ -27,6 +27,7 @@ from serve_app.config import (
 from serve_app.config_file import ServeConfigFile
 from serve_app.constants import (
     APP_NAME,
+    MAX_MODELS_PER_REPLICA,
     ROUTER_DEPLOYMENT,
     SHARED_POOL_DEPLOYMENT,
     ULTRALYTICS_ENV,
@@ -86,15 +87,27 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
         for model in tenant.models:
             for version in model.versions:
                 catalog[model_id(tenant.id, model.name, version.version)] = version.uri
-    router = RouterConfig(tenants=[_entry(t) for t in served])
+    entries = [_entry(t) for t in served]
+    preloads: dict[str, list[str]] = {}
+    for entry in entries:  # each tenant's default model, warm before traffic arrives
+        default = entry.model(entry.default_model)
+        assert default is not None
+        target = serving_deployment(entry.id, entry.tier)
+        preloads.setdefault(target, []).append(
+            model_id(entry.id, default.name, default.active_version)
+        )
+    # The pool holds only so many models per replica: preloading more would evict them.
+    preloads[SHARED_POOL_DEPLOYMENT] = preloads.get(SHARED_POOL_DEPLOYMENT, [])[
+        :MAX_MODELS_PER_REPLICA
+    ]
+    router = RouterConfig(tenants=entries)
     deployments: list[dict[str, Any]] = [
         {"name": ROUTER_DEPLOYMENT, "user_config": router.model_dump(mode="json")}
     ]
     for name in [SHARED_POOL_DEPLOYMENT] + [deployment_name(t.id) for t in args.tenants]:
         models = dict(sorted(catalogs.get(name, {}).items()))
-        deployments.append(
-            {"name": name, "user_config": DetectorConfig(models=models).model_dump(mode="json")}
-        )
+        detector = DetectorConfig(models=models, preload=preloads.get(name, []))
+        deployments.append({"name": name, "user_config": detector.model_dump(mode="json")})
     config = {
         "proxy_location": platform.proxy_location,
         "http_options": {"host": platform.http_host, "port": platform.http_port},
