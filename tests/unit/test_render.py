@@ -123,3 +123,17 @@ def test_hand_written_mistakes_are_named(reg, mutate, needle):
     with pytest.raises(InvalidInput) as err:
         validate_config(config)
     assert needle in str(err.value)
+
+
+def test_set_tier_moves_the_catalog_and_changes_args(reg):
+    reg.create_tenant("acme", "Acme", "shared", ("shapes", V1))
+    shared = _render(reg)
+    assert _user_config(shared, "shared-pool")["models"] == {"acme/shapes@1": V1.uri}
+    reg.set_tier("acme", "dedicated")
+    dedicated = _render(reg)
+    assert [t["id"] for t in _app(dedicated)["args"]["tenants"]] == ["acme"]
+    assert _user_config(dedicated, "shared-pool")["models"] == {}
+    assert _user_config(dedicated, "tenant-acme") == {
+        "models": {"acme/shapes@1": V1.uri},
+        "preload": ["acme/shapes@1"],
+    }
