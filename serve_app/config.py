@@ -176,11 +176,16 @@ class TenantModel(_Strict):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     versions: list[int] = Field(min_length=1)
     active_version: int
+    fallback_version: int | None = Field(
+        None, description="Serves when the active version cannot be loaded (the previous one)."
+    )
 
     @model_validator(mode="after")
     def _active_known(self) -> TenantModel:
         if self.active_version not in self.versions:
             raise ValueError(f"active_version {self.active_version} is not in versions")
+        if self.fallback_version is not None and self.fallback_version not in self.versions:
+            raise ValueError(f"fallback_version {self.fallback_version} is not in versions")
         return self
 
 
@@ -244,10 +249,24 @@ class RouterConfig(_Strict):
 # ---------------------------------------------------------- detector user_config
 
 
+class StoreSettings(_Strict):
+    """Where S3 lives. Credentials are never here: boto3 reads them from the standard
+    AWS variables, profile or instance role."""
+
+    s3_endpoint_url: str | None = Field(
+        None, description="For MinIO, Ceph or a test server; None means AWS S3."
+    )
+    s3_region: str | None = None
+
+
 class DetectorConfig(_Strict):
     """A Detector's ``user_config``: which model ids it may load, and from where."""
 
     models: dict[str, str] = Field(default_factory=dict)
+    store: StoreSettings = StoreSettings()
+    max_models_per_replica: int | None = Field(
+        None, ge=1, description="LRU size of loaded models; None keeps the built-in default."
+    )
     preload: list[str] = Field(
         default_factory=list,
         description="Model ids loaded in reconfigure(), before a new replica takes traffic.",

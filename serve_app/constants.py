@@ -47,6 +47,12 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 MANIFEST_FILE = "manifest.json"
 SAFETENSORS_FILE = "model.safetensors"
 MAX_MODELS_PER_REPLICA = int(os.environ.get("YOLOSERVE_MAX_MODELS_PER_REPLICA", "4"))
+ONNX_FILE = "model.onnx"
+CACHE_DIR_ENV = "YOLOSERVE_CACHE_DIR"
+CACHE_MAX_BYTES = int(os.environ.get("YOLOSERVE_CACHE_MAX_BYTES", str(4 * 1024**3)))
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_READ_TIMEOUT_S = 60.0
+S3_MAX_ATTEMPTS = 3
 
 # Batching.
 BATCH_MAX_SIZE = int(os.environ.get("YOLOSERVE_BATCH_MAX_SIZE", "8"))
@@ -64,3 +70,5 @@ READY_CACHE_S = 15.0
 # Detector.
 WARMUP_SIDE_PX = 64
 MODEL_LOAD_RETRY_AFTER_S = 30
+# A version that failed to load is not tried again for this long (per replica).
+FAILED_LOAD_RETRY_S = 30.0

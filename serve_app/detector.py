@@ -19,17 +19,20 @@ from typing import Any
 from ray import serve
 from ray.serve import metrics
 
-from serve_app.config import DetectorConfig
+from serve_app.config import DetectorConfig, StoreSettings
 from serve_app.constants import (
     BATCH_MAX_SIZE,
     BATCH_WAIT_TIMEOUT_S,
+    FAILED_LOAD_RETRY_S,
     MAX_MODELS_PER_REPLICA,
     MODEL_LOAD_RETRY_AFTER_S,
     WARMUP_SIDE_PX,
 )
 from serve_app.errors import ModelLoadError, ModelUnavailable, ServeAppError, UnknownModel
 from serve_app.images import decode_image
+from serve_app.load_status import board
 from serve_app.manifest import ModelManifest
+from serve_app.model_cache import WeightsCache, default_cache_dir
 from serve_app.model_loader import build_yolo, inference_device
 from serve_app.model_store import fetch_version
 from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
@@ -83,11 +86,16 @@ class LoadedModel:
             torch.cuda.empty_cache()
 
 
-def load_model(model_id: str, uri: str) -> LoadedModel:
+def load_model(
+    model_id: str,
+    uri: str,
+    settings: StoreSettings | None = None,
+    cache: WeightsCache | None = None,
+) -> LoadedModel:
     """Fetch, verify, rebuild and warm up one model version (blocking)."""
     import numpy as np
 
-    fetched = fetch_version(uri)
+    fetched = fetch_version(uri, settings, cache)
     yolo = build_yolo(fetched.manifest, fetched.weights)
     device, half = inference_device()
     model = LoadedModel(
@@ -106,11 +114,23 @@ class Detector:
     def __init__(self, scope: str) -> None:
         self._scope = scope
         self._config = DetectorConfig()
+        self._cache = WeightsCache(default_cache_dir())
+        # model id -> (monotonic time, reason) of its last failed load: retried only after
+        # FAILED_LOAD_RETRY_S, so a broken upload costs one load, not one per request.
+        self._failed: dict[str, tuple[float, str]] = {}
+        self._board: Any = None
         self._loads = metrics.Counter(
             "yoloserve_model_loads",
             description="Model version loads by outcome.",
             tag_keys=("scope", "outcome"),
         )
+        self._load_ms = metrics.Histogram(
+            "yoloserve_model_load_ms",
+            description="Fetch + verify + build + warm-up time.",
+            boundaries=[100, 250, 500, 1000, 2500, 5000, 10000, 30000],
+            tag_keys=("scope",),
+        )
+        self._lru_size = MAX_MODELS_PER_REPLICA
         self._images = metrics.Counter(
             "yoloserve_detector_images",
             description="Images run through a model.",
@@ -125,29 +145,63 @@ class Detector:
         model that fails to load is logged, not raised: it must not fail the replica.
         """
         self._config = DetectorConfig.model_validate(user_config)
+        self._failed.clear()  # a new catalog may have fixed what failed
+        self._set_lru_size(self._config.max_models_per_replica or MAX_MODELS_PER_REPLICA)
         for mid in self._config.preload:
             try:
                 await self.get_model(mid)
             except Exception as exc:
                 logger.warning("preload of %s failed: %s", mid, type(exc).__name__)
 
+    def _set_lru_size(self, size: int) -> None:
+        # Serve fixes max_num_models_per_replica at decoration time; its per-replica
+        # wrapper (created on the first load) reads this attribute on every load, so
+        # setting it applies a new LRU size without a restart (checked on Ray 2.60).
+        self._lru_size = size
+        wrapper = getattr(self, "__serve_multiplex_wrapper", None)
+        if wrapper is not None:
+            wrapper.max_num_models_per_replica = size
+
+    def _report(self, model_id: str, outcome: str, reason: str = "") -> None:
+        try:
+            if self._board is None:
+                self._board = board()
+            self._board.report.remote(model_id, outcome, reason)
+        except Exception as exc:  # the board is a convenience; serving must not depend on it
+            logger.warning("could not report the load of %s: %s", model_id, type(exc).__name__)
+
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> LoadedModel:
         uri = self._config.models.get(model_id)
         if uri is None:
             raise UnknownModel(f"model {model_id.split('/', 1)[-1]!r} is not deployed here")
+        failed = self._failed.get(model_id)
+        if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_RETRY_S:
+            raise ModelUnavailable(
+                "this model version failed to load; retry later or use another version",
+                retry_after_s=MODEL_LOAD_RETRY_AFTER_S,
+            )
+        self._set_lru_size(self._lru_size)  # the wrapper exists now: apply the size
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(load_model, model_id, uri)
-        except ModelLoadError as exc:
+            model = await asyncio.to_thread(
+                load_model, model_id, uri, self._config.store, self._cache
+            )
+        except (ModelLoadError, OSError, RuntimeError, ValueError) as exc:
+            self._failed[model_id] = (time.monotonic(), str(exc))
             self._loads.inc(tags={"scope": self._scope, "outcome": "failed"})
             logger.error("model %s failed to load: %s", model_id, exc)
+            self._report(model_id, "failed", str(exc))
             raise ModelUnavailable(
-                "the model could not be loaded; the operator has been told — retry later",
+                "this model version could not be loaded; the operator has been told",
                 retry_after_s=MODEL_LOAD_RETRY_AFTER_S,
             ) from None
+        self._failed.pop(model_id, None)
         self._loads.inc(tags={"scope": self._scope, "outcome": "loaded"})
-        logger.info("model %s loaded in %.0f ms", model_id, (time.perf_counter() - started) * 1e3)
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        self._load_ms.observe(elapsed_ms, tags={"scope": self._scope})
+        logger.info("model %s loaded in %.0f ms", model_id, elapsed_ms)
+        self._report(model_id, "loaded")
         return model
 
     async def detect(

@@ -1,8 +1,9 @@
-"""Where model versions live, behind one small interface.
+"""Where model versions live, behind one small interface: ``file://`` and ``s3://``.
 
-A version is a folder (``file://``) or key prefix (``s3://``, a later issue)
-holding ``manifest.json`` and the weights. ``fetch_version`` reads both, bounded
-in size, and verifies the weights against the manifest before anyone parses them.
+A version is a folder (``file://``) or key prefix (``s3://bucket/prefix``) holding
+``manifest.json`` and the weights. ``fetch_version`` reads both, bounded in size,
+and verifies the weights against the manifest's sha256 before anyone parses them;
+with a ``WeightsCache`` the weights come from the node-local cache when present.
 
 Relative ``file://`` URIs (``file://models/demo/shapes/1``) are resolved against
 ``YOLOSERVE_MODEL_ROOT`` or, by default, the project root (the folder holding the
@@ -12,23 +13,36 @@ the operator's working directory, so the shell's cwd is never used.
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from serve_app.constants import MANIFEST_FILE, MAX_MANIFEST_BYTES, MAX_WEIGHTS_BYTES
+from serve_app.config import StoreSettings
+from serve_app.constants import (
+    MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
+    MAX_WEIGHTS_BYTES,
+    S3_CONNECT_TIMEOUT_S,
+    S3_MAX_ATTEMPTS,
+    S3_READ_TIMEOUT_S,
+)
 from serve_app.errors import ModelLoadError
 from serve_app.manifest import ModelManifest, parse_manifest, verify_weights
+from serve_app.model_cache import WeightsCache
 
 MODEL_ROOT_ENV = "YOLOSERVE_MODEL_ROOT"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ModelStore(Protocol):
-    """Reads named files of one model version."""
+    """Reads and writes named files of one model version."""
 
     def read(self, name: str, max_bytes: int) -> bytes: ...
+
+    def write(self, name: str, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,79 @@ class FileStore:
         except OSError as exc:
             raise ModelLoadError(f"cannot read {name} from {self.root}: {exc.strerror}") from None
 
+    def write(self, name: str, data: bytes) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".partial-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, self.root / name)
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_client(endpoint_url: str | None, region: str | None) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=S3_CONNECT_TIMEOUT_S,
+        read_timeout=S3_READ_TIMEOUT_S,
+        retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+    )
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name=region, config=config
+    )
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """A version under ``s3://bucket/prefix`` (AWS, or MinIO/Ceph via ``endpoint_url``)."""
+
+    bucket: str
+    prefix: str
+    settings: StoreSettings
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _client(self) -> Any:
+        return _s3_client(self.settings.s3_endpoint_url, self.settings.s3_region)
+
+    def read(self, name: str, max_bytes: int) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"s3://{self.bucket}/{self._key(name)}"
+        try:
+            obj = self._client().get_object(Bucket=self.bucket, Key=self._key(name))
+            size = int(obj.get("ContentLength", 0))
+            if size > max_bytes:
+                obj["Body"].close()
+                raise ModelLoadError(f"{where} is {size} bytes, over the {max_bytes}-byte limit")
+            data: bytes = obj["Body"].read(max_bytes + 1)
+            return data
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            if code in ("NoSuchKey", "404", "NoSuchBucket"):
+                raise ModelLoadError(f"{where} not found") from None
+            raise ModelLoadError(f"cannot read {where}: {code}") from None
+        except BotoCoreError as exc:
+            raise ModelLoadError(f"cannot read {where}: {type(exc).__name__}") from None
+
+    def write(self, name: str, data: bytes) -> None:
+        import base64
+        import hashlib
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        try:
+            self._client().put_object(
+                Bucket=self.bucket, Key=self._key(name), Body=data, ChecksumSHA256=checksum
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelLoadError(
+                f"cannot write s3://{self.bucket}/{self._key(name)}: {exc}"
+            ) from None
+
 
 def model_root() -> Path:
     """Base folder for relative ``file://`` URIs."""
@@ -64,11 +151,18 @@ def resolve_file_uri(uri: str) -> Path:
     return path if path.is_absolute() else (model_root() / path).resolve()
 
 
-def open_store(uri: str) -> ModelStore:
+def open_store(uri: str, settings: StoreSettings | None = None) -> ModelStore:
     """The store for one version URI."""
     if uri.startswith("file://"):
         return FileStore(resolve_file_uri(uri))
-    raise ModelLoadError(f"unsupported model store URI {uri!r}: use file://")
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ModelLoadError(f"{uri!r} names no bucket: use s3://bucket/prefix")
+        return S3Store(
+            bucket=bucket, prefix=prefix.strip("/"), settings=settings or StoreSettings()
+        )
+    raise ModelLoadError(f"unsupported model store URI {uri!r}: use file:// or s3://")
 
 
 @dataclass(frozen=True)
@@ -77,15 +171,23 @@ class FetchedVersion:
     weights: bytes
 
 
-def fetch_version(uri: str) -> FetchedVersion:
+def fetch_version(
+    uri: str, settings: StoreSettings | None = None, cache: WeightsCache | None = None
+) -> FetchedVersion:
     """Read and verify one model version.
 
     Raises:
         ModelLoadError: Missing files, an invalid manifest, or weights whose size or
             sha256 differ from the manifest.
     """
-    store = open_store(uri)
+    store = open_store(uri, settings)
     manifest = parse_manifest(store.read(MANIFEST_FILE, MAX_MANIFEST_BYTES))
-    weights = store.read(manifest.weights_file, min(manifest.size_bytes, MAX_WEIGHTS_BYTES))
+    limit = min(manifest.size_bytes, MAX_WEIGHTS_BYTES)
+    if cache is None:
+        weights = store.read(manifest.weights_file, limit)
+    else:
+        weights = cache.get_or_fetch(
+            manifest.sha256, lambda: store.read(manifest.weights_file, limit)
+        )
     verify_weights(manifest, weights)
     return FetchedVersion(manifest=manifest, weights=weights)

@@ -35,13 +35,14 @@ from serve_app.errors import (
     MethodNotAllowed,
     ModelUnavailable,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     ServeAppError,
     error_body,
     unwrap_error,
 )
 from serve_app.results import DetectionResult
-from serve_app.tenants import TenantTable, catalog, select_model
+from serve_app.tenants import ModelChoice, TenantTable, catalog, select_model
 from serve_app.uploads import image_bytes
 
 logger = logging.getLogger("ray.serve")
@@ -96,7 +97,28 @@ class Router:
         params = policy.clamp(query, tenant.policy)
         images.inspect_image(image)
         handle = self._handle_for(tenant)
-        response = handle.options(multiplexed_model_id=choice.id_for(tenant.id)).detect.remote(
+        try:
+            result = await self._call_detector(handle, tenant.id, choice, image, params)
+        except ModelUnavailable:
+            # The active version cannot be loaded (a broken upload): the previous one
+            # keeps the tenant served while the operator looks at the failure.
+            fallback = choice.fallback_choice()
+            if fallback is None:
+                raise
+            result = await self._call_detector(handle, tenant.id, fallback, image, params)
+        total_ms = round((time.perf_counter() - started) * 1e3, 2)
+        self._latency.observe(total_ms, tags={"tenant": tenant.id})
+        return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
+
+    @staticmethod
+    async def _call_detector(
+        handle: DeploymentHandle[Any],
+        tenant_id: str,
+        choice: ModelChoice,
+        image: bytes,
+        params: policy.InferenceParams,
+    ) -> DetectionResult:
+        response = handle.options(multiplexed_model_id=choice.id_for(tenant_id)).detect.remote(
             image, params
         )
         try:
@@ -105,7 +127,7 @@ class Router:
             )
         except TimeoutError:
             response.cancel()
-            raise ModelUnavailable("detection timed out; retry later", retry_after_s=5) from None
+            raise Overloaded("detection timed out; retry later", retry_after_s=5) from None
         except Exception as exc:
             api_error = unwrap_error(exc)
             if api_error is None:
@@ -113,10 +135,7 @@ class Router:
             raise api_error from None
         if isinstance(outcome, ServeAppError):
             raise outcome
-        result = outcome
-        total_ms = round((time.perf_counter() - started) * 1e3, 2)
-        self._latency.observe(total_ms, tags={"tenant": tenant.id})
-        return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
+        return outcome
 
     def _handle_for(self, tenant: TenantEntry) -> DeploymentHandle[Any]:
         if tenant.tier == "shared":

@@ -19,9 +19,15 @@ from serve_app.errors import BadParameter, Forbidden, UnknownModel
 class ModelChoice:
     name: str
     version: int
+    fallback: int | None = None  # only when the caller did not pin a version
 
     def id_for(self, tenant_id: str) -> str:
         return model_id(tenant_id, self.name, self.version)
+
+    def fallback_choice(self) -> ModelChoice | None:
+        if self.fallback is None or self.fallback == self.version:
+            return None
+        return ModelChoice(name=self.name, version=self.fallback)
 
 
 class TenantTable:
@@ -53,7 +59,9 @@ def select_model(tenant: TenantEntry, query: Mapping[str, str]) -> ModelChoice:
     if model is None:
         raise UnknownModel(f"no model named {name[:64]!r}; list yours with GET /v1/models")
     if "version" not in query:
-        return ModelChoice(name=model.name, version=model.active_version)
+        return ModelChoice(
+            name=model.name, version=model.active_version, fallback=model.fallback_version
+        )
     raw = query["version"]
     if not raw.isdigit() or len(raw) > 9:
         raise BadParameter(

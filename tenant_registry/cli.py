@@ -23,7 +23,14 @@ from tenant_registry import cluster, render
 from tenant_registry.errors import InvalidInput, RegistryError
 from tenant_registry.migrations import LATEST_VERSION
 from tenant_registry.platform import PlatformSettings
-from tenant_registry.store import ModelVersion, Registry, Tenant, default_db_path, now_iso
+from tenant_registry.store import (
+    ModelVersion,
+    Registry,
+    Tenant,
+    default_db_path,
+    now_iso,
+    validate_model_name,
+)
 
 Handler = Callable[[Registry, argparse.Namespace], int]
 
@@ -129,6 +136,14 @@ def cmd_platform_set(reg: Registry, args: argparse.Namespace) -> int:
         current["dedicated_resources"]["num_cpus"] = args.dedicated_num_cpus
     if args.default_model_uri is not None:
         current["default_model_uri"] = args.default_model_uri
+    if args.model_store_uri is not None:
+        current["model_store_uri"] = args.model_store_uri
+    if args.s3_endpoint_url is not None:
+        current["store"]["s3_endpoint_url"] = args.s3_endpoint_url or None
+    if args.s3_region is not None:
+        current["store"]["s3_region"] = args.s3_region or None
+    if args.max_models_per_replica is not None:
+        current["max_models_per_replica"] = args.max_models_per_replica
     try:
         settings = PlatformSettings.model_validate(current)
     except ValueError as exc:
@@ -276,6 +291,47 @@ def cmd_model_add_version(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_push(reg: Registry, args: argparse.Namespace) -> int:
+    from tenant_registry import push
+
+    reg.tenant(args.tenant)
+    validate_model_name(args.model)
+    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    manifest, weights = push.prepare(
+        Path(args.file),
+        arch=args.arch,
+        class_names=names,
+        imgsz=args.imgsz,
+        trusted_pt=args.trusted_pt,
+    )
+    platform = reg.platform()
+    number = reg.next_version(args.tenant, args.model)
+    uri = push.upload(
+        platform.model_store_uri, platform.store, args.tenant, args.model, number, manifest, weights
+    )
+    version = ModelVersion(
+        version=number,
+        uri=uri,
+        architecture=manifest.architecture,
+        sha256=manifest.sha256,
+        created_at=now_iso(),
+    )
+    model = reg.add_model_version(args.tenant, args.model, version, activate=args.activate)
+    print(
+        f"pushed {args.tenant}/{args.model}@{number} to {uri} ({manifest.architecture}, "
+        f"{len(manifest.class_names)} classes); active version: {model.active_version}"
+        + (
+            ""
+            if args.activate
+            else f"; activate with `tenantctl model activate {args.tenant} {args.model} {number}`"
+        ),
+        file=sys.stderr,
+    )
+    if args.json:
+        print(json.dumps({"version": number, "uri": uri, "sha256": manifest.sha256}))
+    return 0
+
+
 def cmd_model_activate(reg: Registry, args: argparse.Namespace) -> int:
     model = reg.activate(args.tenant, args.model, args.version)
     print(f"{args.tenant}/{args.model} active version: {model.active_version}", file=sys.stderr)
@@ -413,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-num-gpus", type=float)
     p.add_argument("--dedicated-num-cpus", type=float)
     p.add_argument("--default-model-uri")
+    p.add_argument("--model-store-uri", help="where `model push` uploads: s3://bucket/prefix")
+    p.add_argument("--s3-endpoint-url", help="MinIO/Ceph endpoint ('' for AWS)")
+    p.add_argument("--s3-region")
+    p.add_argument("--max-models-per-replica", type=int, help="LRU size of loaded models")
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="sub", required=True)
     p = command(
@@ -494,6 +554,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uri", required=True, help="file://… folder with manifest.json + weights")
     p.add_argument("--version", type=int, help="default: next number")
     p.add_argument("--activate", action="store_true")
+    p = command(
+        model, "push", cmd_model_push, "check and upload weights as a new version", read=True
+    )
+    p.add_argument("tenant")
+    p.add_argument("model")
+    p.add_argument("file", help="converter output folder, or a .safetensors file")
+    p.add_argument("--arch", help="architecture for a bare .safetensors, e.g. yolov8n")
+    p.add_argument("--class-names", help="comma-separated, for a bare .safetensors")
+    p.add_argument("--imgsz", type=int, help="default inference size (default 640)")
+    p.add_argument("--activate", action="store_true", help="make it the active version")
+    p.add_argument(
+        "--trusted-pt",
+        action="store_true",
+        help="operator only: admit a .pt you vouch for (it is unpickled here)",
+    )
     p = command(model, "activate", cmd_model_activate, "make a version active")
     p.add_argument("tenant")
     p.add_argument("model")

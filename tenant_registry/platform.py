@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.config import AutoscalingSpec, ResourceSpec, RouterSpec, SharedPoolSpec
+from serve_app.config import (
+    AutoscalingSpec,
+    ResourceSpec,
+    RouterSpec,
+    SharedPoolSpec,
+    StoreSettings,
+)
 from serve_app.constants import APP_NAME, MODEL_NAME_PATTERN
 
 
@@ -28,6 +34,13 @@ class PlatformSettings(BaseModel):
     default_model_uri: str = Field(
         "file://models/demo/shapes/1", description="Every new tenant starts with this model."
     )
+    model_store_uri: str = Field(
+        "file://var/models",
+        description="Where `model push` uploads: s3://bucket/prefix or file://folder.",
+        pattern=r"^(s3|file)://.+",
+    )
+    store: StoreSettings = StoreSettings()
+    max_models_per_replica: int | None = Field(None, ge=1)
 
     @property
     def app_name(self) -> str:

@@ -50,7 +50,10 @@ def servable(tenant: Tenant) -> bool:
 def _entry(tenant: Tenant) -> TenantEntry:
     models = [
         TenantModel(
-            name=m.name, versions=[v.version for v in m.versions], active_version=m.active_version
+            name=m.name,
+            versions=[v.version for v in m.versions],
+            active_version=m.active_version,
+            fallback_version=m.previous_version,
         )
         for m in tenant.models
         if m.active_version is not None
@@ -106,7 +109,12 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
     ]
     for name in [SHARED_POOL_DEPLOYMENT] + [deployment_name(t.id) for t in args.tenants]:
         models = dict(sorted(catalogs.get(name, {}).items()))
-        detector = DetectorConfig(models=models, preload=preloads.get(name, []))
+        detector = DetectorConfig(
+            models=models,
+            preload=preloads.get(name, []),
+            store=platform.store,
+            max_models_per_replica=platform.max_models_per_replica,
+        )
         deployments.append({"name": name, "user_config": detector.model_dump(mode="json")})
     config = {
         "proxy_location": platform.proxy_location,

@@ -88,3 +88,25 @@ def gpu_app(ray_cluster):
 
     wait_for(fractional_running, 300, "router and the three fractional-GPU tenants to be healthy")
     return {"context": ray_cluster, "config": config}
+
+
+@pytest.fixture(scope="package")
+def s3(tmp_path_factory):
+    """A real S3 endpoint (moto's server, separate process); credentials in the env so
+    that Ray workers started afterwards inherit them, as on a real node."""
+    import boto3
+
+    from tests.conftest import S3_TEST_ENV, start_s3_server
+
+    proc, url = start_s3_server(tmp_path_factory.mktemp("s3"))
+    saved = {k: os.environ.get(k) for k in S3_TEST_ENV}
+    os.environ.update(S3_TEST_ENV)
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    yield {"url": url, "client": client}
+    proc.terminate()
+    proc.wait(timeout=30)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -1,0 +1,98 @@
+"""``tenantctl model push``: check a tenant's weights here, then upload them.
+
+Accepted: a converter output folder (``manifest.json`` + ``model.safetensors``), or
+a ``.safetensors`` file with ``--arch`` and ``--class-names``. A ``.pt`` is a pickle
+and is refused with the way to convert it, unless the operator passes
+``--trusted-pt`` for a file they vouch for. Whatever is accepted is rebuilt on the
+allowlisted YAML and loaded strictly before a byte is uploaded, so most broken
+uploads never reach the store; the replicas check everything again anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from serve_app.config import StoreSettings
+from serve_app.constants import MANIFEST_FILE, MAX_WEIGHTS_BYTES
+from serve_app.errors import ModelLoadError
+from serve_app.manifest import ModelManifest, build_manifest, parse_manifest, verify_weights
+from serve_app.model_loader import build_yolo
+from serve_app.model_store import open_store
+from tenant_registry.errors import InvalidInput
+
+PT_REFUSED = (
+    "{name} is a pickled PyTorch checkpoint; tenant .pt files are never loaded on the platform. "
+    "Convert it on your own machine: `python scripts/convert_weights.py {name} out/`, then "
+    "`tenantctl model push TENANT MODEL out/`"
+)
+
+
+def _read(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
+        raise InvalidInput(f"{path.name} is {size} bytes; the limit is {MAX_WEIGHTS_BYTES}")
+    return path.read_bytes()
+
+
+def prepare(
+    path: Path,
+    *,
+    arch: str | None = None,
+    class_names: list[str] | None = None,
+    imgsz: int | None = None,
+    trusted_pt: bool = False,
+) -> tuple[ModelManifest, bytes]:
+    """The manifest and weights to upload for ``path``, checked end to end."""
+    if not path.exists():
+        raise InvalidInput(f"{path} does not exist")
+    try:
+        if path.is_dir():
+            manifest = parse_manifest(_read(path / MANIFEST_FILE))
+            weights = _read(path / manifest.weights_file)
+            verify_weights(manifest, weights)
+        elif path.suffix == ".pt":
+            if not trusted_pt:
+                raise InvalidInput(PT_REFUSED.format(name=path.name))
+            from tenant_registry.convert import convert_pt
+
+            manifest, weights, _ = convert_pt(path, arch, imgsz)
+        elif path.suffix == ".safetensors":
+            if not arch or not class_names:
+                raise InvalidInput(
+                    "a bare .safetensors needs --arch and --class-names (or push the folder "
+                    "scripts/convert_weights.py wrote)"
+                )
+            weights = _read(path)
+            manifest = build_manifest(
+                architecture=arch, class_names=class_names, imgsz=imgsz or 640, weights=weights
+            )
+        else:
+            raise InvalidInput(
+                f"{path.name}: push a converter output folder or a .safetensors file"
+            )
+        build_yolo(manifest, weights)  # shapes must fit the architecture
+    except ModelLoadError as exc:
+        raise InvalidInput(f"{path.name} cannot be served: {exc}") from None
+    except ValueError as exc:  # pydantic: bad arch, imgsz, class names
+        raise InvalidInput(f"{path.name}: {exc}") from None
+    return manifest, weights
+
+
+def upload(
+    base_uri: str,
+    settings: StoreSettings,
+    tenant: str,
+    model: str,
+    version: int,
+    manifest: ModelManifest,
+    weights: bytes,
+) -> str:
+    """Write weights, then the manifest (last: a version is complete once it exists)."""
+    uri = f"{base_uri.rstrip('/')}/{tenant}/{model}/{version}"
+    store = open_store(uri, settings)
+    try:
+        store.write(manifest.weights_file, weights)
+        store.write(MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
+    except (ModelLoadError, OSError) as exc:
+        raise InvalidInput(f"upload to {uri} failed: {exc}") from None
+    return uri
