@@ -79,7 +79,7 @@ def test_converter_script_writes_a_pushable_folder(demo_pt, tmp_path):
 
 def test_untrusted_pt_is_refused_without_being_opened(evil):
     folder, sentinel = evil
-    with pytest.raises(InvalidInput, match="convert_weights.py"):
+    with pytest.raises(InvalidInput, match=r"convert_weights\.py"):
         prepare(folder / "evil.pt")
     assert not sentinel.exists()
 
