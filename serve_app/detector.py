@@ -174,7 +174,10 @@ class Detector:
     async def get_model(self, model_id: str) -> LoadedModel:
         uri = self._config.models.get(model_id)
         if uri is None:
-            raise UnknownModel(f"model {model_id.split('/', 1)[-1]!r} is not deployed here")
+            # The router only asks for versions in its own table, so this is the two
+            # user_configs landing at different moments: answer 503 (the router then
+            # falls back to the previous version), never a 404 the tenant did not earn.
+            raise ModelUnavailable("this model version is still being deployed; retry shortly")
         failed = self._failed.get(model_id)
         if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_RETRY_S:
             raise ModelUnavailable(

@@ -346,12 +346,23 @@ def cmd_model_rollback(reg: Registry, args: argparse.Namespace) -> int:
 
 def cmd_model_list(reg: Registry, args: argparse.Namespace) -> int:
     models = reg.tenant(args.tenant).models
-    lines = [f"{'MODEL':<20} {'VERSION':>7} {'ACTIVE':<6} {'ARCH':<10} URI"]
+    loads = cluster.load_status(args.cluster, f"{args.tenant}/") if args.cluster else {}
+    lines = [f"{'MODEL':<20} {'VERSION':>7} {'ACTIVE':<6} {'ARCH':<10} {'LOAD':<8} URI"]
+    data = []
     for m in models:
-        for v in m.versions:
+        entry = asdict(m)
+        for v, v_entry in zip(m.versions, entry["versions"], strict=True):
+            status = loads.get(f"{args.tenant}/{m.name}@{v.version}")
+            v_entry["load"] = status
             active = "*" if v.version == m.active_version else ""
-            lines.append(f"{m.name:<20} {v.version:>7} {active:<6} {v.architecture:<10} {v.uri}")
-    return _emit(args, [asdict(m) for m in models], "\n".join(lines))
+            outcome = status["outcome"] if status else "-"
+            lines.append(
+                f"{m.name:<20} {v.version:>7} {active:<6} {v.architecture:<10} {outcome:<8} {v.uri}"
+            )
+            if status and status["outcome"] == "failed":
+                lines.append(f"{'':<20} {'':>7} {'':<6} why: {status['reason']}")
+        data.append(entry)
+    return _emit(args, data, "\n".join(lines))
 
 
 def _rendered(reg: Registry) -> dict[str, Any]:
@@ -578,6 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p = command(model, "list", cmd_model_list, "list a tenant's models and versions", read=True)
     p.add_argument("tenant")
+    p.add_argument(
+        "--cluster",
+        metavar="RAY_ADDRESS",
+        help="also show load outcomes reported by the replicas ('auto' for local)",
+    )
 
     p = command(sub, "render", cmd_render, "write the Serve config for the registry")
     p.add_argument("-o", "--output")

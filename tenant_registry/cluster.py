@@ -63,3 +63,29 @@ def delete_applications(address: str) -> None:
         raise
     except Exception as exc:
         raise ClusterError(f"the cluster refused to delete the applications: {exc}") from None
+
+
+def load_status(ray_address: str, prefix: str) -> dict[str, dict[str, Any]]:
+    """Model load outcomes the replicas reported, for model ids starting with ``prefix``."""
+    import ray
+
+    from serve_app.load_status import BOARD_NAME, BOARD_NAMESPACE
+
+    try:
+        if not ray.is_initialized():
+            ray.init(
+                address=ray_address,
+                namespace=BOARD_NAMESPACE,
+                logging_level="ERROR",
+                log_to_driver=False,
+            )
+        board = ray.get_actor(BOARD_NAME, namespace=BOARD_NAMESPACE)
+    except ValueError:
+        return {}  # no replica has loaded anything yet
+    except Exception as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {ray_address} ({type(exc).__name__}): "
+            "use --cluster auto on a cluster node, or the head's GCS address"
+        ) from None
+    status: dict[str, dict[str, Any]] = ray.get(board.get.remote(prefix), timeout=30)
+    return status

@@ -7,6 +7,7 @@ CUDA and falls back to the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 
@@ -44,7 +45,7 @@ def cpu_adapted_gpu_config(http_port: int) -> dict:
 
 
 @pytest.fixture(scope="package")
-def ray_cluster():
+def ray_cluster(s3):
     import ray
     from ray import serve
 
@@ -70,11 +71,12 @@ def deploy(context, config: dict) -> None:
     ServeSubmissionClient(f"http://{context.dashboard_url}").deploy_applications(config)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def gpu_app(ray_cluster):
     """The GPU example app on the fake-GPU cluster; waits for the fractional tenants."""
     from ray import serve
 
+    delete_app()  # start clean if another module deployed its own app
     config = cpu_adapted_gpu_config(free_port())
     deploy(ray_cluster, config)
 
@@ -110,3 +112,12 @@ def s3(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def delete_app() -> None:
+    """Delete the yolo app (and wait until it is gone), if Serve is running at all."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    with contextlib.suppress(RayServeException):  # no Serve instance yet: nothing to delete
+        serve.delete("yolo")

@@ -7,6 +7,7 @@ tenant's traffic keeps flowing (no request dropped), then suspend, revoke and de
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -48,6 +49,11 @@ def _issue_key(tenantctl, tenant: str) -> str:
     return key
 
 
+def _issue_key_with_id(tenantctl, tenant: str) -> tuple[str, str]:
+    issued = json.loads(tenantctl("key", "issue", tenant, "--json").stdout)
+    return issued["api_key"], issued["key_id"]
+
+
 class TrafficLoop(threading.Thread):
     """Sequential requests for one tenant until stopped; records every outcome."""
 
@@ -86,7 +92,10 @@ def test_onboard_suspend_revoke_delete(registry):
 
     # Dedicated tier: a new deployment rolls every replica; acme's traffic keeps flowing.
     tenantctl("tenant", "create", "bigco", "--tier", "dedicated")
-    big_key_1, big_key_2 = _issue_key(tenantctl, "bigco"), _issue_key(tenantctl, "bigco")
+    (big_key_1, big_key_1_id), big_key_2 = (
+        _issue_key_with_id(tenantctl, "bigco"),
+        _issue_key(tenantctl, "bigco"),
+    )
     loop = TrafficLoop(url, acme_key)
     loop.start()
     wait_for(lambda: len(loop.outcomes) >= 3, 60, "traffic before the apply")
@@ -111,11 +120,9 @@ def test_onboard_suspend_revoke_delete(registry):
     assert _replicas(address) == before
 
     # Revoke one key: that key 401, the tenant's other key still works.
-    key_id = next(
-        k["key_id"]
-        for k in __import__("json").loads(tenantctl("key", "list", "bigco", "--json").stdout)
-    )
-    tenantctl("key", "revoke", key_id)
+    listed = json.loads(tenantctl("key", "list", "bigco", "--json").stdout)
+    assert big_key_1_id in {k["key_id"] for k in listed}
+    tenantctl("key", "revoke", big_key_1_id)
     tenantctl("apply", "--address", address)
     wait_for(lambda: _status(url, big_key_1) == 401, 120, "the revoked key to be refused")
     assert _status(url, big_key_2) == 200

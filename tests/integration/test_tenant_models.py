@@ -1,0 +1,278 @@
+"""Tenant weights from S3 (a real HTTP endpoint), hot-swapped with no restart.
+
+The app is rendered from a registry whose model store is an S3 bucket on moto's
+server, and deployed like `tenantctl apply`. Tenants are on the shared pool, whose
+replicas keep at most two models (``max_models_per_replica: 2``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import threading
+
+import pytest
+
+from serve_app.client import DetectionClient
+from serve_app.constants import MAX_WEIGHTS_BYTES
+from serve_app.errors import ModelUnavailable
+from serve_app.load_status import BOARD_NAME, BOARD_NAMESPACE
+from serve_app.manifest import build_manifest, sha256_hex
+from tenant_registry.cluster import load_status
+from tenant_registry.push import prepare, upload
+from tenant_registry.render import render_config
+from tenant_registry.store import ModelVersion, Registry, now_iso
+from tests.conftest import DEMO_MODEL, SAMPLES, free_port, wait_for
+from tests.integration.conftest import delete_app, deploy
+
+BUCKET = "tenant-models"
+IMAGE = (SAMPLES / "shapes_02.jpg").read_bytes()
+WEIGHTS = (DEMO_MODEL / "model.safetensors").read_bytes()
+
+
+def _names(prefix: str) -> list[str]:
+    return [f"{prefix}-circle", f"{prefix}-square", f"{prefix}-triangle"]
+
+
+class App:
+    """A registry, its S3 store, and the app rendered from it."""
+
+    def __init__(self, context, s3, db) -> None:
+        self.context, self.s3 = context, s3
+        self.reg = Registry(db)
+        settings = self.reg.platform().model_copy(
+            update={
+                "http_port": free_port(),
+                "model_store_uri": f"s3://{BUCKET}/tenants",
+                "store": self.reg.platform().store.model_copy(
+                    update={"s3_endpoint_url": s3["url"]}
+                ),
+                "max_models_per_replica": 2,
+                "shared_pool": self.reg.platform().shared_pool.model_copy(
+                    update={
+                        "resources": self.reg.platform().shared_pool.resources.model_copy(
+                            update={"num_cpus": 0.1}
+                        ),
+                    }
+                ),
+            }
+        )
+        self.reg.set_platform(settings)
+        self.keys: dict[str, str] = {}
+
+    def onboard(self, tenant: str) -> None:
+        self.reg.create_tenant(tenant, tenant.title(), "shared")
+        self.keys[tenant] = self.reg.issue_key(tenant)[1]
+
+    def push(self, tenant: str, model: str, class_names: list[str], activate: bool = True) -> int:
+        """What `tenantctl model push` does, with the demo weights under new class names."""
+        manifest, weights = prepare(
+            DEMO_MODEL / "model.safetensors", arch="yolov8n", class_names=class_names, imgsz=320
+        )
+        number = self.reg.next_version(tenant, model)
+        platform = self.reg.platform()
+        uri = upload(
+            platform.model_store_uri, platform.store, tenant, model, number, manifest, weights
+        )
+        self.reg.add_model_version(
+            tenant,
+            model,
+            ModelVersion(
+                version=number,
+                uri=uri,
+                architecture="yolov8n",
+                sha256=manifest.sha256,
+                created_at=now_iso(),
+            ),
+            activate=activate,
+        )
+        return number
+
+    def put_raw(self, tenant: str, model: str, manifest: dict, weights: bytes | None) -> int:
+        """A version written straight into the bucket, bypassing push's checks."""
+        number = self.reg.next_version(tenant, model)
+        prefix = f"tenants/{tenant}/{model}/{number}"
+        client = self.s3["client"]
+        if weights is not None:
+            client.put_object(Bucket=BUCKET, Key=f"{prefix}/model.safetensors", Body=weights)
+            client.put_object(
+                Bucket=BUCKET, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest)
+            )
+        self.reg.add_model_version(
+            tenant,
+            model,
+            ModelVersion(
+                version=number,
+                uri=f"s3://{BUCKET}/{prefix}",
+                architecture="yolov8n",
+                sha256=manifest.get("sha256", "0" * 64),
+                created_at=now_iso(),
+            ),
+        )
+        return number
+
+    def apply(self) -> None:
+        deploy(self.context, render_config(self.reg.tenants(), self.reg.platform()))
+
+    def client(self, tenant: str) -> DetectionClient:
+        return DetectionClient(api_key=self.keys[tenant])
+
+
+def _pool_replicas(context) -> set[tuple[str, int]]:
+    """(replica id, pid) of the shared pool's running replicas, as Serve reports them."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    details = ServeSubmissionClient(f"http://{context.dashboard_url}").get_serve_details()
+    replicas = details["applications"]["yolo"]["deployments"]["shared-pool"]["replicas"]
+    return {(r["replica_id"], r["pid"]) for r in replicas}
+
+
+@pytest.fixture(scope="module")
+def app(ray_cluster, s3, tmp_path_factory):
+
+    delete_app()  # start clean: no rollout of another module's app in flight
+    s3["client"].create_bucket(Bucket=BUCKET)
+    app = App(ray_cluster, s3, tmp_path_factory.mktemp("reg") / "registry.db")
+    for tenant in ("acme", "globex"):
+        app.onboard(tenant)
+    app.push("acme", "pcb", _names("acme"))
+    app.push("globex", "pcb", _names("globex"))
+    app.apply()
+    wait_for(
+        lambda: app.client("acme").detect(IMAGE, model="pcb").model == "pcb@1",
+        300,
+        "acme's pcb@1 to answer",
+    )
+    return app
+
+
+def test_same_model_name_and_version_never_cross_tenants(app):
+    for _ in range(3):
+        for tenant in ("acme", "globex"):
+            result = app.client(tenant).detect(IMAGE, model="pcb")
+            assert result.model == "pcb@1"
+            assert result.detections
+            assert {d.class_name for d in result.detections} <= set(_names(tenant))
+
+
+def test_hot_swap_under_traffic_with_no_restart(app):
+    replicas = _pool_replicas(app.context)
+    assert replicas
+    stop, outcomes = threading.Event(), []
+
+    def loop():
+        client = app.client("acme")
+        while not stop.is_set():
+            try:
+                outcomes.append(client.detect(IMAGE, model="pcb").model)
+            except Exception as exc:
+                outcomes.append(f"error: {type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    wait_for(lambda: len(outcomes) >= 3, 60, "traffic on pcb@1")
+    app.push("acme", "pcb", _names("acme-v2"))  # activates v2
+    app.apply()
+    wait_for(lambda: outcomes[-1] == "pcb@2", 30, "responses to switch to pcb@2")
+    seen = len(outcomes)
+    wait_for(lambda: len(outcomes) >= seen + 3, 60, "traffic on pcb@2")
+    stop.set()
+    thread.join(timeout=60)
+    errors = [o for o in outcomes if o.startswith("error")]
+    assert not errors, errors[:3]
+    switch = outcomes.index("pcb@2")
+    assert set(outcomes[:switch]) == {"pcb@1"} and set(outcomes[switch:]) == {"pcb@2"}
+    v2 = app.client("acme").detect(IMAGE, model="pcb")
+    assert {d.class_name for d in v2.detections} <= set(_names("acme-v2"))
+    assert _pool_replicas(app.context) == replicas  # no replica restarted
+
+
+def test_lru_of_two_serves_three_versions_in_rotation(app):
+    v3 = app.push("acme", "pcb", _names("acme-v3"), activate=False)
+    app.apply()
+    client = app.client("acme")
+    wait_for(
+        lambda: client.detect(IMAGE, model="pcb", version=v3).model == f"pcb@{v3}",
+        60,
+        "v3 to be routable",
+    )
+    for _ in range(2):
+        for version, prefix in ((1, "acme"), (2, "acme-v2"), (v3, "acme-v3")):
+            result = client.detect(IMAGE, model="pcb", version=version)
+            assert result.model == f"pcb@{version}"
+            assert result.detections and {d.class_name for d in result.detections} <= set(
+                _names(prefix)
+            )
+
+
+def _evil_bytes(sentinel: str) -> bytes:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {sentinel}",))
+
+    return pickle.dumps(Evil())
+
+
+def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tmp_path):
+    sentinel = tmp_path / "PWNED"
+    good = json.loads((DEMO_MODEL / "manifest.json").read_text())
+    evil = _evil_bytes(str(sentinel))
+    padded = WEIGHTS + b"\x00" * 4096  # new digest: not in any cache, must be downloaded
+    evil_manifest = build_manifest(
+        architecture="yolov8n", class_names=["x"], imgsz=320, weights=evil
+    ).model_dump()
+    broken = {
+        "download error": (good, None),
+        "sha256 mismatch": ({**good, "sha256": "f" * 64}, WEIGHTS),
+        "wrong shapes": ({**good, "architecture": "yolov8s"}, WEIGHTS),
+        "over the platform limit": ({**good, "size_bytes": MAX_WEIGHTS_BYTES + 1}, WEIGHTS),
+        "bigger than declared": ({**good, "sha256": sha256_hex(padded)}, padded),
+        "pickle as safetensors": (evil_manifest, evil),
+    }
+    versions = {
+        why: app.put_raw("globex", "pcb", manifest, weights)
+        for why, (manifest, weights) in broken.items()
+    }
+    app.apply()
+    client = app.client("globex")
+    for why, version in versions.items():
+        wait_for(lambda v=version: _raises_unavailable(client, v), 60, f"{why} to be refused")
+    # Activate a broken version: the router falls back to the previous (v1), no error.
+    app.reg.activate("globex", "pcb", versions["sha256 mismatch"])
+    app.apply()
+    wait_for(lambda: _raises_unavailable(client, versions["sha256 mismatch"]), 60, "the new table")
+    for _ in range(3):
+        result = client.detect(IMAGE, model="pcb")
+        assert result.model == "pcb@1" and result.detections
+    assert not sentinel.exists()
+    status = load_status("auto", "globex/pcb@")
+    for why, version in versions.items():
+        entry = status[f"globex/pcb@{version}"]
+        assert entry["outcome"] == "failed", (why, entry)
+    reasons = {why: status[f"globex/pcb@{v}"]["reason"] for why, v in versions.items()}
+    assert "not found" in reasons["download error"]
+    assert "sha256" in reasons["sha256 mismatch"]
+    assert "do not fit architecture yolov8s" in reasons["wrong shapes"]
+    assert "less than or equal to" in reasons["over the platform limit"]
+    assert (
+        "over the" in reasons["bigger than declared"]
+        and "byte limit" in reasons["bigger than declared"]
+    )
+    assert "not a valid safetensors" in reasons["pickle as safetensors"]
+    assert status["globex/pcb@1"]["outcome"] == "loaded"
+
+
+def _raises_unavailable(client: DetectionClient, version: int) -> bool:
+    try:
+        client.detect(IMAGE, model="pcb", version=version)
+    except ModelUnavailable:
+        return True
+    return False
+
+
+def test_board_is_a_named_actor_operators_can_find(app):
+    import ray
+
+    board = ray.get_actor(BOARD_NAME, namespace=BOARD_NAMESPACE)
+    assert "acme/pcb@1" in ray.get(board.get.remote("acme/"))
