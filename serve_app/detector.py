@@ -98,6 +98,7 @@ def load_model(
     fetched = fetch_version(uri, settings, cache)
     yolo = build_yolo(fetched.manifest, fetched.weights)
     device, half = inference_device()
+    half = half and fetched.manifest.format == "safetensors"  # ONNX graphs fix their own dtype
     model = LoadedModel(
         model_id=model_id, manifest=fetched.manifest, yolo=yolo, device=device, half=half
     )

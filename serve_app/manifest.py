@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from serve_app import architectures
 from serve_app.constants import (
@@ -26,6 +26,7 @@ from serve_app.constants import (
 from serve_app.errors import ModelLoadError
 
 MAX_CLASSES = 1000
+WEIGHTS_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx"}
 MAX_CLASS_NAME_CHARS = 64
 
 
@@ -35,9 +36,11 @@ class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = 1
-    architecture: str = Field(description="Allowlisted ultralytics architecture, e.g. yolov8n.")
-    format: Literal["safetensors"] = "safetensors"
-    weights_file: Literal["model.safetensors"] = "model.safetensors"
+    architecture: str | None = Field(
+        None, description="Allowlisted ultralytics architecture, e.g. yolov8n (safetensors only)."
+    )
+    format: Literal["safetensors", "onnx"] = "safetensors"
+    weights_file: Literal["model.safetensors", "model.onnx"] = "model.safetensors"
     class_names: list[str] = Field(min_length=1, max_length=MAX_CLASSES)
     imgsz: int = Field(ge=MIN_IMGSZ_PX, le=MAX_IMGSZ_PX, description="Default image size, px.")
     sha256: str = Field(pattern=SHA256_HEX_PATTERN)
@@ -46,13 +49,24 @@ class ModelManifest(BaseModel):
 
     @field_validator("architecture")
     @classmethod
-    def _allowlisted(cls, value: str) -> str:
-        if not architectures.is_allowed(value):
+    def _allowlisted(cls, value: str | None) -> str | None:
+        if value is not None and not architectures.is_allowed(value):
             raise ValueError(
                 f"architecture {value!r} is not allowed; use one of "
                 f"{', '.join(sorted(architectures.ALLOWED_ARCHITECTURES))}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _format_consistent(self) -> ModelManifest:
+        expected = WEIGHTS_FILES[self.format]
+        if self.weights_file != expected:
+            raise ValueError(
+                f"format {self.format} is stored as {expected}, not {self.weights_file}"
+            )
+        if self.format == "safetensors" and self.architecture is None:
+            raise ValueError("safetensors weights need an architecture to be rebuilt on")
+        return self
 
     @field_validator("imgsz")
     @classmethod
@@ -102,15 +116,18 @@ def verify_weights(manifest: ModelManifest, weights: bytes) -> None:
 
 def build_manifest(
     *,
-    architecture: str,
+    architecture: str | None,
     class_names: list[str],
     imgsz: int,
     weights: bytes,
     metrics: dict[str, float] | None = None,
+    format: Literal["safetensors", "onnx"] = "safetensors",
 ) -> ModelManifest:
     """A manifest for freshly exported weights."""
     return ModelManifest(
         architecture=architecture,
+        format=format,
+        weights_file=WEIGHTS_FILES[format],  # type: ignore[arg-type]
         class_names=class_names,
         imgsz=imgsz,
         sha256=sha256_hex(weights),

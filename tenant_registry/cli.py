@@ -89,7 +89,7 @@ def _version_from_uri(uri: str, version: int) -> ModelVersion:
     return ModelVersion(
         version=version,
         uri=uri,
-        architecture=fetched.manifest.architecture,
+        architecture=fetched.manifest.architecture or fetched.manifest.format,
         sha256=fetched.manifest.sha256,
         created_at=now_iso(),
     )
@@ -312,7 +312,7 @@ def cmd_model_push(reg: Registry, args: argparse.Namespace) -> int:
     version = ModelVersion(
         version=number,
         uri=uri,
-        architecture=manifest.architecture,
+        architecture=manifest.architecture or manifest.format,
         sha256=manifest.sha256,
         created_at=now_iso(),
     )

@@ -1,7 +1,8 @@
 """``tenantctl model push``: check a tenant's weights here, then upload them.
 
-Accepted: a converter output folder (``manifest.json`` + ``model.safetensors``), or
-a ``.safetensors`` file with ``--arch`` and ``--class-names``. A ``.pt`` is a pickle
+Accepted: a converter output folder (``manifest.json`` + ``model.safetensors``), a
+``.safetensors`` file with ``--arch`` and ``--class-names``, or an ``.onnx`` file with
+``--class-names`` (run by ONNX Runtime). A ``.pt`` is a pickle
 and is refused with the way to convert it, unless the operator passes
 ``--trusted-pt`` for a file they vouch for. Whatever is accepted is rebuilt on the
 allowlisted YAML and loaded strictly before a byte is uploaded, so most broken
@@ -66,9 +67,20 @@ def prepare(
             manifest = build_manifest(
                 architecture=arch, class_names=class_names, imgsz=imgsz or 640, weights=weights
             )
+        elif path.suffix == ".onnx":
+            if not class_names:
+                raise InvalidInput("an .onnx file needs --class-names (and --imgsz if not 640)")
+            weights = _read(path)
+            manifest = build_manifest(
+                architecture=None,
+                class_names=class_names,
+                imgsz=imgsz or 640,
+                weights=weights,
+                format="onnx",
+            )
         else:
             raise InvalidInput(
-                f"{path.name}: push a converter output folder or a .safetensors file"
+                f"{path.name}: push a converter output folder, a .safetensors or an .onnx file"
             )
         build_yolo(manifest, weights)  # shapes must fit the architecture
     except ModelLoadError as exc:

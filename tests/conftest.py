@@ -126,3 +126,21 @@ S3_TEST_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def export_demo_onnx(out_dir) -> bytes:
+    """The demo model exported to ONNX by ultralytics (what a tenant would upload)."""
+    import os
+
+    from serve_app.model_loader import build_yolo
+    from serve_app.model_store import fetch_version
+
+    demo = fetch_version("file://models/demo/shapes/1")
+    yolo = build_yolo(demo.manifest, demo.weights)
+    cwd = os.getcwd()
+    os.chdir(out_dir)  # ultralytics writes the export beside the model's (YAML) name
+    try:
+        path = yolo.export(format="onnx", imgsz=demo.manifest.imgsz, simplify=False)
+    finally:
+        os.chdir(cwd)
+    return (Path(out_dir) / path).read_bytes()

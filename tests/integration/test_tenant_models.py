@@ -23,7 +23,7 @@ from tenant_registry.cluster import load_status
 from tenant_registry.push import prepare, upload
 from tenant_registry.render import render_config
 from tenant_registry.store import ModelVersion, Registry, now_iso
-from tests.conftest import DEMO_MODEL, SAMPLES, free_port, wait_for
+from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, free_port, wait_for
 from tests.integration.conftest import delete_app, deploy
 
 BUCKET = "tenant-models"
@@ -60,6 +60,7 @@ class App:
         )
         self.reg.set_platform(settings)
         self.keys: dict[str, str] = {}
+        self.onnx = b""
 
     def onboard(self, tenant: str) -> None:
         self.reg.create_tenant(tenant, tenant.title(), "shared")
@@ -95,7 +96,8 @@ class App:
         prefix = f"tenants/{tenant}/{model}/{number}"
         client = self.s3["client"]
         if weights is not None:
-            client.put_object(Bucket=BUCKET, Key=f"{prefix}/model.safetensors", Body=weights)
+            weights_file = manifest.get("weights_file", "model.safetensors")
+            client.put_object(Bucket=BUCKET, Key=f"{prefix}/{weights_file}", Body=weights)
             client.put_object(
                 Bucket=BUCKET, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest)
             )
@@ -138,6 +140,7 @@ def app(ray_cluster, s3, tmp_path_factory):
         app.onboard(tenant)
     app.push("acme", "pcb", _names("acme"))
     app.push("globex", "pcb", _names("globex"))
+    app.onnx = export_demo_onnx(tmp_path_factory.mktemp("onnx"))
     app.apply()
     wait_for(
         lambda: app.client("acme").detect(IMAGE, model="pcb").model == "pcb@1",
@@ -219,6 +222,7 @@ def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tm
     good = json.loads((DEMO_MODEL / "manifest.json").read_text())
     evil = _evil_bytes(str(sentinel))
     padded = WEIGHTS + b"\x00" * 4096  # new digest: not in any cache, must be downloaded
+    corrupt_onnx = app.onnx[: len(app.onnx) // 3]
     evil_manifest = build_manifest(
         architecture="yolov8n", class_names=["x"], imgsz=320, weights=evil
     ).model_dump()
@@ -229,6 +233,12 @@ def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tm
         "over the platform limit": ({**good, "size_bytes": MAX_WEIGHTS_BYTES + 1}, WEIGHTS),
         "bigger than declared": ({**good, "sha256": sha256_hex(padded)}, padded),
         "pickle as safetensors": (evil_manifest, evil),
+        "corrupt onnx": (
+            build_manifest(
+                architecture=None, class_names=["x"], imgsz=320, weights=corrupt_onnx, format="onnx"
+            ).model_dump(),
+            corrupt_onnx,
+        ),
     }
     versions = {
         why: app.put_raw("globex", "pcb", manifest, weights)
@@ -260,6 +270,7 @@ def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tm
         and "byte limit" in reasons["bigger than declared"]
     )
     assert "not a valid safetensors" in reasons["pickle as safetensors"]
+    assert "ONNX model could not be loaded" in reasons["corrupt onnx"]
     assert status["globex/pcb@1"]["outcome"] == "loaded"
 
 
@@ -276,3 +287,37 @@ def test_board_is_a_named_actor_operators_can_find(app):
 
     board = ray.get_actor(BOARD_NAME, namespace=BOARD_NAMESPACE)
     assert "acme/pcb@1" in ray.get(board.get.remote("acme/"))
+
+
+def test_an_onnx_upload_is_served_by_onnxruntime(app, tmp_path):
+    onnx_file = tmp_path / "pcb.onnx"
+    onnx_file.write_bytes(app.onnx)
+    manifest, weights = prepare(onnx_file, class_names=_names("onnx"), imgsz=320)
+    platform = app.reg.platform()
+    number = app.reg.next_version("globex", "onnx")
+    uri = upload(
+        platform.model_store_uri, platform.store, "globex", "onnx", number, manifest, weights
+    )
+    app.reg.add_model_version(
+        "globex",
+        "onnx",
+        ModelVersion(
+            version=number,
+            uri=uri,
+            architecture="onnx",
+            sha256=manifest.sha256,
+            created_at=now_iso(),
+        ),
+    )
+    app.apply()
+    client = app.client("globex")
+    result = wait_for(lambda: _detect_or_none(client, "onnx"), 60, "the ONNX model to answer")
+    assert result.model == "onnx@1"
+    assert result.detections and {d.class_name for d in result.detections} <= set(_names("onnx"))
+
+
+def _detect_or_none(client: DetectionClient, model: str):
+    try:
+        return client.detect(IMAGE, model=model)
+    except Exception:
+        return None

@@ -49,6 +49,8 @@ def test_size_mismatch_is_refused_before_hashing():
         ({"format": "pt"}, "format"),
         ({"unexpected": 1}, "unexpected"),
         ({"weights_file": "../other.bin"}, "weights_file"),
+        ({"weights_file": "model.onnx"}, "stored as model.safetensors"),
+        ({"architecture": None}, "need an architecture"),
     ],
 )
 def test_invalid_manifests_are_refused(overrides, needle):

@@ -83,3 +83,46 @@ def test_garbage_bytes_are_not_safetensors(demo):
     manifest = build_manifest(architecture="yolov8n", class_names=["a"], imgsz=320, weights=weights)
     with pytest.raises(ModelLoadError, match="not a valid safetensors"):
         build_yolo(manifest, weights)
+
+
+@pytest.fixture(scope="module")
+def demo_onnx(tmp_path_factory):
+    from tests.conftest import export_demo_onnx
+
+    return export_demo_onnx(tmp_path_factory.mktemp("onnx"))
+
+
+def _onnx_manifest(weights: bytes, names=("circle", "square", "triangle")):
+    return build_manifest(
+        architecture=None, class_names=list(names), imgsz=320, weights=weights, format="onnx"
+    )
+
+
+def test_onnx_runs_under_onnxruntime_and_detects(demo_onnx):
+    yolo = build_yolo(_onnx_manifest(demo_onnx), demo_onnx)
+    assert yolo.predictor.model.session is not None  # ONNX Runtime, not torch
+    truth = ground_truth()
+    name = "shapes_02.jpg"
+    res = yolo.predict(cv2.imread(str(SAMPLES / name)), imgsz=320, verbose=False)[0]
+    dets = [
+        {"class_name": res.names[int(c)], "bbox": b}
+        for b, c in zip(res.boxes.xyxy.tolist(), res.boxes.cls.tolist(), strict=True)
+    ]
+    assert matched_shapes(truth[name], dets) == len(truth[name])
+
+
+def test_onnx_names_come_from_the_manifest(demo_onnx):
+    yolo = build_yolo(_onnx_manifest(demo_onnx, ("hole", "scratch", "dent")), demo_onnx)
+    res = yolo.predict(cv2.imread(str(SAMPLES / "shapes_02.jpg")), imgsz=320, verbose=False)[0]
+    assert {res.names[int(c)] for c in res.boxes.cls.tolist()} <= {"hole", "scratch", "dent"}
+
+
+def test_corrupt_onnx_is_a_load_error(demo_onnx):
+    truncated = demo_onnx[: len(demo_onnx) // 3]
+    with pytest.raises(ModelLoadError, match="ONNX model could not be loaded"):
+        build_yolo(_onnx_manifest(truncated), truncated)
+
+
+def test_onnx_class_count_must_match_the_manifest(demo_onnx):
+    with pytest.raises(ModelLoadError, match="outputs 3 classes but the manifest lists 5"):
+        build_yolo(_onnx_manifest(demo_onnx, list("abcde")), demo_onnx)
