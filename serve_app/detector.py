@@ -290,6 +290,12 @@ class Detector:
         await self.get_model(serve.get_multiplexed_model_id())
         return True
 
+    def loaded_models(self) -> dict[str, Any]:
+        """The model ids this replica holds and its LRU size: for operators and tests."""
+        wrapper = getattr(self, "__serve_multiplex_wrapper", None)
+        held = sorted(wrapper.models) if wrapper is not None else []
+        return {"models": held, "max_models": self._lru_size}
+
     def placement(self) -> dict[str, Any]:
         """Where this replica runs: for operators and placement tests."""
         import ray

@@ -19,6 +19,7 @@ from serve_app.constants import MAX_WEIGHTS_BYTES
 from serve_app.errors import ModelUnavailable
 from serve_app.load_status import BOARD_NAME, BOARD_NAMESPACE
 from serve_app.manifest import build_manifest, sha256_hex
+from tenant_registry.cli import main
 from tenant_registry.cluster import load_status
 from tenant_registry.push import prepare, upload
 from tenant_registry.render import render_config
@@ -209,6 +210,28 @@ def test_lru_of_two_serves_three_versions_in_rotation(app):
             )
 
 
+def test_lru_size_changes_through_user_config_without_restart(app):
+    from ray import serve
+
+    pool = serve.get_deployment_handle("shared-pool", "yolo")
+    client = app.client("acme")
+    for version in (1, 2, 3):
+        client.detect(IMAGE, model="pcb", version=version)
+    held = pool.loaded_models.remote().result()
+    assert held["max_models"] == 2 and len(held["models"]) == 2
+    replicas = _pool_replicas(app.context)
+    app.reg.set_platform(app.reg.platform().model_copy(update={"max_models_per_replica": 3}))
+    app.apply()
+    wait_for(lambda: pool.loaded_models.remote().result()["max_models"] == 3, 60, "LRU size 3")
+    for version in (1, 2, 3):
+        client.detect(IMAGE, model="pcb", version=version)
+    assert len(pool.loaded_models.remote().result()["models"]) == 3
+    assert _pool_replicas(app.context) == replicas
+    app.reg.set_platform(app.reg.platform().model_copy(update={"max_models_per_replica": 2}))
+    app.apply()
+    wait_for(lambda: pool.loaded_models.remote().result()["max_models"] == 2, 60, "LRU size 2")
+
+
 def _evil_bytes(sentinel: str) -> bytes:
     class Evil:
         def __reduce__(self):
@@ -217,7 +240,7 @@ def _evil_bytes(sentinel: str) -> bytes:
     return pickle.dumps(Evil())
 
 
-def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tmp_path):
+def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tmp_path, capsys):
     sentinel = tmp_path / "PWNED"
     good = json.loads((DEMO_MODEL / "manifest.json").read_text())
     evil = _evil_bytes(str(sentinel))
@@ -272,6 +295,16 @@ def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tm
     assert "not a valid safetensors" in reasons["pickle as safetensors"]
     assert "ONNX model could not be loaded" in reasons["corrupt onnx"]
     assert status["globex/pcb@1"]["outcome"] == "loaded"
+    # What the operator sees: tenantctl model list --cluster
+    assert (
+        main(["--db", str(app.reg.path), "model", "list", "globex", "--cluster", "auto", "--json"])
+        == 0
+    )
+    listed = json.loads(capsys.readouterr().out)
+    loads = {v["version"]: v["load"] for m in listed if m["name"] == "pcb" for v in m["versions"]}
+    assert loads[1]["outcome"] == "loaded"
+    assert loads[versions["wrong shapes"]]["outcome"] == "failed"
+    assert "yolov8s" in loads[versions["wrong shapes"]]["reason"]
 
 
 def _raises_unavailable(client: DetectionClient, version: int) -> bool:
