@@ -39,9 +39,9 @@ from serve_app.config import StoreSettings  # noqa: E402
 from serve_app.model_cache import WeightsCache  # noqa: E402
 from serve_app.model_loader import build_yolo  # noqa: E402
 from serve_app.model_store import fetch_version  # noqa: E402
-from tenant_registry.push import prepare, upload  # noqa: E402
+from tenant_registry.push import prepare, push_version, upload  # noqa: E402
 from tenant_registry.render import render_config  # noqa: E402
-from tenant_registry.store import ModelVersion, Registry, now_iso  # noqa: E402
+from tenant_registry.store import Registry  # noqa: E402
 
 DEMO = ROOT / "models" / "demo" / "shapes" / "1"
 IMAGE = (ROOT / "samples" / "shapes_02.jpg").read_bytes()
@@ -77,25 +77,17 @@ def start_s3() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def push(reg: Registry, tenant: str, names: list[str], activate: bool) -> int:
-    manifest, weights = prepare(
-        DEMO / "model.safetensors", arch="yolov8n", class_names=names, imgsz=320
-    )
-    platform = reg.platform()
-    number = reg.next_version(tenant, "pcb")
-    uri = upload(platform.model_store_uri, platform.store, tenant, "pcb", number, manifest, weights)
-    reg.add_model_version(
+    version, _ = push_version(
+        reg,
         tenant,
         "pcb",
-        ModelVersion(
-            version=number,
-            uri=uri,
-            architecture="yolov8n",
-            sha256=manifest.sha256,
-            created_at=now_iso(),
-        ),
+        DEMO / "model.safetensors",
+        arch="yolov8n",
+        class_names=names,
+        imgsz=320,
         activate=activate,
     )
-    return number
+    return version.version
 
 
 def measure_loads(settings: StoreSettings, uri: str, loads: int) -> None:

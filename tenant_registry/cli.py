@@ -29,7 +29,6 @@ from tenant_registry.store import (
     Tenant,
     default_db_path,
     now_iso,
-    validate_model_name,
 )
 
 Handler = Callable[[Registry, argparse.Namespace], int]
@@ -294,29 +293,20 @@ def cmd_model_add_version(reg: Registry, args: argparse.Namespace) -> int:
 def cmd_model_push(reg: Registry, args: argparse.Namespace) -> int:
     from tenant_registry import push
 
-    reg.tenant(args.tenant)
-    validate_model_name(args.model)
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
-    manifest, weights = push.prepare(
+    version, manifest = push.push_version(
+        reg,
+        args.tenant,
+        args.model,
         Path(args.file),
         arch=args.arch,
         class_names=names,
         imgsz=args.imgsz,
         trusted_pt=args.trusted_pt,
+        activate=args.activate,
     )
-    platform = reg.platform()
-    number = reg.next_version(args.tenant, args.model)
-    uri = push.upload(
-        platform.model_store_uri, platform.store, args.tenant, args.model, number, manifest, weights
-    )
-    version = ModelVersion(
-        version=number,
-        uri=uri,
-        architecture=manifest.architecture or manifest.format,
-        sha256=manifest.sha256,
-        created_at=now_iso(),
-    )
-    model = reg.add_model_version(args.tenant, args.model, version, activate=args.activate)
+    number, uri = version.version, version.uri
+    model = reg.model(args.tenant, args.model)
     print(
         f"pushed {args.tenant}/{args.model}@{number} to {uri} ({manifest.architecture}, "
         f"{len(manifest.class_names)} classes); active version: {model.active_version}"

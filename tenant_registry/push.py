@@ -20,6 +20,7 @@ from serve_app.manifest import ModelManifest, build_manifest, parse_manifest, ve
 from serve_app.model_loader import build_yolo
 from serve_app.model_store import open_store
 from tenant_registry.errors import InvalidInput
+from tenant_registry.store import ModelVersion, Registry, now_iso, validate_model_name
 
 PT_REFUSED = (
     "{name} is a pickled PyTorch checkpoint; tenant .pt files are never loaded on the platform. "
@@ -108,3 +109,35 @@ def upload(
     except (ModelLoadError, OSError) as exc:
         raise InvalidInput(f"upload to {uri} failed: {exc}") from None
     return uri
+
+
+def push_version(
+    reg: Registry,
+    tenant: str,
+    model: str,
+    path: Path,
+    *,
+    arch: str | None = None,
+    class_names: list[str] | None = None,
+    imgsz: int | None = None,
+    trusted_pt: bool = False,
+    activate: bool = False,
+) -> tuple[ModelVersion, ModelManifest]:
+    """Check, upload to the platform's model store, and record the next version."""
+    reg.tenant(tenant)
+    validate_model_name(model)
+    manifest, weights = prepare(
+        path, arch=arch, class_names=class_names, imgsz=imgsz, trusted_pt=trusted_pt
+    )
+    platform = reg.platform()
+    number = reg.next_version(tenant, model)
+    uri = upload(platform.model_store_uri, platform.store, tenant, model, number, manifest, weights)
+    version = ModelVersion(
+        version=number,
+        uri=uri,
+        architecture=manifest.architecture or manifest.format,
+        sha256=manifest.sha256,
+        created_at=now_iso(),
+    )
+    reg.add_model_version(tenant, model, version, activate=activate)
+    return version, manifest

@@ -21,7 +21,7 @@ from serve_app.load_status import BOARD_NAME, BOARD_NAMESPACE
 from serve_app.manifest import build_manifest, sha256_hex
 from tenant_registry.cli import main
 from tenant_registry.cluster import load_status
-from tenant_registry.push import prepare, upload
+from tenant_registry.push import push_version
 from tenant_registry.render import render_config
 from tenant_registry.store import ModelVersion, Registry, now_iso
 from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, free_port, wait_for
@@ -69,27 +69,17 @@ class App:
 
     def push(self, tenant: str, model: str, class_names: list[str], activate: bool = True) -> int:
         """What `tenantctl model push` does, with the demo weights under new class names."""
-        manifest, weights = prepare(
-            DEMO_MODEL / "model.safetensors", arch="yolov8n", class_names=class_names, imgsz=320
-        )
-        number = self.reg.next_version(tenant, model)
-        platform = self.reg.platform()
-        uri = upload(
-            platform.model_store_uri, platform.store, tenant, model, number, manifest, weights
-        )
-        self.reg.add_model_version(
+        version, _ = push_version(
+            self.reg,
             tenant,
             model,
-            ModelVersion(
-                version=number,
-                uri=uri,
-                architecture="yolov8n",
-                sha256=manifest.sha256,
-                created_at=now_iso(),
-            ),
+            DEMO_MODEL / "model.safetensors",
+            arch="yolov8n",
+            class_names=class_names,
+            imgsz=320,
             activate=activate,
         )
-        return number
+        return version.version
 
     def put_raw(self, tenant: str, model: str, manifest: dict, weights: bytes | None) -> int:
         """A version written straight into the bucket, bypassing push's checks."""
@@ -325,23 +315,7 @@ def test_board_is_a_named_actor_operators_can_find(app):
 def test_an_onnx_upload_is_served_by_onnxruntime(app, tmp_path):
     onnx_file = tmp_path / "pcb.onnx"
     onnx_file.write_bytes(app.onnx)
-    manifest, weights = prepare(onnx_file, class_names=_names("onnx"), imgsz=320)
-    platform = app.reg.platform()
-    number = app.reg.next_version("globex", "onnx")
-    uri = upload(
-        platform.model_store_uri, platform.store, "globex", "onnx", number, manifest, weights
-    )
-    app.reg.add_model_version(
-        "globex",
-        "onnx",
-        ModelVersion(
-            version=number,
-            uri=uri,
-            architecture="onnx",
-            sha256=manifest.sha256,
-            created_at=now_iso(),
-        ),
-    )
+    push_version(app.reg, "globex", "onnx", onnx_file, class_names=_names("onnx"), imgsz=320)
     app.apply()
     client = app.client("globex")
     result = wait_for(lambda: _detect_or_none(client, "onnx"), 60, "the ONNX model to answer")
