@@ -140,6 +140,9 @@ def measure_swaps(s3_url: str, swaps: int) -> None:
                 "model_store_uri": f"s3://{BUCKET}/tenants",
                 "store": StoreSettings(s3_endpoint_url=s3_url),
                 "max_models_per_replica": 2,
+                "ledger": base.ledger.model_copy(
+                    update={"state_path": str(Path(tempfile.mkdtemp()) / "ledger.db")}
+                ),
             }
         )
     )

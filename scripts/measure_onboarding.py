@@ -116,6 +116,7 @@ def main() -> None:
         return out.stdout.strip()
 
     ctl("init", "--http-port", str(args.http_port))
+    ctl("platform", "set", "--ledger-state-path", str(db.parent / "ledger.db"))
     ctl("tenant", "create", "base", "--tier", "shared")
     base_key = ctl("key", "issue", "base")
     ctl("apply", "--address", args.address)

@@ -14,8 +14,15 @@ from typing import Any
 from ray.serve import Application
 
 from serve_app.config import AppArgs, DeploymentSpec, deployment_name
-from serve_app.constants import BATCH_MAX_SIZE, ROUTER_DEPLOYMENT, SHARED_POOL_DEPLOYMENT
+from serve_app.constants import (
+    BATCH_MAX_SIZE,
+    LEDGER_DEPLOYMENT,
+    ROUTER_DEPLOYMENT,
+    SHARED_POOL_DEPLOYMENT,
+)
 from serve_app.detector import Detector
+from serve_app.ledger import QuotaLedger
+from serve_app.model_store import resolve_path
 from serve_app.router import Router
 
 
@@ -46,8 +53,13 @@ def build_app(args: AppArgs) -> Application:
     pool = Detector.options(  # type: ignore[attr-defined]
         name=SHARED_POOL_DEPLOYMENT, **deployment_options(args.shared_pool, batching=True)
     ).bind(SHARED_POOL_DEPLOYMENT)
+    ledger = QuotaLedger.options(  # type: ignore[attr-defined]
+        name=LEDGER_DEPLOYMENT,
+        ray_actor_options=args.ledger.resources.ray_actor_options(),
+        max_surge_percent=args.ledger.max_surge_percent,
+    ).bind(str(resolve_path(args.ledger.state_path)))
     router = Router.options(  # type: ignore[attr-defined]
         name=ROUTER_DEPLOYMENT, **deployment_options(args.router, batching=False)
     )
-    app: Application = router.bind(detectors, pool)
+    app: Application = router.bind(detectors, pool, ledger)
     return app

@@ -126,6 +126,18 @@ class SharedPoolSpec(DeploymentSpec):
     resources: ResourceSpec = ResourceSpec(num_cpus=0.5)
 
 
+class LedgerSpec(_Strict):
+    """The single ``quota-ledger`` replica and where it keeps monthly usage."""
+
+    state_path: str = Field(
+        "var/ledger.db",
+        description="SQLite file for monthly usage; relative paths resolve against the "
+        "project root (YOLOSERVE_MODEL_ROOT). Put it on durable storage in production.",
+    )
+    resources: ResourceSpec = ResourceSpec(num_cpus=0.1)
+    max_surge_percent: int = _SURGE
+
+
 class RouterSpec(DeploymentSpec):
     resources: ResourceSpec = ResourceSpec(num_cpus=0.25)
     max_ongoing_requests: int = Field(64, ge=1)
@@ -142,6 +154,7 @@ class AppArgs(_Strict):
     tenants: list[DedicatedTenant] = Field(default_factory=list)
     shared_pool: SharedPoolSpec = SharedPoolSpec()
     router: RouterSpec = RouterSpec()
+    ledger: LedgerSpec = LedgerSpec()
 
     @field_validator("tenants")
     @classmethod

@@ -23,7 +23,12 @@ from serve_app.config import (
     model_id,
     serving_deployment,
 )
-from serve_app.constants import APP_NAME, ROUTER_DEPLOYMENT, SHARED_POOL_DEPLOYMENT
+from serve_app.constants import (
+    APP_NAME,
+    LEDGER_DEPLOYMENT,
+    ROUTER_DEPLOYMENT,
+    SHARED_POOL_DEPLOYMENT,
+)
 
 
 class _Strict(BaseModel):
@@ -61,7 +66,7 @@ class ApplicationSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ApplicationSpec:
         dedicated = {t.id for t in self.args.tenants}
-        known = {ROUTER_DEPLOYMENT, SHARED_POOL_DEPLOYMENT} | {
+        known = {ROUTER_DEPLOYMENT, SHARED_POOL_DEPLOYMENT, LEDGER_DEPLOYMENT} | {
             deployment_name(t) for t in dedicated
         }
         overrides = {d.name: d for d in self.deployments}

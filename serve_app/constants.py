@@ -21,6 +21,7 @@ APP_NAME = "yolo"
 ROUTER_DEPLOYMENT = "router"
 TENANT_DEPLOYMENT_PREFIX = "tenant-"
 SHARED_POOL_DEPLOYMENT = "shared-pool"
+LEDGER_DEPLOYMENT = "quota-ledger"
 
 # Identifiers.
 TENANT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"
@@ -66,6 +67,11 @@ MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 READY_TIMEOUT_S = 120.0
 # Probes come every few seconds; a recent success stands for this long.
 READY_CACHE_S = 15.0
+
+# Quota ledger.
+LEDGER_FLUSH_S = 1.0
+# Admission waits this long for the ledger, then the router fails closed (503).
+LEDGER_TIMEOUT_S = 2.0
 
 # Detector.
 WARMUP_SIDE_PX = 64

@@ -8,6 +8,8 @@ never echo credentials or image bytes.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ServeAppError(Exception):
     """Base of every error the API reports to a client."""
@@ -15,10 +17,25 @@ class ServeAppError(Exception):
     status: int = 500
     code: str = "internal"
 
-    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+        self.headers = headers or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross Ray handles by pickle; keep Retry-After and headers on the way.
+        return (
+            self.__class__,
+            (self.message,),
+            {"retry_after_s": self.retry_after_s, "headers": self.headers},
+        )
 
 
 class BadParameter(ServeAppError):

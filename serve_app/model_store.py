@@ -143,6 +143,12 @@ def model_root() -> Path:
     return Path(os.environ.get(MODEL_ROOT_ENV, str(PROJECT_ROOT)))
 
 
+def resolve_path(path: str) -> Path:
+    """An absolute path; relative ones are taken from the model root, never the cwd."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else (model_root() / candidate).resolve()
+
+
 def resolve_file_uri(uri: str) -> Path:
     """The absolute folder a ``file://`` URI names."""
     if not uri.startswith("file://"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from serve_app.auth import bearer_token
 from serve_app.config import RouterConfig, TenantEntry, model_id
 from serve_app.constants import (
     DETECT_TIMEOUT_S,
+    LEDGER_TIMEOUT_S,
     MAX_BODY_BYTES,
     MAX_IMAGE_BYTES,
     READY_CACHE_S,
@@ -37,10 +39,12 @@ from serve_app.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    QuotaExceeded,
     ServeAppError,
     error_body,
     unwrap_error,
 )
+from serve_app.quota import Decision
 from serve_app.results import DetectionResult
 from serve_app.tenants import ModelChoice, TenantTable, catalog, select_model
 from serve_app.uploads import image_bytes
@@ -50,9 +54,27 @@ API_PATHS = frozenset({"/v1/detect", "/v1/models"})
 KNOWN_PATHS = API_PATHS | {"/healthz", "/readyz"}
 
 
+QUOTA_MESSAGES = {
+    "rate_limited": "request rate over your quota; slow down and retry after Retry-After seconds",
+    "too_many_concurrent": "too many requests in flight for your account; wait for some to finish",
+    "monthly_quota_exceeded": "monthly image quota used up; it resets at the start of next month",
+}
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """IETF ``RateLimit-*`` fields for a ledger decision."""
+    headers = {}
+    if decision.limit is not None:
+        headers["RateLimit-Limit"] = str(decision.limit)
+    if decision.remaining is not None:
+        headers["RateLimit-Remaining"] = str(decision.remaining)
+    headers["RateLimit-Reset"] = str(max(0, math.ceil(decision.reset_s)))
+    return headers
+
+
 def error_response(error: ServeAppError) -> JSONResponse:
     """The one place API errors become HTTP responses."""
-    headers = {}
+    headers = dict(error.headers)
     if error.status in (429, 503):
         headers["Retry-After"] = str(error.retry_after_s or RETRY_AFTER_S)
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
@@ -63,10 +85,14 @@ class Router:
     """Ingress of the ``yolo`` application."""
 
     def __init__(
-        self, detectors: dict[str, DeploymentHandle[Any]], shared_pool: DeploymentHandle[Any]
+        self,
+        detectors: dict[str, DeploymentHandle[Any]],
+        shared_pool: DeploymentHandle[Any],
+        ledger: DeploymentHandle[Any],
     ) -> None:
         self._detectors = detectors
         self._shared_pool = shared_pool
+        self._ledger = ledger
         self._table = TenantTable(RouterConfig())
         self._ready_until = 0.0
         self._requests = metrics.Counter(
@@ -97,6 +123,7 @@ class Router:
         params = policy.clamp(query, tenant.policy)
         images.inspect_image(image)
         handle = self._handle_for(tenant)
+        lease = await self._admit(tenant)
         try:
             result = await self._call_detector(handle, tenant.id, choice, image, params)
         except ModelUnavailable:
@@ -106,9 +133,36 @@ class Router:
             if fallback is None:
                 raise
             result = await self._call_detector(handle, tenant.id, fallback, image, params)
+        finally:
+            self._ledger.release.remote(tenant.id, lease)
         total_ms = round((time.perf_counter() - started) * 1e3, 2)
         self._latency.observe(total_ms, tags={"tenant": tenant.id})
         return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
+
+    async def _admit(self, tenant: TenantEntry) -> str:
+        """Ask the cluster-wide ledger; returns the concurrency lease to release.
+
+        Fails closed: if the ledger cannot answer in time, the request is refused with
+        503 rather than admitted unmetered.
+        """
+        try:
+            decision: Decision = await asyncio.wait_for(
+                self._ledger.admit.remote(tenant.id, tenant.quota.model_dump(), 1),
+                LEDGER_TIMEOUT_S,
+            )
+        except Exception as exc:
+            logger.error("router: quota ledger unavailable: %s", type(exc).__name__)
+            raise Overloaded(
+                "admission control is unavailable; retry shortly", retry_after_s=RETRY_AFTER_S
+            ) from None
+        if not decision.allowed:
+            raise QuotaExceeded(
+                QUOTA_MESSAGES[decision.code],
+                retry_after_s=max(1, math.ceil(decision.retry_after_s)),
+                headers=rate_limit_headers(decision),
+            )
+        assert decision.lease_id is not None
+        return decision.lease_id
 
     @staticmethod
     async def _call_detector(

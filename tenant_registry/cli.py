@@ -143,6 +143,8 @@ def cmd_platform_set(reg: Registry, args: argparse.Namespace) -> int:
         current["store"]["s3_region"] = args.s3_region or None
     if args.max_models_per_replica is not None:
         current["max_models_per_replica"] = args.max_models_per_replica
+    if args.ledger_state_path is not None:
+        current["ledger"]["state_path"] = args.ledger_state_path
     try:
         settings = PlatformSettings.model_validate(current)
     except ValueError as exc:
@@ -474,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-endpoint-url", help="MinIO/Ceph endpoint ('' for AWS)")
     p.add_argument("--s3-region")
     p.add_argument("--max-models-per-replica", type=int, help="LRU size of loaded models")
+    p.add_argument("--ledger-state-path", help="SQLite file of monthly usage (durable storage)")
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="sub", required=True)
     p = command(

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.config import (
     AutoscalingSpec,
+    LedgerSpec,
     ResourceSpec,
     RouterSpec,
     SharedPoolSpec,
@@ -41,6 +42,7 @@ class PlatformSettings(BaseModel):
     )
     store: StoreSettings = StoreSettings()
     max_models_per_replica: int | None = Field(None, ge=1)
+    ledger: LedgerSpec = LedgerSpec()
 
     @property
     def app_name(self) -> str:

@@ -24,7 +24,7 @@ def tenant_key(tenant: str) -> str:
     return f"yk_integration_{tenant}"
 
 
-def cpu_adapted_gpu_config(http_port: int) -> dict:
+def cpu_adapted_gpu_config(http_port: int, ledger_path: str) -> dict:
     """configs/serve.gpu.yaml with CPU shares small enough for 2 cores, one replica per
     tenant, and key hashes of keys the tests know. GPU shares are left as they are."""
     raw = copy.deepcopy(yaml.safe_load(GPU_CONFIG.read_text()))
@@ -34,6 +34,7 @@ def cpu_adapted_gpu_config(http_port: int) -> dict:
     app["args"]["router"]["resources"]["num_cpus"] = 0.1
     app["args"]["router"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
     app["args"]["shared_pool"]["resources"]["num_cpus"] = 0.1
+    app["args"]["ledger"] = {"state_path": ledger_path}
     app["args"]["shared_pool"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
     for tenant in app["args"]["tenants"]:
         tenant["resources"]["num_cpus"] = 0.1
@@ -42,6 +43,13 @@ def cpu_adapted_gpu_config(http_port: int) -> dict:
     for tenant in router["user_config"]["tenants"]:
         tenant["api_key_sha256"] = [hash_api_key(tenant_key(tenant["id"]))]
     return raw
+
+
+@pytest.fixture(scope="package")
+def http_port() -> int:
+    """One HTTP port for every app deployed in this tier: Serve's proxy keeps the port it
+    started with, whatever a later config says."""
+    return free_port()
 
 
 @pytest.fixture(scope="package")
@@ -72,12 +80,13 @@ def deploy(context, config: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def gpu_app(ray_cluster):
+def gpu_app(ray_cluster, tmp_path_factory, http_port):
     """The GPU example app on the fake-GPU cluster; waits for the fractional tenants."""
     from ray import serve
 
     delete_app()  # start clean if another module deployed its own app
-    config = cpu_adapted_gpu_config(free_port())
+    ledger = tmp_path_factory.mktemp("ledger") / "ledger.db"
+    config = cpu_adapted_gpu_config(http_port, str(ledger))
     deploy(ray_cluster, config)
 
     def fractional_running():
@@ -85,7 +94,7 @@ def gpu_app(ray_cluster):
         if app is None:
             return False
         deps = app.deployments
-        names = ["router", "tenant-acme", "tenant-globex", "tenant-initech"]
+        names = ["router", "quota-ledger", "tenant-acme", "tenant-globex", "tenant-initech"]
         return all(n in deps and deps[n].status == "HEALTHY" for n in names)
 
     wait_for(fractional_running, 300, "router and the three fractional-GPU tenants to be healthy")

@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ from tenant_registry.cluster import load_status
 from tenant_registry.push import push_version
 from tenant_registry.render import render_config
 from tenant_registry.store import ModelVersion, Registry, now_iso
-from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, free_port, wait_for
+from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, wait_for
 from tests.integration.conftest import delete_app, deploy
 
 BUCKET = "tenant-models"
@@ -39,17 +40,20 @@ def _names(prefix: str) -> list[str]:
 class App:
     """A registry, its S3 store, and the app rendered from it."""
 
-    def __init__(self, context, s3, db) -> None:
+    def __init__(self, context, s3, db, http_port: int) -> None:
         self.context, self.s3 = context, s3
         self.reg = Registry(db)
         settings = self.reg.platform().model_copy(
             update={
-                "http_port": free_port(),
+                "http_port": http_port,
                 "model_store_uri": f"s3://{BUCKET}/tenants",
                 "store": self.reg.platform().store.model_copy(
                     update={"s3_endpoint_url": s3["url"]}
                 ),
                 "max_models_per_replica": 2,
+                "ledger": self.reg.platform().ledger.model_copy(
+                    update={"state_path": str(Path(db).parent / "ledger.db")}
+                ),
                 "shared_pool": self.reg.platform().shared_pool.model_copy(
                     update={
                         "resources": self.reg.platform().shared_pool.resources.model_copy(
@@ -122,11 +126,11 @@ def _pool_replicas(context) -> set[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def app(ray_cluster, s3, tmp_path_factory):
+def app(ray_cluster, s3, tmp_path_factory, http_port):
 
     delete_app()  # start clean: no rollout of another module's app in flight
     s3["client"].create_bucket(Bucket=BUCKET)
-    app = App(ray_cluster, s3, tmp_path_factory.mktemp("reg") / "registry.db")
+    app = App(ray_cluster, s3, tmp_path_factory.mktemp("reg") / "registry.db", http_port)
     for tenant in ("acme", "globex"):
         app.onboard(tenant)
     app.push("acme", "pcb", _names("acme"))

@@ -1,0 +1,125 @@
+"""``QuotaLedger``: one replica that every router replica asks before forwarding.
+
+Holds each tenant's GCRA state, concurrency leases and monthly image counts (the
+arithmetic is in ``quota.py``). Monthly usage is written to a SQLite file every
+``LEDGER_FLUSH_S`` and on shutdown, and read back on start, so a restart neither
+forgets billed usage nor resets anyone's monthly quota (at most the last flush
+interval of usage is lost on a hard crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from serve_app.config import Quota
+from serve_app.constants import LEDGER_FLUSH_S
+from serve_app.quota import Decision, TenantState, admit, month_key, release
+
+logger = logging.getLogger("ray.serve")
+
+
+class UsageStore:
+    """Monthly image counts in SQLite (the ledger's durable half)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS usage (tenant TEXT NOT NULL, month TEXT NOT NULL, "
+            "images INTEGER NOT NULL, PRIMARY KEY (tenant, month))"
+        )
+
+    def load(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for tenant, month, images in self._conn.execute("SELECT tenant, month, images FROM usage"):
+            out.setdefault(tenant, {})[month] = int(images)
+        return out
+
+    def add(self, deltas: list[tuple[str, str, int]]) -> None:
+        """Add image counts. Deltas, not totals: during a rolling restart the old and the
+        new ledger both write, and both sets of increments must survive."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(
+                "INSERT INTO usage(tenant, month, images) VALUES (?, ?, ?) "
+                "ON CONFLICT(tenant, month) DO UPDATE SET images = images + excluded.images",
+                deltas,
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1})
+class QuotaLedger:
+    """Cluster-wide admission control. Exactly one replica: it is the source of truth."""
+
+    def __init__(self, state_path: str) -> None:
+        self._store = UsageStore(Path(state_path))
+        self._tenants: dict[str, TenantState] = {}
+        for tenant, months in self._store.load().items():
+            self._tenants[tenant] = TenantState(monthly=dict(months))
+        self._pending: dict[tuple[str, str], int] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        logger.info("ledger: restored usage of %d tenants from %s", len(self._tenants), state_path)
+
+    def _state(self, tenant: str) -> TenantState:
+        return self._tenants.setdefault(tenant, TenantState())
+
+    async def admit(self, tenant: str, quota: dict[str, Any], images: int = 1) -> Decision:
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        state = self._state(tenant)
+        now = time.time()
+        decision = admit(state, Quota.model_validate(quota), images, time.monotonic(), now)
+        if decision.allowed:
+            key = (tenant, month_key(now))
+            self._pending[key] = self._pending.get(key, 0) + images
+        return decision
+
+    async def release(self, tenant: str, lease_id: str) -> None:
+        release(self._state(tenant), lease_id)
+
+    async def usage(self, tenant: str) -> dict[str, Any]:
+        state = self._state(tenant)
+        return {"monthly_images": dict(state.monthly), "in_flight": len(state.leases)}
+
+    def flush(self) -> int:
+        """Persist the usage counted since the last flush; returns how many rows."""
+        pending, self._pending = self._pending, {}
+        rows = [(t, m, n) for (t, m), n in pending.items()]
+        try:
+            if rows:
+                self._store.add(rows)
+        except BaseException:
+            for (t, m), n in pending.items():  # keep them for the next try
+                self._pending[(t, m)] = self._pending.get((t, m), 0) + n
+            raise
+        return len(rows)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LEDGER_FLUSH_S)
+            try:
+                self.flush()
+            except sqlite3.Error as exc:  # keep counting; the next flush retries
+                logger.error("ledger: usage flush failed: %s", exc)
+
+    def __del__(self) -> None:
+        # Graceful shutdown (redeploy, scale-down): persist what the loop has not yet.
+        with contextlib.suppress(Exception):
+            self.flush()
+            self._store.close()

@@ -1,0 +1,118 @@
+"""Quota arithmetic: GCRA rate limiting, concurrency leases, monthly image counts.
+
+Pure and clock-injected, so the ledger deployment is a thin shell and every rule
+here is tested in microseconds. GCRA ("generic cell rate algorithm") is a token
+bucket kept as one number per tenant: the theoretical arrival time (TAT) of the
+next request. A request of cost n at time t is admitted iff
+``max(TAT, t) + n/rate - t <= burst/rate``.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from serve_app.config import Quota
+
+# A lease not released within this long (a crashed router) is reclaimed.
+LEASE_TTL_S = 120.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The ledger's answer for one request."""
+
+    allowed: bool
+    code: str = "ok"  # ok | rate_limited | too_many_concurrent | monthly_quota_exceeded
+    limit: int | None = None  # requests per window (RateLimit-Limit)
+    remaining: int | None = None
+    reset_s: float = 0.0  # seconds until the bucket is full again
+    retry_after_s: float = 0.0
+    lease_id: str | None = None
+
+
+def month_key(now_epoch_s: float) -> str:
+    return datetime.fromtimestamp(now_epoch_s, UTC).strftime("%Y-%m")
+
+
+def seconds_to_next_month(now_epoch_s: float) -> float:
+    now = datetime.fromtimestamp(now_epoch_s, UTC)
+    nxt = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC)
+    return (nxt - now).total_seconds()
+
+
+@dataclass
+class TenantState:
+    tat: float = 0.0  # GCRA theoretical arrival time, monotonic seconds
+    leases: dict[str, float] = field(default_factory=dict)  # lease id -> expiry (monotonic)
+    monthly: dict[str, int] = field(default_factory=dict)  # "YYYY-MM" -> images admitted
+
+
+def burst_of(quota: Quota) -> int:
+    if quota.burst is not None:
+        return quota.burst
+    return max(1, math.ceil(quota.requests_per_s or 1))
+
+
+def admit(
+    state: TenantState, quota: Quota, images: int, now_mono: float, now_epoch: float
+) -> Decision:
+    """Admit (and account) one request of ``images`` images, or say why not.
+
+    The checks run cheapest-to-undo first and only an admitted request changes the
+    state, so a refused request costs the tenant nothing.
+    """
+    for lease, expiry in list(state.leases.items()):
+        if expiry <= now_mono:
+            del state.leases[lease]
+    month = month_key(now_epoch)
+    used = state.monthly.get(month, 0)
+    if quota.monthly_images is not None and used + images > quota.monthly_images:
+        return Decision(
+            allowed=False,
+            code="monthly_quota_exceeded",
+            limit=quota.monthly_images,
+            remaining=max(0, quota.monthly_images - used),
+            reset_s=seconds_to_next_month(now_epoch),
+            retry_after_s=seconds_to_next_month(now_epoch),
+        )
+    if quota.max_concurrent is not None and len(state.leases) >= quota.max_concurrent:
+        return Decision(
+            allowed=False,
+            code="too_many_concurrent",
+            limit=quota.max_concurrent,
+            remaining=0,
+            retry_after_s=1.0,
+        )
+    new_tat = state.tat
+    limit = remaining = None
+    reset = 0.0
+    if quota.requests_per_s is not None:
+        interval = 1.0 / quota.requests_per_s
+        burst = burst_of(quota)
+        tolerance = burst * interval
+        new_tat = max(state.tat, now_mono) + images * interval
+        over = new_tat - now_mono - tolerance
+        limit = burst
+        if over > 1e-9:
+            return Decision(
+                allowed=False,
+                code="rate_limited",
+                limit=limit,
+                remaining=0,
+                reset_s=max(0.0, state.tat - now_mono),
+                retry_after_s=over,
+            )
+        remaining = int((tolerance - (new_tat - now_mono)) / interval + 1e-9)
+        reset = new_tat - now_mono
+    state.tat = new_tat
+    state.monthly[month] = used + images
+    lease = uuid.uuid4().hex
+    state.leases[lease] = now_mono + LEASE_TTL_S
+    return Decision(allowed=True, limit=limit, remaining=remaining, reset_s=reset, lease_id=lease)
+
+
+def release(state: TenantState, lease_id: str) -> None:
+    state.leases.pop(lease_id, None)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime
+
+from serve_app.config import Quota
+from serve_app.errors import QuotaExceeded, unwrap_error
+from serve_app.quota import LEASE_TTL_S, TenantState, admit, release, seconds_to_next_month
+
+EPOCH = datetime(2026, 11, 25, 12, tzinfo=UTC).timestamp()
+
+
+def _run(quota: Quota, times: list[float], state: TenantState | None = None) -> list[bool]:
+    state = state or TenantState()
+    return [admit(state, quota, 1, t, EPOCH).allowed for t in times]
+
+
+def test_burst_then_steady_rate():
+    quota = Quota(requests_per_s=10, burst=5)
+    assert _run(quota, [0.0] * 7) == [True] * 5 + [False] * 2
+    state = TenantState()
+    _run(quota, [0.0] * 5, state)
+    assert admit(state, quota, 1, 0.05, EPOCH).allowed is False  # half an interval later
+    assert admit(state, quota, 1, 0.1, EPOCH).allowed is True  # one interval later
+
+
+def test_long_run_admits_rate_times_time_plus_burst():
+    quota = Quota(requests_per_s=20, burst=10)
+    times = [i * 0.001 for i in range(10_000)]  # 10 s of 1000 req/s, 50x the rate
+    admitted = sum(_run(quota, times))
+    assert abs(admitted - (20 * 10 + 10)) <= 2
+
+
+def test_refusal_says_when_to_retry_and_costs_nothing():
+    quota = Quota(requests_per_s=2, burst=1)
+    state = TenantState()
+    assert admit(state, quota, 1, 0.0, EPOCH).allowed
+    refused = admit(state, quota, 1, 0.1, EPOCH)
+    assert (refused.allowed, refused.code, refused.remaining) == (False, "rate_limited", 0)
+    assert abs(refused.retry_after_s - 0.4) < 1e-6
+    assert state.monthly == {"2026-11": 1} and len(state.leases) == 1
+    assert admit(state, quota, 1, 0.5, EPOCH).allowed
+
+
+def test_remaining_and_limit_headers_values():
+    quota = Quota(requests_per_s=10, burst=3)
+    state = TenantState()
+    decisions = [admit(state, quota, 1, 0.0, EPOCH) for _ in range(3)]
+    assert [d.remaining for d in decisions] == [2, 1, 0]
+    assert all(d.limit == 3 for d in decisions)
+
+
+def test_concurrency_cap_and_release():
+    quota = Quota(max_concurrent=2)
+    state = TenantState()
+    a, b = admit(state, quota, 1, 0.0, EPOCH), admit(state, quota, 1, 0.0, EPOCH)
+    third = admit(state, quota, 1, 0.0, EPOCH)
+    assert a.allowed and b.allowed and (third.allowed, third.code) == (False, "too_many_concurrent")
+    release(state, a.lease_id)
+    release(state, a.lease_id)  # twice is harmless
+    assert admit(state, quota, 1, 0.0, EPOCH).allowed
+
+
+def test_leases_of_crashed_routers_expire():
+    quota = Quota(max_concurrent=1)
+    state = TenantState()
+    assert admit(state, quota, 1, 0.0, EPOCH).allowed
+    assert not admit(state, quota, 1, LEASE_TTL_S - 1, EPOCH).allowed
+    assert admit(state, quota, 1, LEASE_TTL_S + 1, EPOCH).allowed
+
+
+def test_monthly_quota_counts_images_and_resets_next_month():
+    quota = Quota(monthly_images=3)
+    state = TenantState()
+    assert [admit(state, quota, 1, float(i), EPOCH).allowed for i in range(4)] == [True] * 3 + [
+        False
+    ]
+    refused = admit(state, quota, 1, 10.0, EPOCH)
+    assert refused.code == "monthly_quota_exceeded"
+    assert refused.retry_after_s == seconds_to_next_month(EPOCH) > 5 * 86400
+    december = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC).timestamp()
+    assert admit(state, quota, 1, 11.0, december).allowed
+
+
+def test_unlimited_quota_admits_everything_but_still_counts():
+    state = TenantState()
+    assert all(_run(Quota(), [0.0] * 100, state))
+    assert state.monthly == {"2026-11": 100}
+
+
+def test_typed_errors_keep_retry_after_and_headers_across_pickle():
+    err = QuotaExceeded("slow down", retry_after_s=3, headers={"RateLimit-Limit": "5"})
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.message, back.retry_after_s, back.headers) == (
+        "slow down",
+        3,
+        {"RateLimit-Limit": "5"},
+    )
+    assert unwrap_error(back) is back
