@@ -40,6 +40,17 @@ class HttpOptions(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     request_timeout_s: float | None = None
     keep_alive_timeout_s: float | None = None
+    # TLS: paths to PEM files on a secret mount. No key password field on purpose:
+    # secrets stay out of configs.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_ca_certs: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpOptions:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
 
 
 class DeploymentOverride(_Strict):

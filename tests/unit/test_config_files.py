@@ -12,7 +12,9 @@ from serve_app.auth import hash_api_key
 from serve_app.config_file import ServeConfigFile, load_serve_config
 from tests.conftest import DEMO_KEY, ROOT
 
-CONFIGS = [ROOT / "configs" / "serve.local.yaml", ROOT / "configs" / "serve.gpu.yaml"]
+CONFIGS = [
+    ROOT / "configs" / name for name in ("serve.local.yaml", "serve.gpu.yaml", "serve.tls.yaml")
+]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -1,0 +1,67 @@
+"""Running `serve run CONFIG` as a subprocess, the way `make run` does."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, wait_for
+
+BIN = Path(sys.executable).parent
+READY_TIMEOUT_S = 300
+
+
+@contextlib.contextmanager
+def serve_run(
+    config: Path, base_url: str, log_path: Path, verify: str | bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `serve run config`, wait for /readyz, and stop it (and its Ray) afterwards."""
+    env = {
+        **os.environ,
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "false",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "serve"), "run", str(config)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"serve run exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
+        return requests.get(f"{base_url}/readyz", timeout=5, verify=verify).status_code == 200
+
+    try:
+        try:
+            wait_for(ready, READY_TIMEOUT_S, "/readyz to answer 200")
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # serve run shuts Serve and its Ray down
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        subprocess.run(
+            [str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120, check=False
+        )
