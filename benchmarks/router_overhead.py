@@ -47,8 +47,9 @@ class NoopDetector:
     """Answers like a Detector, instantly."""
 
     async def detect(self, image: bytes, params: Any) -> DetectionResult:
-        return DetectionResult(model="noop@1", image=ImageSize(width=1, height=1), detections=[],
-                               timing_ms={})
+        return DetectionResult(
+            model="noop@1", image=ImageSize(width=1, height=1), detections=[], timing_ms={}
+        )
 
     async def ready(self) -> bool:
         return True
@@ -94,18 +95,26 @@ def main() -> None:
     noop = NoopDetector.options(name="tenant-bench").bind()  # type: ignore[attr-defined]
     pool = NoopDetector.options(name="shared-pool").bind()  # type: ignore[attr-defined]
     ledger = QuotaLedger.options(name="quota-ledger").bind(  # type: ignore[attr-defined]
-        str(Path(tempfile.mkdtemp()) / "ledger.db"))
-    tenant = {"id": "bench", "name": "Bench", "tier": "dedicated",
-              "api_key_sha256": [hash_api_key(KEY)],
-              "models": [{"name": "noop", "versions": [1], "active_version": 1}],
-              "default_model": "noop"}
+        str(Path(tempfile.mkdtemp()) / "ledger.db")
+    )
+    tenant = {
+        "id": "bench",
+        "name": "Bench",
+        "tier": "dedicated",
+        "api_key_sha256": [hash_api_key(KEY)],
+        "models": [{"name": "noop", "versions": [1], "active_version": 1}],
+        "default_model": "noop",
+    }
     router = Router.options(  # type: ignore[attr-defined]
-        name="router", user_config={"tenants": [tenant]}, max_ongoing_requests=128,
+        name="router",
+        user_config={"tenants": [tenant]},
+        max_ongoing_requests=128,
         ray_actor_options={"num_cpus": 0.1},
     ).bind({"bench": noop}, pool, ledger)
     serve.run(router, name="yolo", route_prefix="/")
     detector = serve.get_deployment_handle("tenant-bench", "yolo").options(
-        multiplexed_model_id="bench/noop@1")
+        multiplexed_model_id="bench/noop@1"
+    )
     client = DetectionClient(api_key=KEY)
     session = requests.Session()
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -126,7 +135,10 @@ def main() -> None:
             results[(name, concurrency)] = p50
             print(f"{name:<24} {concurrency:>4} {p50:>8.2f} {p99:>8.2f} {rps:>7.0f}")
     for concurrency in (1, 16):
-        extra = results[("router (handle)", concurrency)] - results[("detector only (handle)", concurrency)]
+        extra = (
+            results[("router (handle)", concurrency)]
+            - results[("detector only (handle)", concurrency)]
+        )
         print(f"router overhead at concurrency {concurrency} (p50, handle path): {extra:.2f} ms")
     serve.shutdown()
     ray.shutdown()
