@@ -31,6 +31,7 @@ from serve_app.constants import (
     TENANT_DEPLOYMENT_PREFIX,
     TENANT_ID_PATTERN,
 )
+from serve_app.jwt_auth import JwtSettings
 
 MODEL_ID_RE = re.compile(
     r"^(?P<tenant>[a-z][a-z0-9-]{1,31})/(?P<model>[a-z][a-z0-9_-]{0,63})@(?P<version>[0-9]{1,9})$"
@@ -221,6 +222,7 @@ class TenantEntry(_Strict):
     status: Literal["active", "suspended"] = "active"
     quota: Quota = Quota()
     api_key_sha256: list[str] = Field(default_factory=list)
+    jwt: JwtSettings | None = Field(None, description="Identity provider for JWT bearer tokens.")
     models: list[TenantModel] = Field(min_length=1)
     default_model: str
     policy: DetectionPolicy = DetectionPolicy()
@@ -256,6 +258,9 @@ class RouterConfig(_Strict):
         hashes = [h for t in self.tenants for h in t.api_key_sha256]
         if len(hashes) != len(set(hashes)):
             raise ValueError("an API key hash may belong to one tenant only")
+        issuers = [t.jwt.issuer for t in self.tenants if t.jwt is not None]
+        if len(issuers) != len(set(issuers)):
+            raise ValueError("a JWT issuer may belong to one tenant only")
         return self
 
 

@@ -43,6 +43,13 @@ class JwtSettings(BaseModel):
     algorithms: tuple[str, ...] = ("RS256",)
     public_keys_pem: tuple[str, ...] = Field(min_length=1)
 
+    @field_validator("public_keys_pem")
+    @classmethod
+    def _parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pem in value:
+            _load_public_key(pem)  # a key that does not parse fails the config, not a request
+        return value
+
     @field_validator("algorithms")
     @classmethod
     def _allowlisted(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from serve_app.auth import KeyTable
 from serve_app.config import RouterConfig, TenantEntry, model_id
 from serve_app.errors import BadParameter, Forbidden, UnknownModel
+from serve_app.jwt_auth import JwtVerifier, looks_like_jwt
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class TenantTable:
         self.config = config
         self._by_id = {t.id: t for t in config.tenants}
         self._keys = KeyTable({t.id: t.api_key_sha256 for t in config.tenants})
+        self._jwt = JwtVerifier({t.id: t.jwt for t in config.tenants if t.jwt is not None})
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -44,9 +46,13 @@ class TenantTable:
     def tenants(self) -> list[TenantEntry]:
         return list(self._by_id.values())
 
-    def authenticate(self, api_key: str) -> TenantEntry:
-        """The active tenant owning ``api_key`` (401 if unknown, 403 if suspended)."""
-        tenant = self._by_id[self._keys.authenticate(api_key)]
+    def authenticate(self, credential: str) -> TenantEntry:
+        """The active tenant an API key or JWT belongs to (401 if none, 403 if suspended)."""
+        if looks_like_jwt(credential):
+            tenant_id, _claims = self._jwt.verify(credential)
+        else:
+            tenant_id = self._keys.authenticate(credential)
+        tenant = self._by_id[tenant_id]
         if tenant.status != "active":
             raise Forbidden("this account is suspended; contact your operator")
         return tenant

@@ -24,7 +24,30 @@ def tenant_key(tenant: str) -> str:
     return f"yk_integration_{tenant}"
 
 
-def cpu_adapted_gpu_config(http_port: int, ledger_path: str) -> dict:
+JWT_ISSUER = "https://idp.initech.test"
+
+
+@pytest.fixture(scope="package")
+def jwt_key():
+    """The private key of initech's identity provider (the platform only sees the public)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def public_pem(private_key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def cpu_adapted_gpu_config(
+    http_port: int, ledger_path: str, jwt_public_pem: str | None = None
+) -> dict:
     """configs/serve.gpu.yaml with CPU shares small enough for 2 cores, one replica per
     tenant, and key hashes of keys the tests know. GPU shares are left as they are."""
     raw = copy.deepcopy(yaml.safe_load(GPU_CONFIG.read_text()))
@@ -42,6 +65,13 @@ def cpu_adapted_gpu_config(http_port: int, ledger_path: str) -> dict:
     router = next(d for d in app["deployments"] if d["name"] == "router")
     for tenant in router["user_config"]["tenants"]:
         tenant["api_key_sha256"] = [hash_api_key(tenant_key(tenant["id"]))]
+        if tenant["id"] == "initech" and jwt_public_pem is not None:
+            tenant["jwt"] = {
+                "issuer": JWT_ISSUER,
+                "audience": "yolo",
+                "algorithms": ["RS256"],
+                "public_keys_pem": [jwt_public_pem],
+            }
     return raw
 
 
@@ -80,13 +110,13 @@ def deploy(context, config: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def gpu_app(ray_cluster, tmp_path_factory, http_port):
+def gpu_app(ray_cluster, tmp_path_factory, http_port, jwt_key):
     """The GPU example app on the fake-GPU cluster; waits for the fractional tenants."""
     from ray import serve
 
     delete_app()  # start clean if another module deployed its own app
     ledger = tmp_path_factory.mktemp("ledger") / "ledger.db"
-    config = cpu_adapted_gpu_config(http_port, str(ledger))
+    config = cpu_adapted_gpu_config(http_port, str(ledger), public_pem(jwt_key))
     deploy(ray_cluster, config)
 
     def fractional_running():

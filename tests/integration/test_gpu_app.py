@@ -134,3 +134,29 @@ def test_key_rotation_is_a_user_config_change_that_restarts_nothing(gpu_app):
     assert serve.status().applications["yolo"].deployments["tenant-acme"].status == "HEALTHY"
     deploy(gpu_app["context"], gpu_app["config"])  # restore for other tests
     wait_for(lambda: DetectionClient(api_key=tenant_key("acme")).models(), 120, "the original key")
+
+
+def test_a_jwt_from_the_tenants_identity_provider_works_like_a_key(gpu_app, jwt_key):
+    import time
+
+    import jwt
+
+    from tests.integration.conftest import JWT_ISSUER
+
+    now = int(time.time())
+    claims = {
+        "iss": JWT_ISSUER,
+        "aud": "yolo",
+        "sub": "nightly-batch",
+        "iat": now,
+        "exp": now + 300,
+    }
+    token = jwt.encode(claims, jwt_key, algorithm="RS256")
+    result = DetectionClient(api_key=token).detect(SAMPLES / "shapes_02.jpg")
+    assert result.model == "shapes@1" and result.detections
+    expired = jwt.encode({**claims, "exp": now - 600}, jwt_key, algorithm="RS256")
+    with pytest.raises(Unauthenticated):
+        DetectionClient(api_key=expired).detect(SAMPLES / "shapes_02.jpg")
+    wrong_audience = jwt.encode({**claims, "aud": "other"}, jwt_key, algorithm="RS256")
+    with pytest.raises(Unauthenticated):
+        DetectionClient(api_key=wrong_audience).models()

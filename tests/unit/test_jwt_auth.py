@@ -149,11 +149,46 @@ def test_oversized_and_non_jwt_tokens(verifier):
 
 
 def test_config_refuses_symmetric_algorithms_and_shared_issuers(keys):
-    with pytest.raises(ValueError, match="algorithms"):
-        JwtSettings(issuer="i", audience="a", algorithms=("HS256",), public_keys_pem=("x",))
-    with pytest.raises(ValueError, match="algorithms"):
-        JwtSettings(issuer="i", audience="a", algorithms=("none",), public_keys_pem=("x",))
     pem = _pem(keys["acme"].public_key())
+    with pytest.raises(ValueError, match="algorithms"):
+        JwtSettings(issuer="i", audience="a", algorithms=("HS256",), public_keys_pem=(pem,))
+    with pytest.raises(ValueError, match="algorithms"):
+        JwtSettings(issuer="i", audience="a", algorithms=("none",), public_keys_pem=(pem,))
+    with pytest.raises(ValueError, match="PEM public key"):
+        JwtSettings(issuer="i", audience="a", public_keys_pem=("-----BEGIN nonsense",))
     settings = JwtSettings(issuer="https://same", audience="a", public_keys_pem=(pem,))
     with pytest.raises(ValueError, match="two tenants"):
         JwtVerifier({"a": settings, "b": settings})
+
+
+def test_tenant_table_accepts_jwts_and_api_keys_alike(keys):
+    from serve_app.auth import hash_api_key
+    from serve_app.config import RouterConfig
+    from serve_app.errors import Forbidden
+    from serve_app.tenants import TenantTable
+
+    def entry(tid, status="active", issuer="https://idp.acme.test"):
+        return {
+            "id": tid,
+            "name": tid,
+            "status": status,
+            "api_key_sha256": [hash_api_key(f"yk_{tid}")],
+            "models": [{"name": "m", "versions": [1], "active_version": 1}],
+            "default_model": "m",
+            "jwt": {
+                "issuer": issuer,
+                "audience": "yolo",
+                "public_keys_pem": [_pem(keys["acme"].public_key())],
+            },
+        }
+
+    table = TenantTable(RouterConfig.model_validate({"tenants": [entry("acme")]}))
+    assert table.authenticate(_token(keys["acme"])).id == "acme"
+    assert table.authenticate("yk_acme").id == "acme"
+    with pytest.raises(Unauthenticated):
+        table.authenticate(_token(keys["acme"], exp=NOW - 3600))
+    suspended = TenantTable(RouterConfig.model_validate({"tenants": [entry("acme", "suspended")]}))
+    with pytest.raises(Forbidden):
+        suspended.authenticate(_token(keys["acme"]))
+    with pytest.raises(ValueError, match="one tenant only"):
+        RouterConfig.model_validate({"tenants": [entry("acme"), entry("bob")]})
