@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -239,6 +240,84 @@ def cmd_key_revoke(reg: Registry, args: argparse.Namespace) -> int:
     print(f"revoked {record.key_id} of {record.tenant_id}; run `tenantctl apply`", file=sys.stderr)
     return 0
 
+
+def cmd_jwt_set(reg: Registry, args: argparse.Namespace) -> int:
+    changes: dict[str, Any] = {}
+    if args.issuer is not None:
+        changes["issuer"] = args.issuer
+    if args.audience is not None:
+        changes["audience"] = args.audience
+    if args.alg:
+        changes["algorithms"] = tuple(args.alg)
+    if args.public_key:
+        try:
+            changes["public_keys_pem"] = tuple(Path(p).read_text() for p in args.public_key)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read a public key file: {exc.strerror}") from None
+    if not changes:
+        raise InvalidInput("nothing to change: pass --issuer, --audience, --alg or --public-key")
+    settings = reg.set_jwt(args.tenant, **changes)
+    print(
+        f"{args.tenant} accepts JWTs from {settings.issuer} for {settings.audience} "
+        f"({', '.join(settings.algorithms)}, {len(settings.public_keys_pem)} keys); "
+        "run `tenantctl apply`",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_jwt_clear(reg: Registry, args: argparse.Namespace) -> int:
+    reg.clear_jwt(args.tenant)
+    print(f"{args.tenant} no longer accepts JWTs; run `tenantctl apply`", file=sys.stderr)
+    return 0
+
+
+def cmd_token_mint(reg: Registry, args: argparse.Namespace) -> int:
+    """A short-lived JWT for a tenant, signed with an operator-held private key."""
+    import time
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    settings = reg.tenant(args.tenant).jwt
+    if settings is None:
+        raise InvalidInput(
+            f"{args.tenant} has no JWT settings: `tenantctl jwt set {args.tenant} --issuer … "
+            "--audience … --public-key operator.pub` first"
+        )
+    key_path = args.private_key or os.environ.get(SIGNING_KEY_ENV)
+    if not key_path:
+        raise InvalidInput(f"pass --private-key FILE or set ${SIGNING_KEY_ENV}")
+    try:
+        private_key = load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"cannot load the signing key {key_path}: {exc}") from None
+    if not 1 <= args.ttl <= MAX_TOKEN_TTL_S:
+        raise InvalidInput(f"--ttl must be 1..{MAX_TOKEN_TTL_S} seconds: tokens are short-lived")
+    now = int(time.time())
+    claims = {
+        "iss": settings.issuer,
+        "aud": settings.audience,
+        "sub": args.subject,
+        "iat": now,
+        "exp": now + args.ttl,
+        "jti": uuid.uuid4().hex,
+    }
+    alg = args.alg or settings.algorithms[0]
+    if alg not in settings.algorithms:
+        raise InvalidInput(f"{args.tenant} accepts {', '.join(settings.algorithms)}, not {alg}")
+    try:
+        token = jwt.encode(claims, private_key, algorithm=alg)  # type: ignore[arg-type]
+    except (jwt.PyJWTError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"the key cannot sign {alg}: {exc}") from None
+    print(token)
+    print(f"token for {args.tenant} ({args.subject}), valid {args.ttl} s", file=sys.stderr)
+    return 0
+
+
+SIGNING_KEY_ENV = "TENANTCTL_SIGNING_KEY"
+MAX_TOKEN_TTL_S = 24 * 3600
 
 QUOTA_FIELDS = ("requests_per_s", "burst", "max_concurrent", "monthly_images")
 POLICY_FIELDS = ("conf", "min_conf", "iou", "max_det", "allowed_classes", "max_imgsz")
@@ -586,6 +665,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster",
         metavar="RAY_ADDRESS",
         help="also show load outcomes reported by the replicas ('auto' for local)",
+    )
+
+    jwt_cmd = sub.add_parser("jwt", help="a tenant's JWT identity provider").add_subparsers(
+        dest="sub", required=True
+    )
+    p = command(jwt_cmd, "set", cmd_jwt_set, "accept JWTs from an issuer (public keys only)")
+    p.add_argument("tenant")
+    p.add_argument("--issuer")
+    p.add_argument("--audience")
+    p.add_argument("--alg", action="append", choices=("RS256", "ES256", "EdDSA"))
+    p.add_argument("--public-key", action="append", help="PEM public key file (repeatable)")
+    p = command(jwt_cmd, "clear", cmd_jwt_clear, "stop accepting JWTs")
+    p.add_argument("tenant")
+    token = sub.add_parser("token", help="operator-minted tokens").add_subparsers(
+        dest="sub", required=True
+    )
+    p = command(token, "mint", cmd_token_mint, "print a short-lived JWT for a tenant")
+    p.add_argument("tenant")
+    p.add_argument("--subject", default="operator", help="the sub claim, e.g. the batch job")
+    p.add_argument("--ttl", type=int, default=900, help="seconds (max one day)")
+    p.add_argument("--alg", choices=("RS256", "ES256", "EdDSA"))
+    p.add_argument(
+        "--private-key",
+        help=f"PEM private key file (or ${SIGNING_KEY_ENV}); it never enters a Serve config",
     )
 
     p = command(sub, "render", cmd_render, "write the Serve config for the registry")

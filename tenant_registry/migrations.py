@@ -81,6 +81,16 @@ MIGRATIONS: tuple[str, ...] = (
         value  TEXT NOT NULL
     );
     """,
+    # 3: per-tenant JWT identity provider (public keys only; no secret is stored).
+    """
+    CREATE TABLE jwt_settings (
+        tenant_id    TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+        issuer       TEXT NOT NULL UNIQUE,
+        audience     TEXT NOT NULL,
+        algorithms   TEXT NOT NULL,
+        public_keys  TEXT NOT NULL
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -69,6 +69,7 @@ def _entry(tenant: Tenant) -> TenantEntry:
         models=models,
         default_model=default or models[0].name,
         policy=tenant.policy,
+        jwt=tenant.jwt,
     )
 
 

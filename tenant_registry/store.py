@@ -29,6 +29,7 @@ from serve_app.config import (
     Tier,
 )
 from serve_app.constants import MODEL_NAME_PATTERN, TENANT_ID_PATTERN
+from serve_app.jwt_auth import JwtSettings
 from tenant_registry import keys
 from tenant_registry.errors import Conflict, InvalidInput, NotFound
 from tenant_registry.migrations import migrate
@@ -128,6 +129,7 @@ class Tenant:
     autoscaling: AutoscalingSpec
     keys: tuple[ApiKey, ...] = field(default_factory=tuple)
     models: tuple[TenantModel, ...] = field(default_factory=tuple)
+    jwt: JwtSettings | None = None
 
     def active_key_hashes(self) -> list[str]:
         return [k.sha256 for k in self.keys if k.revoked_at is None]
@@ -381,6 +383,41 @@ class Registry:
             ),
         )
 
+    # ----------------------------------------------------------------------- jwt
+
+    def set_jwt(self, tenant_id: str, **values: Any) -> JwtSettings:
+        """Set the tenant's identity provider (issuer, audience, algorithms, public keys)."""
+        current = self.tenant(tenant_id).jwt
+        merged = {**(current.model_dump() if current else {}), **values}
+        settings: JwtSettings = _validated(JwtSettings, merged, "jwt settings")
+        with self._write() as db:
+            self._touch(db, tenant_id)
+            other = db.execute(
+                "SELECT tenant_id FROM jwt_settings WHERE issuer = ? AND tenant_id != ?",
+                (settings.issuer, tenant_id),
+            ).fetchone()
+            if other:
+                raise Conflict("that issuer belongs to another tenant: each tenant needs its own")
+            db.execute(
+                "INSERT INTO jwt_settings(tenant_id, issuer, audience, algorithms, public_keys) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(tenant_id) DO UPDATE SET "
+                "issuer = excluded.issuer, audience = excluded.audience, "
+                "algorithms = excluded.algorithms, public_keys = excluded.public_keys",
+                (
+                    tenant_id,
+                    settings.issuer,
+                    settings.audience,
+                    json.dumps(settings.algorithms),
+                    json.dumps(settings.public_keys_pem),
+                ),
+            )
+        return settings
+
+    def clear_jwt(self, tenant_id: str) -> None:
+        with self._write() as db:
+            self._touch(db, tenant_id)
+            db.execute("DELETE FROM jwt_settings WHERE tenant_id = ?", (tenant_id,))
+
     # -------------------------------------------------------------------- models
 
     def add_model_version(
@@ -509,7 +546,17 @@ class Registry:
                     versions=versions,
                 )
             )
+        j = self._conn.execute("SELECT * FROM jwt_settings WHERE tenant_id = ?", (tid,)).fetchone()
+        jwt_settings = None
+        if j is not None:
+            jwt_settings = JwtSettings(
+                issuer=j["issuer"],
+                audience=j["audience"],
+                algorithms=tuple(json.loads(j["algorithms"])),
+                public_keys_pem=tuple(json.loads(j["public_keys"])),
+            )
         return Tenant(
+            jwt=jwt_settings,
             id=tid,
             name=row["name"],
             tier=row["tier"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from serve_app.auth import hash_api_key
 from tenant_registry.cli import main
@@ -91,3 +92,77 @@ def test_validate_checks_hand_written_files(ctl, tmp_path):
 def test_apply_without_a_cluster_says_how_to_start_one(ctl):
     code, _, err = ctl("apply", "--address", "http://127.0.0.1:9")
     assert code == 5 and "ray start --head" in err
+
+
+def test_jwt_settings_and_minted_tokens_round_trip(ctl, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from serve_app.config import RouterConfig
+    from serve_app.tenants import TenantTable
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "op.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (tmp_path / "op.pub").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    ctl("tenant", "create", "acme")
+    code, _, err = ctl("token", "mint", "acme", "--private-key", str(tmp_path / "op.key"))
+    assert code == 2 and "jwt set" in err
+    assert (
+        ctl(
+            "jwt",
+            "set",
+            "acme",
+            "--issuer",
+            "https://yolo.test/acme",
+            "--audience",
+            "yolo",
+            "--alg",
+            "ES256",
+            "--public-key",
+            str(tmp_path / "op.pub"),
+        )[0]
+        == 0
+    )
+    code, token, _ = ctl(
+        "token",
+        "mint",
+        "acme",
+        "--private-key",
+        str(tmp_path / "op.key"),
+        "--subject",
+        "nightly",
+        "--ttl",
+        "60",
+    )
+    assert code == 0 and token.count(".") == 2
+    code, rendered, _ = ctl("render")
+    assert "BEGIN PRIVATE KEY" not in rendered and "https://yolo.test/acme" in rendered
+    router = yaml.safe_load(rendered)["applications"][0]["deployments"][0]["user_config"]
+    assert TenantTable(RouterConfig.model_validate(router)).authenticate(token.strip()).id == "acme"
+    code, _, err = ctl(
+        "token", "mint", "acme", "--private-key", str(tmp_path / "op.key"), "--ttl", "999999"
+    )
+    assert code == 2 and "short-lived" in err
+    ctl("tenant", "create", "bob")
+    code, _, err = ctl(
+        "jwt",
+        "set",
+        "bob",
+        "--issuer",
+        "https://yolo.test/acme",
+        "--audience",
+        "y",
+        "--public-key",
+        str(tmp_path / "op.pub"),
+    )
+    assert code == 4 and "another tenant" in err
