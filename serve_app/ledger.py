@@ -79,12 +79,13 @@ class QuotaLedger:
     def _state(self, tenant: str) -> TenantState:
         return self._tenants.setdefault(tenant, TenantState())
 
-    async def admit(self, tenant: str, quota: dict[str, Any], images: int = 1) -> Decision:
+    async def admit(self, tenant: str, quota: Quota, images: int = 1) -> Decision:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         state = self._state(tenant)
         now = time.time()
-        decision = admit(state, Quota.model_validate(quota), images, time.monotonic(), now)
+        # The router's Quota arrives already validated (frozen, from its user_config).
+        decision = admit(state, quota, images, time.monotonic(), now)
         if decision.allowed:
             key = (tenant, month_key(now))
             self._pending[key] = self._pending.get(key, 0) + images

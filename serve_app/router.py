@@ -147,7 +147,7 @@ class Router:
         """
         try:
             decision: Decision = await asyncio.wait_for(
-                self._ledger.admit.remote(tenant.id, tenant.quota.model_dump(), 1),
+                self._ledger.admit.remote(tenant.id, tenant.quota, 1),
                 LEDGER_TIMEOUT_S,
             )
         except Exception as exc:
