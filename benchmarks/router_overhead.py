@@ -101,7 +101,7 @@ def main() -> None:
         "id": "bench",
         "name": "Bench",
         "tier": "dedicated",
-        "api_key_sha256": [hash_api_key(KEY)],
+        "api_keys": [{"id": "key_bench", "sha256": hash_api_key(KEY)}],
         "models": [{"name": "noop", "versions": [1], "active_version": 1}],
         "default_model": "noop",
     }

@@ -40,22 +40,23 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class KeyTable:
-    """Maps key digests to tenant ids; rebuilt whenever the tenant table changes."""
+    """Maps key digests to ``(tenant id, key id)``; rebuilt whenever the tenant table
+    changes. ``keys_by_tenant`` maps a tenant to ``(key id, sha256 hex)`` pairs."""
 
-    def __init__(self, digests_by_tenant: Mapping[str, Iterable[str]]) -> None:
+    def __init__(self, keys_by_tenant: Mapping[str, Iterable[tuple[str, str]]]) -> None:
         # Bucketed by the digest's first bytes; the full digest is then compared in
         # constant time, so no timing reveals how much of a stored digest matched.
-        self._buckets: dict[bytes, list[tuple[bytes, str]]] = {}
-        for tenant, digests in digests_by_tenant.items():
-            for digest in digests:
+        self._buckets: dict[bytes, list[tuple[bytes, str, str]]] = {}
+        for tenant, keys in keys_by_tenant.items():
+            for key_id, digest in keys:
                 raw = bytes.fromhex(digest)
-                self._buckets.setdefault(raw[:_BUCKET_BYTES], []).append((raw, tenant))
+                self._buckets.setdefault(raw[:_BUCKET_BYTES], []).append((raw, tenant, key_id))
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets.values())
 
-    def authenticate(self, key: str) -> str:
-        """The tenant id owning ``key``.
+    def authenticate(self, key: str) -> tuple[str, str]:
+        """``(tenant id, key id)`` of ``key``.
 
         Raises:
             Unauthenticated: The key is malformed, unknown or revoked. One message
@@ -67,7 +68,7 @@ class KeyTable:
             and set(key) <= _KEY_ALPHABET
         ):
             digest = hashlib.sha256(key.encode("utf-8")).digest()
-            for stored, tenant in self._buckets.get(digest[:_BUCKET_BYTES], ()):
+            for stored, tenant, key_id in self._buckets.get(digest[:_BUCKET_BYTES], ()):
                 if hmac.compare_digest(stored, digest):
-                    return tenant
+                    return tenant, key_id
         raise Unauthenticated("invalid API key: check the key or ask your operator for a new one")

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve_app.constants import (
+    KEY_ID_PATTERN,
     MAX_DETECTIONS,
     MAX_IMGSZ_PX,
     MIN_IMGSZ_PX,
@@ -215,25 +216,27 @@ class Quota(_Strict):
 Tier = Literal["shared", "dedicated"]
 
 
+class ApiKeyRef(_Strict):
+    """A key as the router knows it: the id (for logs, audit and last-used time) and the
+    sha256 of the secret. The secret itself never enters a config."""
+
+    id: str = Field(pattern=KEY_ID_PATTERN)
+    sha256: str = Field(pattern=SHA256_HEX_PATTERN)
+
+
 class TenantEntry(_Strict):
     id: str = Field(pattern=TENANT_ID_PATTERN)
     name: str = Field(min_length=1, max_length=128)
     tier: Tier = "dedicated"
     status: Literal["active", "suspended"] = "active"
     quota: Quota = Quota()
-    api_key_sha256: list[str] = Field(default_factory=list)
+    api_keys: list[ApiKeyRef] = Field(
+        default_factory=list, description="The tenant's unrevoked keys, by id and sha256."
+    )
     jwt: JwtSettings | None = Field(None, description="Identity provider for JWT bearer tokens.")
     models: list[TenantModel] = Field(min_length=1)
     default_model: str
     policy: DetectionPolicy = DetectionPolicy()
-
-    @field_validator("api_key_sha256")
-    @classmethod
-    def _hashes(cls, value: list[str]) -> list[str]:
-        for digest in value:
-            if not re.fullmatch(SHA256_HEX_PATTERN, digest):
-                raise ValueError("api_key_sha256 entries must be 64 lowercase hex characters")
-        return value
 
     @model_validator(mode="after")
     def _default_known(self) -> TenantEntry:
@@ -255,9 +258,12 @@ class RouterConfig(_Strict):
         ids = [t.id for t in self.tenants]
         if len(ids) != len(set(ids)):
             raise ValueError("tenant ids must be unique")
-        hashes = [h for t in self.tenants for h in t.api_key_sha256]
+        hashes = [k.sha256 for t in self.tenants for k in t.api_keys]
         if len(hashes) != len(set(hashes)):
             raise ValueError("an API key hash may belong to one tenant only")
+        key_ids = [k.id for t in self.tenants for k in t.api_keys]
+        if len(key_ids) != len(set(key_ids)):
+            raise ValueError("API key ids must be unique")
         issuers = [t.jwt.issuer for t in self.tenants if t.jwt is not None]
         if len(issuers) != len(set(issuers)):
             raise ValueError("a JWT issuer may belong to one tenant only")

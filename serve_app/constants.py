@@ -29,6 +29,8 @@ MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 MODEL_VERSION_PATTERN = r"^[0-9]{1,9}$"
 API_KEY_PREFIX = "yk_"
 API_KEY_MAX_CHARS = 256
+KEY_ID_PREFIX = "key_"
+KEY_ID_PATTERN = r"^key_[a-z0-9_]{1,40}$"
 SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
 
 # Images.
@@ -67,6 +69,19 @@ MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 READY_TIMEOUT_S = 120.0
 # Probes come every few seconds; a recent success stands for this long.
 READY_CACHE_S = 15.0
+
+# JWT bearer tokens and JWKS documents of tenants' identity providers.
+JWT_LEEWAY_S = 30
+JWT_MAX_TOKEN_CHARS = 8192
+JWT_MAX_KID_CHARS = 128
+JWKS_CACHE_TTL_S = 300.0
+# A token with an unknown kid refetches the document at most this often, per URL.
+JWKS_MIN_REFETCH_S = 30.0
+# Last good keys stay usable this long while the identity provider is unreachable.
+JWKS_MAX_STALE_S = 3600.0
+JWKS_FETCH_TIMEOUT_S = 3.0
+JWKS_MAX_BYTES = 256 * 1024
+JWKS_MAX_KEYS = 64
 
 # Quota ledger.
 LEDGER_FLUSH_S = 1.0

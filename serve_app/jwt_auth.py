@@ -11,7 +11,8 @@ Rules (each one a known way JWT verification goes wrong):
 * ``exp``, ``iat``, ``iss``, ``aud`` and ``sub`` are required; small leeway;
 * one error message for every failure, so a caller cannot probe which check failed.
 
-Keys are PEM public keys from the config (JWKS URLs come in a later change).
+Keys are PEM public keys from the config, or a JWKS URL (``jwks.py``: cached, with
+bounded refreshes), or both during a migration.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from typing import Any
 
 import jwt
 from jwt import PyJWTError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serve_app.constants import JWT_LEEWAY_S, JWT_MAX_KID_CHARS, JWT_MAX_TOKEN_CHARS
 from serve_app.errors import Unauthenticated
+from serve_app.jwks import JwksCache, JwksPool, check_jwks_url
 
 ALLOWED_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
-LEEWAY_S = 30
-MAX_TOKEN_CHARS = 8192
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub")
 _INVALID = "invalid token: check its issuer, audience, expiry and signature"
 
@@ -41,7 +42,8 @@ class JwtSettings(BaseModel):
     issuer: str = Field(min_length=1, max_length=512)
     audience: str = Field(min_length=1, max_length=512)
     algorithms: tuple[str, ...] = ("RS256",)
-    public_keys_pem: tuple[str, ...] = Field(min_length=1)
+    public_keys_pem: tuple[str, ...] = ()
+    jwks_url: str | None = Field(None, max_length=2048)
 
     @field_validator("public_keys_pem")
     @classmethod
@@ -49,6 +51,17 @@ class JwtSettings(BaseModel):
         for pem in value:
             _load_public_key(pem)  # a key that does not parse fails the config, not a request
         return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        return None if value is None else check_jwks_url(value)
+
+    @model_validator(mode="after")
+    def _some_keys(self) -> JwtSettings:
+        if not self.public_keys_pem and self.jwks_url is None:
+            raise ValueError("give public_keys_pem, jwks_url or both")
+        return self
 
     @field_validator("algorithms")
     @classmethod
@@ -64,6 +77,11 @@ class _Issuer:
     tenant: str
     settings: JwtSettings
     keys: tuple[Any, ...]
+    jwks: JwksCache | None
+
+    async def candidate_keys(self, kid: str | None) -> list[Any]:
+        found = [] if self.jwks is None else await self.jwks.keys_for(kid)
+        return found + list(self.keys)
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -73,30 +91,44 @@ def looks_like_jwt(token: str) -> bool:
 class JwtVerifier:
     """Tenant lookup and verification; rebuilt whenever the tenant table changes."""
 
-    def __init__(self, settings_by_tenant: Mapping[str, JwtSettings]) -> None:
+    def __init__(
+        self, settings_by_tenant: Mapping[str, JwtSettings], jwks: JwksPool | None = None
+    ) -> None:
         self._by_issuer: dict[str, _Issuer] = {}
+        jwks = jwks or JwksPool()
+        used = set()
         for tenant, settings in settings_by_tenant.items():
             if settings.issuer in self._by_issuer:
                 raise ValueError(f"issuer {settings.issuer!r} is configured for two tenants")
             keys = tuple(_load_public_key(pem) for pem in settings.public_keys_pem)
-            self._by_issuer[settings.issuer] = _Issuer(tenant, settings, keys)
+            cache = None
+            if settings.jwks_url is not None:
+                algorithms = frozenset(settings.algorithms)
+                cache = jwks.get(settings.jwks_url, algorithms)
+                used.add((settings.jwks_url, algorithms))
+            self._by_issuer[settings.issuer] = _Issuer(tenant, settings, keys, cache)
+        jwks.retain(used)
 
-    def verify(self, token: str) -> tuple[str, dict[str, Any]]:
+    async def verify(self, token: str) -> tuple[str, dict[str, Any]]:
         """``(tenant id, claims)`` of a valid token.
 
         Raises:
             Unauthenticated: For every failure, with one message.
         """
-        if len(token) > MAX_TOKEN_CHARS:
+        if len(token) > JWT_MAX_TOKEN_CHARS:
             raise Unauthenticated(_INVALID)
         try:
+            header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except PyJWTError:
             raise Unauthenticated(_INVALID) from None
         issuer = self._by_issuer.get(str(unverified.get("iss", "")))
-        if issuer is None:
+        kid = header.get("kid")
+        if issuer is None or (
+            kid is not None and (not isinstance(kid, str) or len(kid) > JWT_MAX_KID_CHARS)
+        ):
             raise Unauthenticated(_INVALID)
-        for key in issuer.keys:
+        for key in await issuer.candidate_keys(kid):
             try:
                 claims: dict[str, Any] = jwt.decode(
                     token,
@@ -104,7 +136,7 @@ class JwtVerifier:
                     algorithms=list(issuer.settings.algorithms),
                     audience=issuer.settings.audience,
                     issuer=issuer.settings.issuer,
-                    leeway=LEEWAY_S,
+                    leeway=JWT_LEEWAY_S,
                     options={"require": list(REQUIRED_CLAIMS)},
                 )
             except PyJWTError:

@@ -14,13 +14,14 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ray import serve
 
 from serve_app.config import Quota
-from serve_app.constants import LEDGER_FLUSH_S
+from serve_app.constants import KEY_ID_PREFIX, LEDGER_FLUSH_S
 from serve_app.quota import Decision, TenantState, admit, month_key, release
 
 logger = logging.getLogger("ray.serve")
@@ -37,6 +38,10 @@ class UsageStore:
             "CREATE TABLE IF NOT EXISTS usage (tenant TEXT NOT NULL, month TEXT NOT NULL, "
             "images INTEGER NOT NULL, PRIMARY KEY (tenant, month))"
         )
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS key_last_used (key_id TEXT PRIMARY KEY, "
+            "tenant TEXT NOT NULL, last_used REAL NOT NULL)"
+        )
 
     def load(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -44,15 +49,32 @@ class UsageStore:
             out.setdefault(tenant, {})[month] = int(images)
         return out
 
-    def add(self, deltas: list[tuple[str, str, int]]) -> None:
-        """Add image counts. Deltas, not totals: during a rolling restart the old and the
-        new ledger both write, and both sets of increments must survive."""
+    def key_last_used(self, tenant: str) -> dict[str, float]:
+        rows = self._conn.execute(
+            "SELECT key_id, last_used FROM key_last_used WHERE tenant = ?", (tenant,)
+        )
+        return {key_id: float(ts) for key_id, ts in rows}
+
+    def add(
+        self, deltas: list[tuple[str, str, int]], last_used: Sequence[tuple[str, str, float]] = ()
+    ) -> None:
+        """Add image counts and key last-used times (``(key id, tenant, epoch s)``).
+
+        Deltas, not totals: during a rolling restart the old and the new ledger both
+        write, and both sets of increments must survive; last-used keeps the later time.
+        """
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             self._conn.executemany(
                 "INSERT INTO usage(tenant, month, images) VALUES (?, ?, ?) "
                 "ON CONFLICT(tenant, month) DO UPDATE SET images = images + excluded.images",
                 deltas,
+            )
+            self._conn.executemany(
+                "INSERT INTO key_last_used(key_id, tenant, last_used) VALUES (?, ?, ?) "
+                "ON CONFLICT(key_id) DO UPDATE SET "
+                "last_used = max(last_used, excluded.last_used)",
+                last_used,
             )
             self._conn.execute("COMMIT")
         except BaseException:
@@ -73,19 +95,24 @@ class QuotaLedger:
         for tenant, months in self._store.load().items():
             self._tenants[tenant] = TenantState(monthly=dict(months))
         self._pending: dict[tuple[str, str], int] = {}
+        self._pending_keys: dict[str, tuple[str, float]] = {}  # key id -> (tenant, epoch s)
         self._flusher: asyncio.Task[None] | None = None
         logger.info("ledger: restored usage of %d tenants from %s", len(self._tenants), state_path)
 
     def _state(self, tenant: str) -> TenantState:
         return self._tenants.setdefault(tenant, TenantState())
 
-    async def admit(self, tenant: str, quota: Quota, images: int = 1) -> Decision:
+    async def admit(
+        self, tenant: str, quota: Quota, images: int = 1, credential: str | None = None
+    ) -> Decision:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         state = self._state(tenant)
         now = time.time()
         # The router's Quota arrives already validated (frozen, from its user_config).
         decision = admit(state, quota, images, time.monotonic(), now)
+        if credential is not None and credential.startswith(KEY_ID_PREFIX):
+            self._pending_keys[credential] = (tenant, now)  # refused calls count as use too
         if decision.allowed:
             key = (tenant, month_key(now))
             self._pending[key] = self._pending.get(key, 0) + images
@@ -94,6 +121,14 @@ class QuotaLedger:
     async def release(self, tenant: str, lease_id: str) -> None:
         release(self._state(tenant), lease_id)
 
+    async def key_last_used(self, tenant: str) -> dict[str, float]:
+        """Epoch seconds each of ``tenant``'s API keys was last presented."""
+        used = self._store.key_last_used(tenant)
+        for key_id, (owner, ts) in self._pending_keys.items():
+            if owner == tenant:
+                used[key_id] = max(ts, used.get(key_id, 0.0))
+        return used
+
     async def usage(self, tenant: str) -> dict[str, Any]:
         state = self._state(tenant)
         return {"monthly_images": dict(state.monthly), "in_flight": len(state.leases)}
@@ -101,13 +136,17 @@ class QuotaLedger:
     def flush(self) -> int:
         """Persist the usage counted since the last flush; returns how many rows."""
         pending, self._pending = self._pending, {}
+        keys, self._pending_keys = self._pending_keys, {}
         rows = [(t, m, n) for (t, m), n in pending.items()]
+        used = [(key_id, t, ts) for key_id, (t, ts) in keys.items()]
         try:
-            if rows:
-                self._store.add(rows)
+            if rows or used:
+                self._store.add(rows, used)
         except BaseException:
             for (t, m), n in pending.items():  # keep them for the next try
                 self._pending[(t, m)] = self._pending.get((t, m), 0) + n
+            for key_id, value in keys.items():
+                self._pending_keys.setdefault(key_id, value)
             raise
         return len(rows)
 

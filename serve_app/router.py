@@ -44,9 +44,10 @@ from serve_app.errors import (
     error_body,
     unwrap_error,
 )
+from serve_app.jwks import JwksPool
 from serve_app.quota import Decision
 from serve_app.results import DetectionResult
-from serve_app.tenants import ModelChoice, TenantTable, catalog, select_model
+from serve_app.tenants import ModelChoice, Principal, TenantTable, catalog, select_model
 from serve_app.uploads import image_bytes
 
 logger = logging.getLogger("ray.serve")
@@ -93,7 +94,8 @@ class Router:
         self._detectors = detectors
         self._shared_pool = shared_pool
         self._ledger = ledger
-        self._table = TenantTable(RouterConfig())
+        self._jwks = JwksPool()  # outlives table rebuilds: keys are not refetched per change
+        self._table = TenantTable(RouterConfig(), self._jwks)
         self._ready_until = 0.0
         self._requests = metrics.Counter(
             "yoloserve_requests",
@@ -108,22 +110,23 @@ class Router:
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self._table = TenantTable(RouterConfig.model_validate(user_config))
+        self._table = TenantTable(RouterConfig.model_validate(user_config), self._jwks)
         self._ready_until = 0.0
         logger.info("router: tenant table now has %d tenants", len(self._table))
 
     # ------------------------------------------------------------ shared core
 
     async def _detect(
-        self, tenant: TenantEntry, image: bytes, query: Mapping[str, str]
+        self, principal: Principal, image: bytes, query: Mapping[str, str]
     ) -> DetectionResult:
         started = time.perf_counter()
+        tenant = principal.tenant
         policy.check_known(query)
         choice = select_model(tenant, query)
         params = policy.clamp(query, tenant.policy)
         images.inspect_image(image)
         handle = self._handle_for(tenant)
-        lease = await self._admit(tenant)
+        lease = await self._admit(principal)
         try:
             result = await self._call_detector(handle, tenant.id, choice, image, params)
         except ModelUnavailable:
@@ -139,15 +142,16 @@ class Router:
         self._latency.observe(total_ms, tags={"tenant": tenant.id})
         return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
 
-    async def _admit(self, tenant: TenantEntry) -> str:
+    async def _admit(self, principal: Principal) -> str:
         """Ask the cluster-wide ledger; returns the concurrency lease to release.
 
         Fails closed: if the ledger cannot answer in time, the request is refused with
         503 rather than admitted unmetered.
         """
+        tenant = principal.tenant
         try:
             decision: Decision = await asyncio.wait_for(
-                self._ledger.admit.remote(tenant.id, tenant.quota, 1),
+                self._ledger.admit.remote(tenant.id, tenant.quota, 1, principal.credential),
                 LEDGER_TIMEOUT_S,
             )
         except Exception as exc:
@@ -205,10 +209,11 @@ class Router:
         self, api_key: str, image: bytes, params: Mapping[str, Any] | None = None
     ) -> DetectionResult:
         """Detect with a tenant's API key; what ``DetectionClient`` calls."""
-        tenant = self._table.authenticate(api_key)
+        principal = await self._table.authenticate(api_key)
+        tenant = principal.tenant
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         try:
-            result = await self._detect(tenant, image, query)
+            result = await self._detect(principal, image, query)
         except ServeAppError as exc:
             self._requests.inc(
                 tags={"tenant": tenant.id, "route": "handle", "status": str(exc.status)}
@@ -218,7 +223,7 @@ class Router:
         return result
 
     async def list_models(self, api_key: str) -> dict[str, object]:
-        return catalog(self._table.authenticate(api_key))
+        return catalog((await self._table.authenticate(api_key)).tenant)
 
     # --------------------------------------------------------------- HTTP API
 
@@ -232,14 +237,16 @@ class Router:
                 return await self._readyz()
             if request.url.path not in API_PATHS:
                 raise NotFound(f"no route {request.url.path[:64]!r}; see /v1/detect and /v1/models")
-            tenant = self._table.authenticate(bearer_token(request.headers.get("authorization")))
-            tenant_id = tenant.id
+            principal = await self._table.authenticate(
+                bearer_token(request.headers.get("authorization"))
+            )
+            tenant_id = principal.tenant.id
             if route == "GET /v1/models":
-                response: Response = JSONResponse(catalog(tenant))
+                response: Response = JSONResponse(catalog(principal.tenant))
             elif route == "POST /v1/detect":
                 body = await self._read_body(request)
                 image = image_bytes(body, request.headers.get("content-type"))
-                result = await self._detect(tenant, image, dict(request.query_params))
+                result = await self._detect(principal, image, dict(request.query_params))
                 response = Response(result.model_dump_json(), media_type="application/json")
             else:
                 allowed = "POST" if request.url.path == "/v1/detect" else "GET"

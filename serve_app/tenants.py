@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from serve_app.auth import KeyTable
 from serve_app.config import RouterConfig, TenantEntry, model_id
 from serve_app.errors import BadParameter, Forbidden, UnknownModel
+from serve_app.jwks import JwksPool
 from serve_app.jwt_auth import JwtVerifier, looks_like_jwt
+
+# A JWT subject is the caller's identity inside its tenant; capped for logs and audit.
+_MAX_SUBJECT_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -31,14 +35,27 @@ class ModelChoice:
         return ModelChoice(name=self.name, version=self.fallback)
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant, and which of its credentials (``key_…`` id or
+    ``jwt:<sub>``), never the secret itself."""
+
+    tenant: TenantEntry
+    credential: str
+
+
 class TenantTable:
     """Tenants by id and by key digest."""
 
-    def __init__(self, config: RouterConfig) -> None:
+    def __init__(self, config: RouterConfig, jwks: JwksPool | None = None) -> None:
         self.config = config
         self._by_id = {t.id: t for t in config.tenants}
-        self._keys = KeyTable({t.id: t.api_key_sha256 for t in config.tenants})
-        self._jwt = JwtVerifier({t.id: t.jwt for t in config.tenants if t.jwt is not None})
+        self._keys = KeyTable(
+            {t.id: [(k.id, k.sha256) for k in t.api_keys] for t in config.tenants}
+        )
+        self._jwt = JwtVerifier(
+            {t.id: t.jwt for t in config.tenants if t.jwt is not None}, jwks=jwks
+        )
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -46,16 +63,17 @@ class TenantTable:
     def tenants(self) -> list[TenantEntry]:
         return list(self._by_id.values())
 
-    def authenticate(self, credential: str) -> TenantEntry:
-        """The active tenant an API key or JWT belongs to (401 if none, 403 if suspended)."""
+    async def authenticate(self, credential: str) -> Principal:
+        """Who an API key or JWT belongs to (401 if no one, 403 if the tenant is suspended)."""
         if looks_like_jwt(credential):
-            tenant_id, _claims = self._jwt.verify(credential)
+            tenant_id, claims = await self._jwt.verify(credential)
+            credential_id = "jwt:" + str(claims["sub"])[:_MAX_SUBJECT_CHARS]
         else:
-            tenant_id = self._keys.authenticate(credential)
+            tenant_id, credential_id = self._keys.authenticate(credential)
         tenant = self._by_id[tenant_id]
         if tenant.status != "active":
             raise Forbidden("this account is suspended; contact your operator")
-        return tenant
+        return Principal(tenant, credential_id)
 
 
 def select_model(tenant: TenantEntry, query: Mapping[str, str]) -> ModelChoice:

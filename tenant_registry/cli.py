@@ -172,7 +172,7 @@ def cmd_tenant_list(reg: Registry, args: argparse.Namespace) -> int:
     tenants = reg.tenants()
     lines = [f"{'ID':<24} {'TIER':<10} {'STATUS':<10} {'KEYS':>4}  NAME"]
     lines += [
-        f"{t.id:<24} {t.tier:<10} {t.status:<10} {len(t.active_key_hashes()):>4}  {t.name}"
+        f"{t.id:<24} {t.tier:<10} {t.status:<10} {len(t.active_keys()):>4}  {t.name}"
         for t in tenants
     ]
     return _emit(args, [_tenant_dict(t) for t in tenants], "\n".join(lines))

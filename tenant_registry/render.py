@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from serve_app.config import (
+    ApiKeyRef,
     AppArgs,
     DedicatedTenant,
     DetectorConfig,
@@ -65,7 +66,7 @@ def _entry(tenant: Tenant) -> TenantEntry:
         tier=tenant.tier,
         status=tenant.status,  # type: ignore[arg-type]
         quota=tenant.quota,
-        api_key_sha256=sorted(tenant.active_key_hashes()),
+        api_keys=[ApiKeyRef(id=k.key_id, sha256=k.sha256) for k in tenant.active_keys()],
         models=models,
         default_model=default or models[0].name,
         policy=tenant.policy,

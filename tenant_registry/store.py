@@ -131,8 +131,8 @@ class Tenant:
     models: tuple[TenantModel, ...] = field(default_factory=tuple)
     jwt: JwtSettings | None = None
 
-    def active_key_hashes(self) -> list[str]:
-        return [k.sha256 for k in self.keys if k.revoked_at is None]
+    def active_keys(self) -> list[ApiKey]:
+        return sorted((k for k in self.keys if k.revoked_at is None), key=lambda k: k.key_id)
 
 
 class Registry:

@@ -64,7 +64,9 @@ def cpu_adapted_gpu_config(
         tenant["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
     router = next(d for d in app["deployments"] if d["name"] == "router")
     for tenant in router["user_config"]["tenants"]:
-        tenant["api_key_sha256"] = [hash_api_key(tenant_key(tenant["id"]))]
+        tenant["api_keys"] = [
+            {"id": f"key_{tenant['id']}", "sha256": hash_api_key(tenant_key(tenant["id"]))}
+        ]
         if tenant["id"] == "initech" and jwt_public_pem is not None:
             tenant["jwt"] = {
                 "issuer": JWT_ISSUER,

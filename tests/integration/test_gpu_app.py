@@ -117,7 +117,9 @@ def test_key_rotation_is_a_user_config_change_that_restarts_nothing(gpu_app):
     config = copy.deepcopy(gpu_app["config"])
     router = next(d for d in config["applications"][0]["deployments"] if d["name"] == "router")
     acme = next(t for t in router["user_config"]["tenants"] if t["id"] == "acme")
-    acme["api_key_sha256"] = [hash_api_key("yk_integration_acme_rotated")]
+    acme["api_keys"] = [
+        {"id": "key_acme_rotated", "sha256": hash_api_key("yk_integration_acme_rotated")}
+    ]
     deploy(gpu_app["context"], config)
 
     def rotated():

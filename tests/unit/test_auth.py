@@ -16,8 +16,8 @@ def test_generated_keys_are_prefixed_random_and_authenticate():
     a, b = generate_api_key(), generate_api_key()
     assert a.startswith("yk_") and b.startswith("yk_") and a != b
     assert len(a) >= 40
-    table = KeyTable({"acme": [hash_api_key(a)]})
-    assert table.authenticate(a) == "acme"
+    table = KeyTable({"acme": [("key_a", hash_api_key(a))]})
+    assert table.authenticate(a) == ("acme", "key_a")
 
 
 @pytest.mark.parametrize(
@@ -40,14 +40,14 @@ def test_missing_or_malformed_header_is_401(header):
 def test_key_maps_to_its_own_tenant_only():
     table = KeyTable(
         {
-            "acme": [hash_api_key("yk_acme_1"), hash_api_key("yk_acme_2")],
-            "globex": [hash_api_key("yk_globex")],
+            "acme": [("key_a1", hash_api_key("yk_acme_1")), ("key_a2", hash_api_key("yk_acme_2"))],
+            "globex": [("key_g", hash_api_key("yk_globex"))],
         }
     )
     assert len(table) == 3
-    assert table.authenticate("yk_acme_1") == "acme"
-    assert table.authenticate("yk_acme_2") == "acme"
-    assert table.authenticate("yk_globex") == "globex"
+    assert table.authenticate("yk_acme_1") == ("acme", "key_a1")
+    assert table.authenticate("yk_acme_2") == ("acme", "key_a2")
+    assert table.authenticate("yk_globex") == ("globex", "key_g")
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_key_maps_to_its_own_tenant_only():
     ["yk_unknown", "yk_acme_1x", "YK_acme_1", "acme", "yk_" + "a" * 300, "yk_acme 1", "yk_ä", ""],
 )
 def test_unknown_or_malformed_keys_get_one_message(key):
-    table = KeyTable({"acme": [hash_api_key("yk_acme_1")]})
+    table = KeyTable({"acme": [("key_a", hash_api_key("yk_acme_1"))]})
     with pytest.raises(Unauthenticated) as err:
         table.authenticate(key)
     assert err.value.message.startswith("invalid API key")
@@ -63,9 +63,9 @@ def test_unknown_or_malformed_keys_get_one_message(key):
 
 
 def test_revoked_key_is_gone_after_rebuild():
-    table = KeyTable({"acme": [hash_api_key("yk_old")]})
-    assert table.authenticate("yk_old") == "acme"
-    rebuilt = KeyTable({"acme": [hash_api_key("yk_new")]})
+    table = KeyTable({"acme": [("key_old", hash_api_key("yk_old"))]})
+    assert table.authenticate("yk_old") == ("acme", "key_old")
+    rebuilt = KeyTable({"acme": [("key_new", hash_api_key("yk_new"))]})
     with pytest.raises(Unauthenticated):
         rebuilt.authenticate("yk_old")
-    assert rebuilt.authenticate("yk_new") == "acme"
+    assert rebuilt.authenticate("yk_new") == ("acme", "key_new")

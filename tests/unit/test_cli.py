@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -148,7 +149,8 @@ def test_jwt_settings_and_minted_tokens_round_trip(ctl, tmp_path):
     code, rendered, _ = ctl("render")
     assert "BEGIN PRIVATE KEY" not in rendered and "https://yolo.test/acme" in rendered
     router = yaml.safe_load(rendered)["applications"][0]["deployments"][0]["user_config"]
-    assert TenantTable(RouterConfig.model_validate(router)).authenticate(token.strip()).id == "acme"
+    table = TenantTable(RouterConfig.model_validate(router))
+    assert asyncio.run(table.authenticate(token.strip())).tenant.id == "acme"
     code, _, err = ctl(
         "token", "mint", "acme", "--private-key", str(tmp_path / "op.key"), "--ttl", "999999"
     )

@@ -33,7 +33,9 @@ def test_local_config_serves_demo_with_only_the_hash_of_the_demo_key():
     app = load_serve_config(ROOT / "configs" / "serve.local.yaml").app()
     assert [t.id for t in app.args.tenants] == ["demo"]
     router = next(d for d in app.deployments if d.name == "router")
-    assert hash_api_key(DEMO_KEY) in router.user_config["tenants"][0]["api_key_sha256"]
+    assert router.user_config["tenants"][0]["api_keys"] == [
+        {"id": "key_demo", "sha256": hash_api_key(DEMO_KEY)}
+    ]
 
 
 def test_gpu_config_has_three_fractional_tenants_and_one_whole_gpu():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -70,6 +71,10 @@ def _claims(**overrides):
     return {k: v for k, v in claims.items() if v is not None}
 
 
+def _verify(verifier: JwtVerifier, token: str) -> tuple[str, dict]:
+    return asyncio.run(verifier.verify(token))
+
+
 def _token(key, alg="RS256", **claims) -> str:
     return jwt.encode(_claims(**claims), key, algorithm=alg)
 
@@ -79,20 +84,20 @@ def _b64(data: dict) -> str:
 
 
 def test_each_algorithm_of_the_allowlist_verifies(verifier, keys):
-    assert verifier.verify(_token(keys["acme"]))[0] == "acme"
+    assert _verify(verifier, _token(keys["acme"]))[0] == "acme"
     assert (
-        verifier.verify(_token(keys["globex"], "ES256", iss="https://idp.globex.test"))[0]
+        _verify(verifier, _token(keys["globex"], "ES256", iss="https://idp.globex.test"))[0]
         == "globex"
     )
     assert (
-        verifier.verify(_token(keys["initech"], "EdDSA", iss="https://idp.initech.test"))[0]
+        _verify(verifier, _token(keys["initech"], "EdDSA", iss="https://idp.initech.test"))[0]
         == "initech"
     )
 
 
 def _refused(verifier, token: str) -> str:
     with pytest.raises(Unauthenticated) as err:
-        verifier.verify(token)
+        _verify(verifier, token)
     return err.value.message
 
 
@@ -172,7 +177,7 @@ def test_tenant_table_accepts_jwts_and_api_keys_alike(keys):
             "id": tid,
             "name": tid,
             "status": status,
-            "api_key_sha256": [hash_api_key(f"yk_{tid}")],
+            "api_keys": [{"id": f"key_{tid}", "sha256": hash_api_key(f"yk_{tid}")}],
             "models": [{"name": "m", "versions": [1], "active_version": 1}],
             "default_model": "m",
             "jwt": {
@@ -183,12 +188,14 @@ def test_tenant_table_accepts_jwts_and_api_keys_alike(keys):
         }
 
     table = TenantTable(RouterConfig.model_validate({"tenants": [entry("acme")]}))
-    assert table.authenticate(_token(keys["acme"])).id == "acme"
-    assert table.authenticate("yk_acme").id == "acme"
+    by_token = asyncio.run(table.authenticate(_token(keys["acme"])))
+    assert (by_token.tenant.id, by_token.credential) == ("acme", "jwt:batch-job")
+    by_key = asyncio.run(table.authenticate("yk_acme"))
+    assert (by_key.tenant.id, by_key.credential) == ("acme", "key_acme")
     with pytest.raises(Unauthenticated):
-        table.authenticate(_token(keys["acme"], exp=NOW - 3600))
+        asyncio.run(table.authenticate(_token(keys["acme"], exp=NOW - 3600)))
     suspended = TenantTable(RouterConfig.model_validate({"tenants": [entry("acme", "suspended")]}))
     with pytest.raises(Forbidden):
-        suspended.authenticate(_token(keys["acme"]))
+        asyncio.run(suspended.authenticate(_token(keys["acme"])))
     with pytest.raises(ValueError, match="one tenant only"):
         RouterConfig.model_validate({"tenants": [entry("acme"), entry("bob")]})

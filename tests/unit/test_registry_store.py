@@ -117,12 +117,12 @@ def test_keys_are_stored_as_hashes_only(reg, tmp_path):
     reg.create_tenant("acme", "Acme", "shared")
     record, key = reg.issue_key("acme")
     assert key.startswith("yk_") and record.prefix == key[:8] + "…"
-    assert reg.tenant("acme").active_key_hashes() == [record.sha256]
+    assert reg.tenant("acme").active_keys() == [record]
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("r.db*"))
     assert key.encode() not in raw and key[3:].encode() not in raw
     revoked = reg.revoke_key(record.key_id)
     assert revoked.revoked_at is not None
-    assert reg.tenant("acme").active_key_hashes() == []
+    assert reg.tenant("acme").active_keys() == []
     with pytest.raises(NotFound, match="key list"):
         reg.revoke_key("key_nope")
 
@@ -207,4 +207,4 @@ def test_concurrent_processes_lose_nothing(tmp_path):
     with Registry(path) as reg:
         tenants = reg.tenants()
     assert len(tenants) == 45
-    assert all(len(t.active_key_hashes()) == 1 for t in tenants)
+    assert all(len(t.active_keys()) == 1 for t in tenants)

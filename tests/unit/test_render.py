@@ -62,7 +62,7 @@ def test_tiers_keys_and_catalogs(reg):
     assert args["tenants"][0]["resources"]["num_gpus"] == 0.5
     router = {t["id"]: t for t in _user_config(config, "router")["tenants"]}
     assert router["acme"]["tier"] == "shared" and router["bigco"]["status"] == "suspended"
-    assert router["acme"]["api_key_sha256"] == [hash_api_key(new_key)]
+    assert [k["sha256"] for k in router["acme"]["api_keys"]] == [hash_api_key(new_key)]
     assert _user_config(config, "shared-pool")["models"] == {"acme/shapes@1": V1.uri}
     assert _user_config(config, "tenant-bigco")["models"] == {"bigco/shapes@1": V1.uri}
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from serve_app.auth import hash_api_key
-from serve_app.config import RouterConfig
+from serve_app.config import RouterConfig, TenantEntry
 from serve_app.errors import BadParameter, Forbidden, Unauthenticated, UnknownModel
 from serve_app.tenants import TenantTable, catalog, select_model
 
@@ -12,7 +14,7 @@ def _config(**acme_overrides) -> RouterConfig:
     acme = {
         "id": "acme",
         "name": "Acme",
-        "api_key_sha256": [hash_api_key("yk_acme")],
+        "api_keys": [{"id": "key_acme", "sha256": hash_api_key("yk_acme")}],
         "models": [
             {"name": "pcb", "versions": [1, 2, 3], "active_version": 2},
             {"name": "shapes", "versions": [1], "active_version": 1},
@@ -23,36 +25,40 @@ def _config(**acme_overrides) -> RouterConfig:
     globex = {
         "id": "globex",
         "name": "Globex",
-        "api_key_sha256": [hash_api_key("yk_globex")],
+        "api_keys": [{"id": "key_globex", "sha256": hash_api_key("yk_globex")}],
         "models": [{"name": "secret", "versions": [9], "active_version": 9}],
         "default_model": "secret",
     }
     return RouterConfig.model_validate({"tenants": [acme, globex]})
 
 
+def authenticate(table: TenantTable, credential: str) -> TenantEntry:
+    return asyncio.run(table.authenticate(credential)).tenant
+
+
 def test_key_selects_the_tenant():
     table = TenantTable(_config())
-    assert table.authenticate("yk_acme").id == "acme"
-    assert table.authenticate("yk_globex").id == "globex"
+    assert authenticate(table, "yk_acme").id == "acme"
+    assert authenticate(table, "yk_globex").id == "globex"
     with pytest.raises(Unauthenticated):
-        table.authenticate("yk_nobody")
+        authenticate(table, "yk_nobody")
 
 
 def test_suspended_tenant_is_403():
     table = TenantTable(_config(status="suspended"))
     with pytest.raises(Forbidden, match="suspended"):
-        table.authenticate("yk_acme")
+        authenticate(table, "yk_acme")
 
 
 def test_model_selection_defaults_to_active_version():
-    acme = TenantTable(_config()).authenticate("yk_acme")
+    acme = authenticate(TenantTable(_config()), "yk_acme")
     assert select_model(acme, {}).id_for("acme") == "acme/pcb@2"
     assert select_model(acme, {"version": "3"}).id_for("acme") == "acme/pcb@3"
     assert select_model(acme, {"model": "shapes"}).id_for("acme") == "acme/shapes@1"
 
 
 def test_other_tenants_model_is_indistinguishable_from_a_missing_one():
-    acme = TenantTable(_config()).authenticate("yk_acme")
+    acme = authenticate(TenantTable(_config()), "yk_acme")
     with pytest.raises(UnknownModel) as theirs:
         select_model(acme, {"model": "secret"})
     with pytest.raises(UnknownModel) as missing:
@@ -63,7 +69,7 @@ def test_other_tenants_model_is_indistinguishable_from_a_missing_one():
 
 
 def test_unknown_version_is_404_and_malformed_version_400():
-    acme = TenantTable(_config()).authenticate("yk_acme")
+    acme = authenticate(TenantTable(_config()), "yk_acme")
     with pytest.raises(UnknownModel):
         select_model(acme, {"version": "4"})
     with pytest.raises(BadParameter):
@@ -71,7 +77,7 @@ def test_unknown_version_is_404_and_malformed_version_400():
 
 
 def test_catalog_lists_only_the_callers_models():
-    acme = TenantTable(_config()).authenticate("yk_acme")
+    acme = authenticate(TenantTable(_config()), "yk_acme")
     body = catalog(acme)
     assert [m["name"] for m in body["models"]] == ["pcb", "shapes"]
     assert body["models"][0] == {
@@ -85,6 +91,8 @@ def test_catalog_lists_only_the_callers_models():
 
 def test_a_key_hash_may_not_belong_to_two_tenants():
     raw = _config().model_dump()
-    raw["tenants"][1]["api_key_sha256"] = raw["tenants"][0]["api_key_sha256"]
+    raw["tenants"][1]["api_keys"] = [
+        {"id": "key_other", "sha256": raw["tenants"][0]["api_keys"][0]["sha256"]}
+    ]
     with pytest.raises(ValueError, match="one tenant"):
         RouterConfig.model_validate(raw)

@@ -1,0 +1,183 @@
+"""Verification keys published by a tenant's identity provider as a JWKS document.
+
+A ``JwksCache`` per URL, shared by every tenant table a router builds, so a
+``reconfigure()`` does not throw the keys away. Its fetches are bounded:
+
+* a document is fresh for ``JWKS_CACHE_TTL_S`` and then refetched on next use;
+* a token naming a ``kid`` the document lacks (a key rotation) triggers at most one
+  refetch per ``JWKS_MIN_REFETCH_S`` per URL, however many such tokens arrive, so a
+  flood of made-up ``kid``s costs the identity provider nothing;
+* concurrent callers share one fetch; a failed fetch keeps the last good keys for
+  up to ``JWKS_MAX_STALE_S`` (an IdP blip does not lock every user out).
+
+Only asymmetric signing keys are taken from the document (``RSA``, ``EC``, ``OKP``,
+``use`` absent or ``sig``, ``alg`` absent or allowlisted): an ``oct`` (HMAC) key in a
+JWKS must never become something a token can be "verified" with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from serve_app.constants import (
+    JWKS_CACHE_TTL_S,
+    JWKS_FETCH_TIMEOUT_S,
+    JWKS_MAX_BYTES,
+    JWKS_MAX_KEYS,
+    JWKS_MAX_STALE_S,
+    JWKS_MIN_REFETCH_S,
+)
+
+logger = logging.getLogger("ray.serve")
+
+ASYMMETRIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+Fetch = Callable[[str], Awaitable[bytes]]
+Clock = Callable[[], float]
+
+
+class JwksError(Exception):
+    """The document could not be fetched or is not a JWKS."""
+
+
+def check_jwks_url(url: str) -> str:
+    """A JWKS URL must be HTTPS; plain HTTP only to a loopback address (tests, sidecars)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname:
+        host = parts.hostname
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return url
+    raise ValueError(f"jwks_url must be an https:// URL (http only to loopback), got {url[:80]!r}")
+
+
+def parse_jwks(document: bytes, algorithms: frozenset[str]) -> dict[str | None, Any]:
+    """Usable verification keys of a JWKS document, by ``kid`` (``None`` for keys without).
+
+    Raises:
+        JwksError: The document is not JSON with a ``keys`` list.
+    """
+    from jwt import PyJWK
+    from jwt.exceptions import PyJWTError
+
+    try:
+        data = json.loads(document)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise JwksError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise JwksError("no 'keys' list")
+    keys: dict[str | None, Any] = {}
+    for jwk in data["keys"][:JWKS_MAX_KEYS]:
+        if not isinstance(jwk, dict) or jwk.get("kty") not in ASYMMETRIC_KEY_TYPES:
+            continue
+        alg = jwk.get("alg")
+        if jwk.get("use", "sig") != "sig" or (alg is not None and alg not in algorithms):
+            continue
+        try:
+            key = PyJWK(jwk).key
+        except (PyJWTError, ValueError, TypeError):  # a key that does not parse is skipped
+            continue
+        kid = jwk.get("kid")
+        keys[str(kid) if kid is not None else None] = key
+    return keys
+
+
+async def http_fetch(url: str) -> bytes:
+    """GET ``url`` off the event loop, bounded in time and size."""
+
+    def get() -> bytes:
+        # The scheme was checked by check_jwks_url when the config was validated.
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=JWKS_FETCH_TIMEOUT_S) as response:  # noqa: S310
+                body: bytes = response.read(JWKS_MAX_BYTES + 1)
+        except OSError as exc:
+            raise JwksError(f"fetch failed: {type(exc).__name__}: {exc}") from None
+        if len(body) > JWKS_MAX_BYTES:
+            raise JwksError(f"document larger than {JWKS_MAX_BYTES} bytes")
+        return body
+
+    return await asyncio.to_thread(get)
+
+
+@dataclass
+class JwksCache:
+    """The keys of one JWKS URL, refreshed within the bounds above."""
+
+    url: str
+    algorithms: frozenset[str]
+    fetch: Fetch = http_fetch
+    clock: Clock = time.monotonic
+    fetches: int = 0
+    _keys: dict[str | None, Any] = field(default_factory=dict)
+    _fetched_at: float | None = None  # last good document
+    _attempted_at: float | None = None  # last attempt, good or not
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def keys_for(self, kid: str | None) -> list[Any]:
+        """Keys a token with this ``kid`` may verify against (all of them if no kid)."""
+        now = self.clock()
+        if (
+            self._fetched_at is None
+            or now - self._fetched_at >= JWKS_CACHE_TTL_S
+            or (kid is not None and kid not in self._keys)
+        ):
+            await self._refresh()
+        if self._fetched_at is not None and self.clock() - self._fetched_at > JWKS_MAX_STALE_S:
+            return []
+        if kid is None:
+            return list(self._keys.values())
+        key = self._keys.get(kid)
+        return [] if key is None else [key]
+
+    async def _refresh(self) -> None:
+        attempted = self._attempted_at
+        async with self._lock:
+            if self._attempted_at != attempted:
+                return  # another caller refreshed while this one waited
+            now = self.clock()
+            if self._attempted_at is not None and now - self._attempted_at < JWKS_MIN_REFETCH_S:
+                return  # bounded: at most one fetch per JWKS_MIN_REFETCH_S
+            self._attempted_at = now
+            self.fetches += 1
+            try:
+                keys = parse_jwks(await self.fetch(self.url), self.algorithms)
+            except JwksError as exc:
+                logger.error("jwks: %s: %s", self.url, exc)
+                return
+            self._keys, self._fetched_at = keys, self.clock()
+            logger.info("jwks: %s: %d usable keys", self.url, len(keys))
+
+
+class JwksPool:
+    """One ``JwksCache`` per URL, kept across tenant-table rebuilds."""
+
+    def __init__(self, fetch: Fetch = http_fetch, clock: Clock = time.monotonic) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._caches: dict[tuple[str, frozenset[str]], JwksCache] = {}
+
+    def get(self, url: str, algorithms: frozenset[str]) -> JwksCache:
+        key = (url, algorithms)
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = JwksCache(url, algorithms, fetch=self._fetch, clock=self._clock)
+            self._caches[key] = cache
+        return cache
+
+    def retain(self, keys: set[tuple[str, frozenset[str]]]) -> None:
+        """Forget caches no tenant uses any more."""
+        self._caches = {k: v for k, v in self._caches.items() if k in keys}
