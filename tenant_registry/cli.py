@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,12 +228,24 @@ def cmd_key_issue(reg: Registry, args: argparse.Namespace) -> int:
 
 def cmd_key_list(reg: Registry, args: argparse.Namespace) -> int:
     keys = reg.tenant(args.tenant).keys
-    lines = [f"{'KEY ID':<18} {'PREFIX':<12} {'CREATED':<26} REVOKED"]
-    lines += [
-        f"{k.key_id:<18} {k.prefix:<12} {k.created_at:<26} {k.revoked_at or '-'}" for k in keys
-    ]
-    data = [{k: v for k, v in asdict(key).items() if k != "sha256"} for key in keys]
+    used = cluster.key_last_used(args.cluster, args.tenant) if args.cluster else {}
+    lines = [f"{'KEY ID':<18} {'PREFIX':<12} {'CREATED':<26} {'REVOKED':<26} LAST USED"]
+    data = []
+    for key in keys:
+        last = used.get(key.key_id)
+        last_iso = _iso(last) if last is not None else None
+        lines.append(
+            f"{key.key_id:<18} {key.prefix:<12} {key.created_at:<26} "
+            f"{key.revoked_at or '-':<26} {last_iso or ('never' if args.cluster else '?')}"
+        )
+        entry = {k: v for k, v in asdict(key).items() if k != "sha256"}
+        entry["last_used_at"] = last_iso
+        data.append(entry)
     return _emit(args, data, "\n".join(lines))
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
 
 
 def cmd_key_revoke(reg: Registry, args: argparse.Namespace) -> int:
@@ -254,13 +267,21 @@ def cmd_jwt_set(reg: Registry, args: argparse.Namespace) -> int:
             changes["public_keys_pem"] = tuple(Path(p).read_text() for p in args.public_key)
         except OSError as exc:
             raise InvalidInput(f"cannot read a public key file: {exc.strerror}") from None
+    if args.no_public_keys:
+        changes["public_keys_pem"] = ()
+    if args.jwks_url is not None:
+        changes["jwks_url"] = args.jwks_url or None
     if not changes:
-        raise InvalidInput("nothing to change: pass --issuer, --audience, --alg or --public-key")
+        raise InvalidInput(
+            "nothing to change: pass --issuer, --audience, --alg, --public-key or --jwks-url"
+        )
     settings = reg.set_jwt(args.tenant, **changes)
+    source = f"{len(settings.public_keys_pem)} PEM keys"
+    if settings.jwks_url:
+        source += f" + JWKS {settings.jwks_url}"
     print(
         f"{args.tenant} accepts JWTs from {settings.issuer} for {settings.audience} "
-        f"({', '.join(settings.algorithms)}, {len(settings.public_keys_pem)} keys); "
-        "run `tenantctl apply`",
+        f"({', '.join(settings.algorithms)}, {source}); run `tenantctl apply`",
         file=sys.stderr,
     )
     return 0
@@ -586,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
         key, "list", cmd_key_list, "list a tenant's keys (never the keys themselves)", read=True
     )
     p.add_argument("tenant")
+    p.add_argument(
+        "--cluster",
+        metavar="RAY_ADDRESS",
+        help="also show when each key was last used, from the quota ledger ('auto' for local)",
+    )
     p = command(key, "revoke", cmd_key_revoke, "revoke a key by its id")
     p.add_argument("key_id")
 
@@ -676,6 +702,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience")
     p.add_argument("--alg", action="append", choices=("RS256", "ES256", "EdDSA"))
     p.add_argument("--public-key", action="append", help="PEM public key file (repeatable)")
+    p.add_argument("--no-public-keys", action="store_true", help="drop the PEM keys")
+    p.add_argument(
+        "--jwks-url",
+        help="the IdP's JWKS document (https; cached, refetched on key rotation); '' removes it",
+    )
     p = command(jwt_cmd, "clear", cmd_jwt_clear, "stop accepting JWTs")
     p.add_argument("tenant")
     token = sub.add_parser("token", help="operator-minted tokens").add_subparsers(

@@ -72,13 +72,7 @@ def load_status(ray_address: str, prefix: str) -> dict[str, dict[str, Any]]:
     from serve_app.load_status import BOARD_NAME, BOARD_NAMESPACE
 
     try:
-        if not ray.is_initialized():
-            ray.init(
-                address=ray_address,
-                namespace=BOARD_NAMESPACE,
-                logging_level="ERROR",
-                log_to_driver=False,
-            )
+        _connect(ray_address, BOARD_NAMESPACE)
         board = ray.get_actor(BOARD_NAME, namespace=BOARD_NAMESPACE)
     except ValueError:
         return {}  # no replica has loaded anything yet
@@ -89,3 +83,30 @@ def load_status(ray_address: str, prefix: str) -> dict[str, dict[str, Any]]:
         ) from None
     status: dict[str, dict[str, Any]] = ray.get(board.get.remote(prefix), timeout=30)
     return status
+
+
+def _connect(ray_address: str, namespace: str | None = None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address=ray_address, namespace=namespace, logging_level="ERROR", log_to_driver=False
+        )
+
+
+def key_last_used(ray_address: str, tenant: str) -> dict[str, float]:
+    """Epoch seconds each of the tenant's keys was last presented, as the ledger saw it."""
+    from ray import serve
+
+    from serve_app.constants import APP_NAME, LEDGER_DEPLOYMENT
+
+    try:
+        _connect(ray_address)
+        ledger = serve.get_deployment_handle(LEDGER_DEPLOYMENT, APP_NAME)
+        used: dict[str, float] = ledger.key_last_used.remote(tenant).result(timeout_s=30)
+    except Exception as exc:
+        raise ClusterError(
+            f"cannot ask the quota ledger at {ray_address} ({type(exc).__name__}): "
+            "is the application running? use --cluster auto on a cluster node"
+        ) from None
+    return used

@@ -91,6 +91,10 @@ MIGRATIONS: tuple[str, ...] = (
         public_keys  TEXT NOT NULL
     );
     """,
+    # 4: the identity provider's keys may come from a JWKS URL instead of (or beside) PEMs.
+    """
+    ALTER TABLE jwt_settings ADD COLUMN jwks_url TEXT;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -386,7 +386,8 @@ class Registry:
     # ----------------------------------------------------------------------- jwt
 
     def set_jwt(self, tenant_id: str, **values: Any) -> JwtSettings:
-        """Set the tenant's identity provider (issuer, audience, algorithms, public keys)."""
+        """Set the tenant's identity provider (issuer, audience, algorithms, public keys
+        and/or JWKS URL)."""
         current = self.tenant(tenant_id).jwt
         merged = {**(current.model_dump() if current else {}), **values}
         settings: JwtSettings = _validated(JwtSettings, merged, "jwt settings")
@@ -399,16 +400,19 @@ class Registry:
             if other:
                 raise Conflict("that issuer belongs to another tenant: each tenant needs its own")
             db.execute(
-                "INSERT INTO jwt_settings(tenant_id, issuer, audience, algorithms, public_keys) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(tenant_id) DO UPDATE SET "
+                "INSERT INTO jwt_settings"
+                "(tenant_id, issuer, audience, algorithms, public_keys, jwks_url) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(tenant_id) DO UPDATE SET "
                 "issuer = excluded.issuer, audience = excluded.audience, "
-                "algorithms = excluded.algorithms, public_keys = excluded.public_keys",
+                "algorithms = excluded.algorithms, public_keys = excluded.public_keys, "
+                "jwks_url = excluded.jwks_url",
                 (
                     tenant_id,
                     settings.issuer,
                     settings.audience,
                     json.dumps(settings.algorithms),
                     json.dumps(settings.public_keys_pem),
+                    settings.jwks_url,
                 ),
             )
         return settings
@@ -554,6 +558,7 @@ class Registry:
                 audience=j["audience"],
                 algorithms=tuple(json.loads(j["algorithms"])),
                 public_keys_pem=tuple(json.loads(j["public_keys"])),
+                jwks_url=j["jwks_url"],
             )
         return Tenant(
             jwt=jwt_settings,

@@ -168,3 +168,28 @@ def test_jwt_settings_and_minted_tokens_round_trip(ctl, tmp_path):
         str(tmp_path / "op.pub"),
     )
     assert code == 4 and "another tenant" in err
+
+
+def test_jwt_keys_can_come_from_a_jwks_url(ctl):
+    ctl("tenant", "create", "acme")
+    base = ("jwt", "set", "acme", "--issuer", "https://idp.acme.test", "--audience", "yolo")
+    code, _, err = ctl(*base, "--jwks-url", "http://idp.acme.test/jwks")
+    assert code == 2 and "https" in err
+    code, _, err = ctl(*base, "--jwks-url", "https://idp.acme.test/.well-known/jwks.json")
+    assert code == 0 and "JWKS https://idp.acme.test/.well-known/jwks.json" in err
+    code, rendered, _ = ctl("render")
+    router = yaml.safe_load(rendered)["applications"][0]["deployments"][0]["user_config"]
+    assert router["tenants"][0]["jwt"]["jwks_url"] == "https://idp.acme.test/.well-known/jwks.json"
+    assert router["tenants"][0]["jwt"]["public_keys_pem"] == []
+    code, _, err = ctl("jwt", "set", "acme", "--jwks-url", "")
+    assert code == 2 and "public_keys_pem, jwks_url" in err  # would leave no keys at all
+
+
+def test_key_list_shows_ids_and_prefixes_never_keys(ctl):
+    ctl("tenant", "create", "acme")
+    code, key, _ = ctl("key", "issue", "acme")
+    code, listing, _ = ctl("key", "list", "acme", "--json")
+    [entry] = json.loads(listing)
+    assert entry["key_id"].startswith("key_") and key.strip().startswith(entry["prefix"][:-1])
+    assert key.strip() not in listing and "sha256" not in entry
+    assert entry["last_used_at"] is None  # only the cluster knows; see tests/security
