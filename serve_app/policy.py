@@ -19,6 +19,7 @@ SELECTION_PARAMS = frozenset({"model", "version"})
 MAX_CLASS_TOKENS = 1000
 MIN_IOU = 0.05
 MAX_IOU = 0.95
+MAX_NUMBER_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,25 @@ class InferenceParams:
     allowed_classes: tuple[str, ...] | None
 
 
-def _number(name: str, raw: str, kind: type[float] | type[int]) -> float:
+def _number(
+    name: str, raw: str, kind: type[float] | type[int], low: float, high: float | None = None
+) -> float:
+    """A number in its domain ``[low, high]``; outside it (or not a number) is a 400.
+
+    Inside the domain but outside the tenant's policy is clamped by the caller.
+    """
+    wanted = "an integer" if kind is int else "a number"
+    if len(raw) > MAX_NUMBER_CHARS:
+        raise BadParameter(f"query parameter {name!r} must be {wanted} of at most 32 characters")
     try:
         value = kind(raw)
     except ValueError:
-        wanted = "an integer" if kind is int else "a number"
         raise BadParameter(f"query parameter {name!r} must be {wanted}, got {raw[:32]!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise BadParameter(f"query parameter {name!r} must be a finite number")
+    if value < low or (high is not None and value > high):
+        domain = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise BadParameter(f"query parameter {name!r} must be {domain}, got {raw[:32]!r}")
     return value
 
 
@@ -56,21 +68,23 @@ def check_known(query: Mapping[str, str]) -> None:
 def clamp(query: Mapping[str, str], policy: DetectionPolicy) -> InferenceParams:
     """Parse detection parameters from ``query`` and clamp them into ``policy``.
 
-    Out-of-range numbers are clamped (a paid API should answer, not argue); values
-    that are not numbers at all are a 400.
+    Numbers inside their domain but outside the tenant's policy are clamped (a paid
+    API should answer, not argue: ``imgsz=4000`` runs at the tenant's cap). Values
+    outside the domain (``conf=7``, ``max_det=0``, ``imgsz=-1``, 40-digit numbers, NaN)
+    or not numbers at all are a 400.
     """
     conf = policy.conf
     if "conf" in query:
-        conf = min(max(_number("conf", query["conf"], float), policy.min_conf), 1.0)
+        conf = max(_number("conf", query["conf"], float, 0.0, 1.0), policy.min_conf)
     iou = policy.iou
     if "iou" in query:
-        iou = min(max(_number("iou", query["iou"], float), MIN_IOU), MAX_IOU)
+        iou = min(max(_number("iou", query["iou"], float, 0.0, 1.0), MIN_IOU), MAX_IOU)
     max_det = policy.max_det
     if "max_det" in query:
-        max_det = int(min(max(_number("max_det", query["max_det"], int), 1), policy.max_det))
+        max_det = int(min(_number("max_det", query["max_det"], int, 1), policy.max_det))
     imgsz: int | None = None
     if "imgsz" in query:
-        imgsz = int(_number("imgsz", query["imgsz"], int))
+        imgsz = int(_number("imgsz", query["imgsz"], int, 1))
     classes: tuple[str, ...] | None = None
     if "classes" in query:
         tokens = [t.strip() for t in query["classes"].split(",") if t.strip()]

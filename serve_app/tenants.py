@@ -16,6 +16,9 @@ from serve_app.errors import BadParameter, Forbidden, UnknownModel
 from serve_app.jwks import JwksPool
 from serve_app.jwt_auth import JwtVerifier, looks_like_jwt
 
+# Never echoes the name asked for: the answer for another tenant's model must be
+# byte-identical to the answer for a model that exists nowhere.
+NO_SUCH_MODEL = "no such model or version in your catalog; list yours with GET /v1/models"
 # A JWT subject is the caller's identity inside its tenant; capped for logs and audit.
 _MAX_SUBJECT_CHARS = 128
 
@@ -81,7 +84,7 @@ def select_model(tenant: TenantEntry, query: Mapping[str, str]) -> ModelChoice:
     name = query.get("model", tenant.default_model)
     model = tenant.model(name)
     if model is None:
-        raise UnknownModel(f"no model named {name[:64]!r}; list yours with GET /v1/models")
+        raise UnknownModel(NO_SUCH_MODEL)
     if "version" not in query:
         return ModelChoice(
             name=model.name, version=model.active_version, fallback=model.fallback_version
@@ -93,9 +96,7 @@ def select_model(tenant: TenantEntry, query: Mapping[str, str]) -> ModelChoice:
         )
     version = int(raw)
     if version not in model.versions:
-        raise UnknownModel(
-            f"model {name!r} has no version {version}; list yours with GET /v1/models"
-        )
+        raise UnknownModel(NO_SUCH_MODEL)
     return ModelChoice(name=model.name, version=version)
 
 

@@ -188,7 +188,9 @@ def test_jwt_keys_can_come_from_a_jwks_url(ctl):
 def test_key_list_shows_ids_and_prefixes_never_keys(ctl):
     ctl("tenant", "create", "acme")
     code, key, _ = ctl("key", "issue", "acme")
+    assert code == 0
     code, listing, _ = ctl("key", "list", "acme", "--json")
+    assert code == 0
     [entry] = json.loads(listing)
     assert entry["key_id"].startswith("key_") and key.strip().startswith(entry["prefix"][:-1])
     assert key.strip() not in listing and "sha256" not in entry

@@ -21,12 +21,13 @@ def test_defaults_come_from_the_policy():
     [
         ({"conf": "0.5"}, "conf", 0.5),
         ({"conf": "0.0"}, "conf", 0.1),  # below the tenant's floor
-        ({"conf": "7"}, "conf", 1.0),
+        ({"conf": "1"}, "conf", 1.0),
         ({"iou": "0"}, "iou", 0.05),
         ({"iou": "1"}, "iou", 0.95),
         ({"max_det": "10"}, "max_det", 10),
         ({"max_det": "100000"}, "max_det", 50),  # capped by policy
-        ({"max_det": "-3"}, "max_det", 1),
+        ({"max_det": "1"}, "max_det", 1),
+        ({"imgsz": "99999"}, "imgsz", 99999),  # capped later by resolve_imgsz
         ({"imgsz": "320"}, "imgsz", 320),
     ],
 )
@@ -44,9 +45,18 @@ def test_values_are_clamped_into_the_policy(query, field, expected):
         {"imgsz": "big"},
         {"classes": ""},
         {"classes": ",,"},
+        {"conf": "7"},
+        {"conf": "-0.1"},
+        {"iou": "1.5"},
+        {"max_det": "0"},
+        {"max_det": "-3"},
+        {"imgsz": "-1"},
+        {"imgsz": "9" * 40},
+        {"conf": "0." + "1" * 40},
+        {"conf": "1e309"},
     ],
 )
-def test_non_numbers_are_400_with_the_parameter_named(query):
+def test_non_numbers_and_values_outside_the_domain_are_400(query):
     with pytest.raises(BadParameter) as err:
         clamp(query, POLICY)
     assert next(iter(query)) in err.value.message
