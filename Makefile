@@ -24,7 +24,7 @@ run: $(STAMP)
 
 # Fast tiers first: unit (no Ray), integration (one local Ray), e2e (serve run + HTTP).
 test: $(STAMP)
-	$(BIN)/pytest -q tests/unit tests/integration tests/e2e
+	$(BIN)/pytest -q tests/unit tests/integration tests/security tests/e2e
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -236,7 +236,8 @@ class Router:
             if route == "GET /readyz":
                 return await self._readyz()
             if request.url.path not in API_PATHS:
-                raise NotFound(f"no route {request.url.path[:64]!r}; see /v1/detect and /v1/models")
+                # The path is not echoed: an error body only ever says what the API has.
+                raise NotFound("no such route; the API is POST /v1/detect and GET /v1/models")
             principal = await self._table.authenticate(
                 bearer_token(request.headers.get("authorization"))
             )

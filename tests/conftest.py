@@ -144,3 +144,46 @@ def export_demo_onnx(out_dir) -> bytes:
     finally:
         os.chdir(cwd)
     return (Path(out_dir) / path).read_bytes()
+
+
+def start_local_ray(num_gpus: int = 1):
+    """One local Ray for a test tier (2 CPUs, ``num_gpus`` pretend GPUs, a dashboard for
+    Serve config submission). Returns the ``ray.init`` context; ``stop_local_ray`` ends it."""
+    import ray
+
+    os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # raylet start fails with it set
+    return ray.init(
+        num_cpus=2,
+        num_gpus=num_gpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+
+
+def stop_local_ray() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def deploy_config(context, config: dict) -> None:
+    """Submit a Serve config to the cluster the way ``serve deploy`` does."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(f"http://{context.dashboard_url}").deploy_applications(config)
+
+
+def delete_yolo_app() -> None:
+    """Delete the yolo app (and wait until it is gone), if Serve is running at all."""
+    import contextlib
+
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    with contextlib.suppress(RayServeException):  # no Serve instance yet: nothing to delete
+        serve.delete("yolo")

@@ -7,7 +7,6 @@ CUDA and falls back to the CPU.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 
@@ -15,7 +14,15 @@ import pytest
 import yaml
 
 from serve_app.auth import hash_api_key
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import (
+    ROOT,
+    delete_yolo_app,
+    deploy_config,
+    free_port,
+    start_local_ray,
+    stop_local_ray,
+    wait_for,
+)
 
 GPU_CONFIG = ROOT / "configs" / "serve.gpu.yaml"
 
@@ -86,29 +93,12 @@ def http_port() -> int:
 
 @pytest.fixture(scope="package")
 def ray_cluster(s3):
-    import ray
-    from ray import serve
-
-    os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # raylet start fails with it set
-    context = ray.init(
-        num_cpus=2,
-        num_gpus=1,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
-    yield context
-    serve.shutdown()
-    ray.shutdown()
+    yield start_local_ray(num_gpus=1)
+    stop_local_ray()
 
 
-def deploy(context, config: dict) -> None:
-    """Submit a Serve config to the cluster the way ``serve deploy`` does."""
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
-
-    ServeSubmissionClient(f"http://{context.dashboard_url}").deploy_applications(config)
+deploy = deploy_config
+delete_app = delete_yolo_app
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +143,3 @@ def s3(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-
-
-def delete_app() -> None:
-    """Delete the yolo app (and wait until it is gone), if Serve is running at all."""
-    from ray import serve
-    from ray.serve.exceptions import RayServeException
-
-    with contextlib.suppress(RayServeException):  # no Serve instance yet: nothing to delete
-        serve.delete("yolo")

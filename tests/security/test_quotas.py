@@ -1,0 +1,129 @@
+"""Quotas enforced cluster-wide by the QuotaLedger, over real HTTP, two router replicas.
+
+The last test here takes the ledger away for good; it runs last in the tier (pytest
+runs modules in name order and this module sorts last).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from tests.conftest import delete_yolo_app, wait_for
+from tests.security.conftest import (
+    BETA_SECRETS,
+    IMAGE,
+    RATED_BURST,
+    RATED_PER_S,
+    assert_no_leak,
+)
+
+
+def _router_replicas(context) -> int:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    details = ServeSubmissionClient(f"http://{context.dashboard_url}").get_serve_details()
+    replicas = details["applications"]["yolo"]["deployments"]["router"]["replicas"]
+    return sum(r["state"] == "RUNNING" for r in replicas)
+
+
+def test_rate_limit_holds_across_two_router_replicas(platform):
+    wait_for(lambda: _router_replicas(platform.context) == 2, 120, "two router replicas")
+    duration_s, rate, burst = 5.0, RATED_PER_S, RATED_BURST
+    stop_at = time.monotonic() + duration_s
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        with requests.Session() as session:  # its own connection: spread over the replicas
+            while time.monotonic() < stop_at:
+                resp = session.post(
+                    f"{platform.url}/v1/detect",
+                    data=IMAGE,
+                    timeout=60,
+                    headers={"Authorization": f"Bearer {platform.keys['rated']}"},
+                )
+                with lock:
+                    statuses.append(resp.status_code)
+                if resp.status_code == 429:
+                    body = resp.json()
+                    assert body["error"]["code"] == "quota_exceeded"
+                    assert int(resp.headers["Retry-After"]) >= 1
+                    assert resp.headers["RateLimit-Limit"] == str(burst)
+                    assert resp.headers["RateLimit-Remaining"] == "0"
+                    assert "RateLimit-Reset" in resp.headers
+                    assert_no_leak(resp, "capped", "monthly", "free", *BETA_SECRETS)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        for f in [pool.submit(hammer) for _ in range(12)]:
+            f.result()
+    admitted, refused = statuses.count(200), statuses.count(429)
+    expected = rate * duration_s + burst
+    assert set(statuses) <= {200, 429}
+    assert len(statuses) >= 10 * rate * duration_s  # the flood really was 10x the rate
+    assert abs(admitted - expected) <= 0.1 * expected + 1, (admitted, refused, expected)
+
+
+def test_concurrency_cap(platform):
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda _: platform.detect("capped"), range(8)))
+    codes = [r.status_code for r in responses]
+    assert 200 in codes and 429 in codes, codes
+    refused = next(r for r in responses if r.status_code == 429)
+    assert "in flight" in refused.json()["error"]["message"]
+    assert platform.detect("capped").status_code == 200  # leases were released
+
+
+def test_monthly_quota_survives_a_ledger_restart(platform):
+    import ray
+    from ray import serve
+
+    assert [platform.detect("monthly").status_code for _ in range(4)] == [200, 200, 200, 429]
+    ledger = serve.get_deployment_handle("quota-ledger", "yolo")
+    ledger.flush.remote().result()  # what the 1 s flush loop does
+    from ray.util.state import list_actors
+
+    [actor] = [
+        a
+        for a in list_actors(filters=[("state", "=", "ALIVE")])
+        if "quota-ledger" in (a.class_name or "")
+    ]
+    ray.kill(ray.get_actor(actor.name, namespace="serve"), no_restart=True)
+
+    def restarted_and_enforcing() -> bool:
+        return (
+            platform.detect("monthly").status_code == 429
+            and platform.detect("free").status_code == 200
+        )
+
+    wait_for(restarted_and_enforcing, 120, "a new ledger that remembers the month's usage")
+    usage = ledger.usage.remote("monthly").result()
+    assert sum(usage["monthly_images"].values()) == 3
+
+
+def test_router_fails_closed_without_a_ledger(platform):
+    settings = platform.reg.platform()
+    platform.reg.set_platform(
+        settings.model_copy(
+            update={
+                "ledger": settings.ledger.model_copy(
+                    update={
+                        "resources": settings.ledger.resources.model_copy(update={"num_cpus": 64})
+                    }
+                ),
+            }
+        )
+    )
+    delete_yolo_app()  # the old ledger must not keep answering during the rollout
+    platform.apply()
+
+    def refused_closed() -> bool:
+        resp = platform.detect("free")
+        return resp.status_code == 503 and resp.json()["error"]["code"] == "overloaded"
+
+    wait_for(refused_closed, 180, "the router to refuse with 503 while no ledger can run")
+    resp = platform.detect("free")
+    assert int(resp.headers["Retry-After"]) >= 1
