@@ -4,13 +4,17 @@ Deploys the real ``Router`` and ``QuotaLedger`` with a detector that returns a f
 result without decoding or inferring, then measures per-request latency:
 
 * ``detector only``: a handle call straight to the no-op detector (one Serve hop);
-* ``router (handle)``: ``DetectionClient`` → router → ledger + detector;
-* ``router (HTTP)``: the same through Serve's HTTP proxy.
+* ``bare forwarder``: a deployment that only forwards to the detector (two hops, no
+  auth, no admission): what any ingress in front of the detector costs in Ray Serve;
+* ``router (handle)``: ``DetectionClient`` → router → (allowance or ledger) → detector;
+* ``router (HTTP)``: the same through Serve's HTTP proxy (keep-alive connection).
 
-The router's own overhead is the difference between the rows, measured side by side
-in one run. Concurrency 1 and 16, p50 and p99.
+Router overhead = router - detector only, split into Serve's extra hop (bare
+forwarder - detector only) and the router's own work (router - bare forwarder).
+All measured side by side in one run, for a small JPEG and a large PNG (payloads over
+100 KB travel through Ray's object store), at concurrency 1 and 16, p50 and p99.
 
-    .venv/bin/python benchmarks/router_overhead.py [--requests 400]
+    .venv/bin/python benchmarks/router_overhead.py [--requests 300]
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ from serve_app.results import DetectionResult, ImageSize  # noqa: E402
 from serve_app.router import Router  # noqa: E402
 
 KEY = "yk_benchmark_key"
-IMAGE = (ROOT / "samples" / "shapes_03.png").read_bytes()
+IMAGES = {
+    "small JPEG (11 KB)": (ROOT / "samples" / "shapes_00.jpg").read_bytes(),
+    "large PNG (715 KB)": (ROOT / "samples" / "shapes_03.png").read_bytes(),
+}
 
 
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.1})
@@ -53,6 +60,17 @@ class NoopDetector:
 
     async def ready(self) -> bool:
         return True
+
+
+@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.1})
+class Forwarder:
+    """An ingress that does nothing but forward: the floor for any router."""
+
+    def __init__(self, detector: Any) -> None:
+        self._detector = detector.options(multiplexed_model_id="bench/noop@1")
+
+    async def detect_image(self, api_key: str, image: bytes, params: Any = None) -> Any:
+        return await self._detector.detect.remote(image, None)
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -112,6 +130,11 @@ def main() -> None:
         ray_actor_options={"num_cpus": 0.1},
     ).bind({"bench": noop}, pool, ledger)
     serve.run(router, name="yolo", route_prefix="/")
+    forwarder = serve.run(
+        Forwarder.bind(NoopDetector.options(name="fwd-noop").bind()),  # type: ignore[attr-defined]
+        name="forwarder",
+        route_prefix=None,
+    )
     detector = serve.get_deployment_handle("tenant-bench", "yolo").options(
         multiplexed_model_id="bench/noop@1"
     )
@@ -119,27 +142,38 @@ def main() -> None:
     session = requests.Session()
     headers = {"Authorization": f"Bearer {KEY}"}
     url = f"http://127.0.0.1:{port}/v1/detect"
-    assert session.post(url, data=IMAGE, headers=headers, timeout=30).status_code == 200
 
-    rows = {
-        "detector only (handle)": lambda: detector.detect.remote(IMAGE, None).result(),
-        "router (handle)": lambda: client.detect(IMAGE),
-        "router (HTTP)": lambda: requests.post(url, data=IMAGE, headers=headers, timeout=30),
-    }
-    print(f"{args.requests} requests per cell, 2-core machine, no-op detector\n")
-    print(f"{'path':<24} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}")
-    results = {}
-    for concurrency in (1, 16):
-        for name, call in rows.items():
-            p50, p99, rps = run(call, args.requests, concurrency)
-            results[(name, concurrency)] = p50
-            print(f"{name:<24} {concurrency:>4} {p50:>8.2f} {p99:>8.2f} {rps:>7.0f}")
-    for concurrency in (1, 16):
-        extra = (
-            results[("router (handle)", concurrency)]
-            - results[("detector only (handle)", concurrency)]
-        )
-        print(f"router overhead at concurrency {concurrency} (p50, handle path): {extra:.2f} ms")
+    print(f"{args.requests} requests per cell, no-op detector, {os.cpu_count()} CPUs\n")
+    for label, image in IMAGES.items():
+        assert session.post(url, data=image, headers=headers, timeout=30).status_code == 200
+        rows = {
+            "detector only (handle)": lambda i=image: detector.detect.remote(i, None).result(),
+            "bare forwarder (handle)": lambda i=image: forwarder.detect_image.remote(
+                KEY, i
+            ).result(),
+            "router (handle)": lambda i=image: client.detect(i),
+            "router (HTTP)": lambda i=image: session.post(url, data=i, headers=headers, timeout=30),
+        }
+        print(f"## {label}\n")
+        print("| path | concurrency | p50 ms | p99 ms | req/s |")
+        print("| --- | --- | --- | --- | --- |")
+        p50s = {}
+        for concurrency in (1, 16):
+            for name, call in rows.items():
+                p50, p99, rps = run(call, args.requests, concurrency)
+                p50s[(name, concurrency)] = p50
+                print(f"| {name} | {concurrency} | {p50:.2f} | {p99:.2f} | {rps:.0f} |")
+        print()
+        for concurrency in (1, 16):
+            router = p50s[("router (handle)", concurrency)]
+            bare = p50s[("bare forwarder (handle)", concurrency)]
+            alone = p50s[("detector only (handle)", concurrency)]
+            print(
+                f"- concurrency {concurrency}: router overhead {router - alone:.2f} ms p50 = "
+                f"Serve's extra hop {bare - alone:.2f} ms + "
+                f"router's own work {router - bare:.2f} ms"
+            )
+        print()
     serve.shutdown()
     ray.shutdown()
 

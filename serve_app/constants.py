@@ -64,6 +64,8 @@ BATCH_WAIT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_BATCH_WAIT_TIMEOUT_S", "0
 # Router.
 DETECT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_DETECT_TIMEOUT_S", "60"))
 RETRY_AFTER_S = 1
+# Per-model-id detector handles the router keeps (cleared when full).
+MAX_CACHED_HANDLES = 4096
 # Multipart framing around an image is small; allow it on top of the image limit.
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 READY_TIMEOUT_S = 120.0
@@ -87,6 +89,12 @@ JWKS_MAX_KEYS = 64
 LEDGER_FLUSH_S = 1.0
 # Admission waits this long for the ledger, then the router fails closed (503).
 LEDGER_TIMEOUT_S = 2.0
+# Router-local allowances (admission.py): admissions granted in advance by the ledger
+# are spent within this long or refunded; at most this many per grant, and at most
+# 1/ALLOWANCE_BURST_SHARE of a rate-limited tenant's burst.
+ALLOWANCE_TTL_S = 0.25
+ALLOWANCE_MAX = 32
+ALLOWANCE_BURST_SHARE = 4
 
 # Detector.
 WARMUP_SIDE_PX = 64

@@ -22,7 +22,7 @@ from ray import serve
 
 from serve_app.config import Quota
 from serve_app.constants import KEY_ID_PREFIX, LEDGER_FLUSH_S
-from serve_app.quota import Decision, TenantState, admit, month_key, release
+from serve_app.quota import Decision, TenantState, admit, grant, month_key, refund, release
 
 logger = logging.getLogger("ray.serve")
 
@@ -102,21 +102,48 @@ class QuotaLedger:
     def _state(self, tenant: str) -> TenantState:
         return self._tenants.setdefault(tenant, TenantState())
 
-    async def admit(
-        self, tenant: str, quota: Quota, images: int = 1, credential: str | None = None
-    ) -> Decision:
+    def _start(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
-        state = self._state(tenant)
+
+    def _count(self, tenant: str, month: str, images: int) -> None:
+        key = (tenant, month)
+        self._pending[key] = self._pending.get(key, 0) + images
+
+    async def admit(self, tenant: str, quota: Quota, images: int = 1) -> Decision:
+        """One request, with a concurrency lease to ``release`` (capped tenants)."""
+        self._start()
         now = time.time()
         # The router's Quota arrives already validated (frozen, from its user_config).
-        decision = admit(state, quota, images, time.monotonic(), now)
-        if credential is not None and credential.startswith(KEY_ID_PREFIX):
-            self._pending_keys[credential] = (tenant, now)  # refused calls count as use too
+        decision = admit(self._state(tenant), quota, images, time.monotonic(), now)
         if decision.allowed:
-            key = (tenant, month_key(now))
-            self._pending[key] = self._pending.get(key, 0) + images
+            self._count(tenant, month_key(now), images)
         return decision
+
+    async def grant(self, tenant: str, quota: Quota, want: int) -> Decision:
+        """Up to ``want`` admissions at once, for a router's local allowance."""
+        self._start()
+        decision = grant(self._state(tenant), quota, want, time.monotonic(), time.time())
+        if decision.allowed:
+            self._count(tenant, decision.month, decision.granted)
+        return decision
+
+    async def settle(
+        self,
+        refunds: list[tuple[str, Quota, int, str]],
+        key_uses: dict[str, tuple[str, float]],
+    ) -> None:
+        """What a router reports in the background: unspent allowances
+        ``(tenant, quota, unused, month)`` and when each API key was last presented."""
+        self._start()
+        now = time.monotonic()
+        for tenant, quota, unused, month in refunds:
+            refund(self._state(tenant), quota, unused, month, now)
+            self._count(tenant, month, -unused)
+        for key_id, (tenant, ts) in key_uses.items():
+            if key_id.startswith(KEY_ID_PREFIX):
+                previous = self._pending_keys.get(key_id, (tenant, 0.0))[1]
+                self._pending_keys[key_id] = (tenant, max(ts, previous))
 
     async def release(self, tenant: str, lease_id: str) -> None:
         release(self._state(tenant), lease_id)

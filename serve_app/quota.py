@@ -31,6 +31,8 @@ class Decision:
     reset_s: float = 0.0  # seconds until the bucket is full again
     retry_after_s: float = 0.0
     lease_id: str | None = None
+    granted: int = 0  # admissions granted in advance (``grant``), to spend locally
+    month: str = ""  # the month they were charged to, for a refund of the unused
 
 
 def month_key(now_epoch_s: float) -> str:
@@ -116,3 +118,59 @@ def admit(
 
 def release(state: TenantState, lease_id: str) -> None:
     state.leases.pop(lease_id, None)
+
+
+def _rate_room(state: TenantState, quota: Quota, now_mono: float) -> int | None:
+    """How many single-image requests the GCRA admits right now (None: no rate limit)."""
+    if quota.requests_per_s is None:
+        return None
+    interval = 1.0 / quota.requests_per_s
+    tolerance = burst_of(quota) * interval
+    backlog = max(state.tat, now_mono) - now_mono
+    return max(0, int((tolerance - backlog) / interval + 1e-9))
+
+
+def grant(
+    state: TenantState, quota: Quota, want: int, now_mono: float, now_epoch: float
+) -> Decision:
+    """Admit up to ``want`` single-image requests at once, for a router replica to spend
+    locally over the next moments (tenants without a concurrency cap only).
+
+    Charged in full now, to the rate bucket and the monthly count, so the cluster never
+    admits more than the GCRA allows; what a router does not spend it gives back with
+    ``refund``. A refusal is exactly ``admit``'s refusal for one image.
+    """
+    if quota.max_concurrent is not None:
+        raise ValueError("tenants with a concurrency cap are admitted one request at a time")
+    month = month_key(now_epoch)
+    room = want
+    if quota.monthly_images is not None:
+        room = min(room, quota.monthly_images - state.monthly.get(month, 0))
+    rate_room = _rate_room(state, quota, now_mono)
+    if rate_room is not None:
+        room = min(room, rate_room)
+    if room < 1:
+        return admit(state, quota, 1, now_mono, now_epoch)
+    first = admit(state, quota, room, now_mono, now_epoch)
+    if not first.allowed:  # cannot happen: room was computed from the same checks
+        return first
+    assert first.lease_id is not None
+    release(state, first.lease_id)
+    return Decision(
+        allowed=True,
+        limit=first.limit,
+        remaining=first.remaining,
+        reset_s=first.reset_s,
+        granted=room,
+        month=month,
+    )
+
+
+def refund(state: TenantState, quota: Quota, unused: int, month: str, now_mono: float) -> None:
+    """Give back granted admissions a router did not spend (its allowance expired)."""
+    if unused <= 0:
+        return
+    if month in state.monthly:
+        state.monthly[month] = max(0, state.monthly[month] - unused)
+    if quota.requests_per_s is not None:
+        state.tat = max(now_mono, state.tat - unused / quota.requests_per_s)

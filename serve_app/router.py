@@ -22,12 +22,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from serve_app import images, policy
+from serve_app.admission import Allowances, Refund, uses_allowances
 from serve_app.auth import bearer_token
 from serve_app.config import RouterConfig, TenantEntry, model_id
 from serve_app.constants import (
+    ALLOWANCE_TTL_S,
     DETECT_TIMEOUT_S,
+    KEY_ID_PREFIX,
     LEDGER_TIMEOUT_S,
     MAX_BODY_BYTES,
+    MAX_CACHED_HANDLES,
     MAX_IMAGE_BYTES,
     READY_CACHE_S,
     READY_TIMEOUT_S,
@@ -97,6 +101,11 @@ class Router:
         self._jwks = JwksPool()  # outlives table rebuilds: keys are not refetched per change
         self._table = TenantTable(RouterConfig(), self._jwks)
         self._ready_until = 0.0
+        self._allowances = Allowances()
+        self._refunds: list[Refund] = []
+        self._key_uses: dict[str, tuple[str, float]] = {}  # key id -> (tenant, epoch s)
+        self._settler: asyncio.Task[None] | None = None
+        self._model_handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
         self._requests = metrics.Counter(
             "yoloserve_requests",
             description="API requests by tenant, route and status.",
@@ -112,6 +121,9 @@ class Router:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self._table = TenantTable(RouterConfig.model_validate(user_config), self._jwks)
         self._ready_until = 0.0
+        # Quotas may have changed (or a tenant was suspended): spend nothing granted
+        # under the old table.
+        self._refunds.extend(self._allowances.drain())
         logger.info("router: tenant table now has %d tenants", len(self._table))
 
     # ------------------------------------------------------------ shared core
@@ -137,23 +149,44 @@ class Router:
                 raise
             result = await self._call_detector(handle, tenant.id, fallback, image, params)
         finally:
-            self._ledger.release.remote(tenant.id, lease)
+            if lease is not None:
+                self._ledger.release.remote(tenant.id, lease)
         total_ms = round((time.perf_counter() - started) * 1e3, 2)
         self._latency.observe(total_ms, tags={"tenant": tenant.id})
         return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
 
-    async def _admit(self, principal: Principal) -> str:
-        """Ask the cluster-wide ledger; returns the concurrency lease to release.
+    async def _admit(self, principal: Principal) -> str | None:
+        """Admit one request against the tenant's cluster-wide quota.
 
-        Fails closed: if the ledger cannot answer in time, the request is refused with
-        503 rather than admitted unmetered.
+        From the replica's local allowance when it has one (``admission.py``), else by
+        asking the ledger: a batch for the allowance, or, for tenants with a
+        concurrency cap, exactly this request and a lease to release afterwards
+        (returned). Fails closed: if the ledger cannot answer in time, the request is
+        refused with 503 rather than admitted unmetered.
         """
         tenant = principal.tenant
+        if self._settler is None:
+            self._settler = asyncio.get_running_loop().create_task(self._settle_loop())
+        if principal.credential.startswith(KEY_ID_PREFIX):
+            self._key_uses[principal.credential] = (tenant.id, time.time())
+        if not uses_allowances(tenant.quota):
+            decision = await self._ask_ledger(self._ledger.admit.remote(tenant.id, tenant.quota, 1))
+            assert decision.lease_id is not None
+            return decision.lease_id
+        if self._allowances.take(tenant.id, time.monotonic()):
+            return None
+        want = self._allowances.want(tenant.id, tenant.quota)
+        decision = await self._ask_ledger(self._ledger.grant.remote(tenant.id, tenant.quota, want))
+        self._refunds.extend(
+            self._allowances.store(tenant.id, decision.granted, decision.month, time.monotonic())
+        )
+        return None
+
+    async def _ask_ledger(self, call: Any) -> Decision:
+        """Await a ledger decision; 503 if it does not come in time, 429 if it says no."""
         try:
-            decision: Decision = await asyncio.wait_for(
-                self._ledger.admit.remote(tenant.id, tenant.quota, 1, principal.credential),
-                LEDGER_TIMEOUT_S,
-            )
+            async with asyncio.timeout(LEDGER_TIMEOUT_S):  # no extra task, unlike wait_for
+                decision: Decision = await call
         except Exception as exc:
             logger.error("router: quota ledger unavailable: %s", type(exc).__name__)
             raise Overloaded(
@@ -165,24 +198,47 @@ class Router:
                 retry_after_s=max(1, math.ceil(decision.retry_after_s)),
                 headers=rate_limit_headers(decision),
             )
-        assert decision.lease_id is not None
-        return decision.lease_id
+        return decision
 
-    @staticmethod
+    async def _settle_loop(self) -> None:
+        """Refund expired allowances and report key use to the ledger, in the background."""
+        while True:
+            await asyncio.sleep(ALLOWANCE_TTL_S)
+            self._settle()
+
+    def _settle(self) -> None:
+        self._refunds.extend(self._allowances.expired(time.monotonic()))
+        if not (self._refunds or self._key_uses):
+            return
+        quotas = {t.id: t.quota for t in self._table.tenants()}
+        refunds = [
+            (r.tenant, quotas[r.tenant], r.unused, r.month)
+            for r in self._refunds
+            if r.tenant in quotas  # a deleted tenant's quota no longer matters
+        ]
+        self._ledger.settle.remote(refunds, self._key_uses)
+        self._refunds, self._key_uses = [], {}
+
+    def __del__(self) -> None:
+        # Graceful shutdown (scale-down, redeploy): give back what was granted, unspent.
+        try:
+            self._refunds.extend(self._allowances.drain())
+            self._settle()
+        except Exception:  # the ledger may be gone first; nothing to do about it here
+            logger.warning("router: could not settle allowances on shutdown")
+
     async def _call_detector(
+        self,
         handle: DeploymentHandle[Any],
         tenant_id: str,
         choice: ModelChoice,
         image: bytes,
         params: policy.InferenceParams,
     ) -> DetectionResult:
-        response = handle.options(multiplexed_model_id=choice.id_for(tenant_id)).detect.remote(
-            image, params
-        )
+        response = self._model_handle(handle, choice.id_for(tenant_id)).detect.remote(image, params)
         try:
-            outcome: DetectionResult | ServeAppError = await asyncio.wait_for(
-                response, DETECT_TIMEOUT_S
-            )
+            async with asyncio.timeout(DETECT_TIMEOUT_S):
+                outcome: DetectionResult | ServeAppError = await response
         except TimeoutError:
             response.cancel()
             raise Overloaded("detection timed out; retry later", retry_after_s=5) from None
@@ -194,6 +250,16 @@ class Router:
         if isinstance(outcome, ServeAppError):
             raise outcome
         return outcome
+
+    def _model_handle(self, handle: DeploymentHandle[Any], model: str) -> DeploymentHandle[Any]:
+        """``handle.options(multiplexed_model_id=model)``, made once per model id."""
+        key = (handle.deployment_name, model)
+        found = self._model_handles.get(key)
+        if found is None:
+            if len(self._model_handles) >= MAX_CACHED_HANDLES:
+                self._model_handles.clear()
+            found = self._model_handles[key] = handle.options(multiplexed_model_id=model)
+        return found
 
     def _handle_for(self, tenant: TenantEntry) -> DeploymentHandle[Any]:
         if tenant.tier == "shared":

@@ -97,3 +97,61 @@ def test_typed_errors_keep_retry_after_and_headers_across_pickle():
         {"RateLimit-Limit": "5"},
     )
     assert unwrap_error(back) is back
+
+
+def test_grant_charges_the_batch_up_front_and_never_beyond_the_bucket():
+    from serve_app.quota import grant
+
+    quota = Quota(requests_per_s=10, burst=8)
+    state = TenantState()
+    first = grant(state, quota, 5, 0.0, EPOCH)
+    assert (first.allowed, first.granted, first.month) == (True, 5, "2026-11")
+    second = grant(state, quota, 5, 0.0, EPOCH)
+    assert second.granted == 3  # only what is left of the burst
+    refused = grant(state, quota, 5, 0.0, EPOCH)
+    assert (refused.allowed, refused.code, refused.granted) == (False, "rate_limited", 0)
+    assert state.monthly == {"2026-11": 8} and not state.leases
+
+
+def test_granted_batches_admit_no_more_than_admit_would():
+    from serve_app.quota import grant
+
+    quota = Quota(requests_per_s=20, burst=10)
+    one_by_one, batched = TenantState(), TenantState()
+    admitted_single = admitted_batched = 0
+    for i in range(2000):  # 2 s at 1000 req/s
+        now = i * 0.001
+        admitted_single += admit(one_by_one, quota, 1, now, EPOCH).allowed
+        admitted_batched += grant(batched, quota, 4, now, EPOCH).granted
+    assert admitted_batched <= admitted_single <= 20 * 2 + 10 + 1
+
+
+def test_refund_gives_back_rate_and_monthly_room():
+    from serve_app.quota import grant, refund
+
+    quota = Quota(requests_per_s=10, burst=4, monthly_images=100)
+    state = TenantState()
+    assert grant(state, quota, 4, 0.0, EPOCH).granted == 4
+    assert not grant(state, quota, 1, 0.0, EPOCH).allowed
+    refund(state, quota, 3, "2026-11", 0.0)
+    assert state.monthly == {"2026-11": 1}
+    assert grant(state, quota, 4, 0.0, EPOCH).granted == 3
+
+
+def test_monthly_quota_bounds_a_grant():
+    from serve_app.quota import grant
+
+    quota = Quota(monthly_images=5)
+    state = TenantState()
+    assert grant(state, quota, 32, 0.0, EPOCH).granted == 5
+    refused = grant(state, quota, 32, 0.0, EPOCH)
+    assert (refused.allowed, refused.code) == (False, "monthly_quota_exceeded")
+
+
+def test_capped_tenants_are_never_granted_batches():
+    import pytest
+
+    from serve_app.quota import grant
+
+    with pytest.raises(ValueError, match="one request at a time"):
+        grant(TenantState(), Quota(max_concurrent=2), 4, 0.0, EPOCH)
