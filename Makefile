@@ -8,7 +8,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv run test test-unit test-integration test-e2e lint format samples model clean
+.PHONY: venv run test test-unit test-integration test-security test-e2e lint format samples model clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/serve run configs/serve.local.yaml
 
-# Fast tiers first: unit (no Ray), integration (one local Ray), e2e (serve run + HTTP).
+# Fast tiers first: unit (no Ray), integration (one local Ray), security (the platform
+# attacked over HTTP, its own local Ray), e2e (serve run, ray start + tenantctl, TLS).
 test: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/integration tests/security tests/e2e
 
@@ -31,6 +32,9 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
+
+test-security: $(STAMP)
+	$(BIN)/pytest -q tests/security
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e

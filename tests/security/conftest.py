@@ -209,6 +209,7 @@ def platform(ray_cluster, tmp_path_factory, jwks_server, idp_keys):
     app.onboard("rated", requests_per_s=RATED_PER_S, burst=RATED_BURST)
     app.onboard("capped", max_concurrent=1)
     app.onboard("monthly", monthly_images=3)
+    app.onboard("metered", monthly_images=1000)
     app.onboard("frozen")
     app.reg.set_status("frozen", "suspended")
     app.onboard("rotated")
