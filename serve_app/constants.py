@@ -36,6 +36,10 @@ SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
 # Images.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
+# OpenCV's decoder limit, read from the environment when cv2 is first imported (by
+# ultralytics, after this module). Tenant images are decoded by Pillow after a header
+# check, but nothing should ever decode a bomb through cv2 either.
+os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 MIN_IMAGE_SIDE_PX = 8
 
 # Detection policy bounds (the tenant's policy is clamped into these).

@@ -9,6 +9,7 @@ writes or logs image bytes.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +19,10 @@ from serve_app.constants import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SID
 from serve_app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
 
 SUPPORTED = "JPEG, PNG, WebP or BMP"
-# PIL's own bomb guard fires inside Image.open and is reported as "cannot identify";
-# ours runs on the header's dimensions before any pixel is decoded, with a clear 413.
-Image.MAX_IMAGE_PIXELS = None
+# Our check runs on the header's dimensions before any pixel is decoded, with a clear
+# 413. Pillow's own guard stays on at the same limit as a second line (it raises
+# DecompressionBombError from Image.open at twice the limit, mapped to the same 413).
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP"}
 
 
@@ -65,7 +67,14 @@ def _check_dimensions(width: int, height: int) -> None:
 
 def _open(data: bytes, fmt: str) -> Image.Image:
     try:
-        return Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]])
+        with warnings.catch_warnings():
+            # Between 1x and 2x the limit Pillow only warns; _check_dimensions refuses.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]])
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge(
+            f"image has more than {MAX_IMAGE_PIXELS} pixels — downscale it"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UndecodableImage(
             f"the {fmt.upper()} header could not be read ({type(exc).__name__}); "

@@ -69,3 +69,25 @@ def test_tiny_images_are_422():
 def test_oversized_body_is_413():
     with pytest.raises(PayloadTooLarge, match="limit"):
         inspect_image(b"\xff\xd8\xff" + b"\x00" * (21 * 1024 * 1024))
+
+
+def test_pixel_limits_are_set_for_pillow_and_opencv_before_decoding():
+    import os
+
+    from PIL import Image
+
+    from serve_app.constants import MAX_IMAGE_PIXELS
+
+    assert Image.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS
+    assert os.environ["CV_IO_MAX_IMAGE_PIXELS"] == str(MAX_IMAGE_PIXELS)
+
+
+def test_a_bomb_pillow_itself_would_refuse_is_still_a_clear_413():
+    import pytest
+
+    from serve_app.errors import PayloadTooLarge
+    from serve_app.images import inspect_image
+    from tests.conftest import png_header_only
+
+    with pytest.raises(PayloadTooLarge, match="downscale"):
+        inspect_image(png_header_only(20_000, 20_000))  # 400 Mpx: 10x the limit
