@@ -57,7 +57,7 @@ def build_app(args: AppArgs) -> Application:
         name=LEDGER_DEPLOYMENT,
         ray_actor_options=args.ledger.resources.ray_actor_options(),
         max_surge_percent=args.ledger.max_surge_percent,
-    ).bind(str(resolve_path(args.ledger.state_path)))
+    ).bind(str(resolve_path(args.ledger.state_path)), args.ledger.usage_uri, args.ledger.store)
     router = Router.options(  # type: ignore[attr-defined]
         name=ROUTER_DEPLOYMENT, **deployment_options(args.router, batching=False)
     )

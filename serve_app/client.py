@@ -81,6 +81,14 @@ class DetectionClient:
             raise _typed(exc) from None
         return out
 
+    def usage(self) -> dict[str, object]:
+        """The caller's own usage, as ``GET /v1/usage`` returns it."""
+        try:
+            out: dict[str, object] = self._handle.usage.remote(self._api_key).result()
+        except Exception as exc:
+            raise _typed(exc) from None
+        return out
+
 
 def _typed(exc: Exception) -> Exception:
     """The API error (``Unauthenticated``, ``UnknownModel`` …) behind a Ray error."""

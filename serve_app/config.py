@@ -128,6 +128,16 @@ class SharedPoolSpec(DeploymentSpec):
     resources: ResourceSpec = ResourceSpec(num_cpus=0.5)
 
 
+class StoreSettings(_Strict):
+    """Where S3 lives. Credentials are never here: boto3 reads them from the standard
+    AWS variables, profile or instance role."""
+
+    s3_endpoint_url: str | None = Field(
+        None, description="For MinIO, Ceph or a test server; None means AWS S3."
+    )
+    s3_region: str | None = None
+
+
 class LedgerSpec(_Strict):
     """The single ``quota-ledger`` replica and where it keeps monthly usage."""
 
@@ -135,6 +145,14 @@ class LedgerSpec(_Strict):
         "var/ledger.db",
         description="SQLite file for monthly usage; relative paths resolve against the "
         "project root (YOLOSERVE_MODEL_ROOT). Put it on durable storage in production.",
+    )
+    usage_uri: str = Field(
+        "file://var/usage",
+        pattern=r"^(s3|file)://.+",
+        description="Where metered usage is exported as JSON lines (file:// or s3://).",
+    )
+    store: StoreSettings = Field(
+        default_factory=StoreSettings, description="S3 endpoint for usage_uri."
     )
     resources: ResourceSpec = ResourceSpec(num_cpus=0.1)
     max_surge_percent: int = _SURGE
@@ -271,16 +289,6 @@ class RouterConfig(_Strict):
 
 
 # ---------------------------------------------------------- detector user_config
-
-
-class StoreSettings(_Strict):
-    """Where S3 lives. Credentials are never here: boto3 reads them from the standard
-    AWS variables, profile or instance role."""
-
-    s3_endpoint_url: str | None = Field(
-        None, description="For MinIO, Ceph or a test server; None means AWS S3."
-    )
-    s3_region: str | None = None
 
 
 class DetectorConfig(_Strict):

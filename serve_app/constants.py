@@ -93,6 +93,13 @@ JWKS_MAX_KEYS = 64
 LEDGER_FLUSH_S = 1.0
 # Admission waits this long for the ledger, then the router fails closed (503).
 LEDGER_TIMEOUT_S = 2.0
+# Metered usage: exported from the ledger as JSON lines this often (and on shutdown).
+USAGE_EXPORT_S = float(os.environ.get("YOLOSERVE_USAGE_EXPORT_S", "30"))
+USAGE_EXPORT_MAX_ROWS = 5000
+# GET /v1/usage shows this many recent hours.
+USAGE_REPORT_HOURS = 24
+# Settlements a router keeps for retry while the ledger is unreachable.
+MAX_PENDING_SETTLEMENTS = 2000
 # Router-local allowances (admission.py): admissions granted in advance by the ledger
 # are spent within this long or refunded; at most this many per grant, and at most
 # 1/ALLOWANCE_BURST_SHARE of a rate-limited tenant's burst.

@@ -39,6 +39,8 @@ from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
 from serve_app.results import DetectionResult, ImageSize, encode_detections
 
 logger = logging.getLogger("ray.serve")
+# A request's result, the batch's inference ms and the request's share of it, or an error.
+_Outcome = tuple[DetectionResult, float, float] | ServeAppError
 
 
 @dataclass
@@ -223,17 +225,18 @@ class Detector:
                 raise UnknownModel("no model id was given with the request")
             array = await asyncio.to_thread(decode_image, image)
             decoded = time.perf_counter()
-            outcome: tuple[DetectionResult, float] | ServeAppError = await self._detect_batch(
-                model_id, array, params
-            )
+            outcome: (
+                tuple[DetectionResult, float, float] | ServeAppError
+            ) = await self._detect_batch(model_id, array, params)
         except ServeAppError as exc:
             return exc
         if isinstance(outcome, ServeAppError):
             return outcome
-        result, inference_ms = outcome
+        result, inference_ms, compute_ms = outcome
         timing = {
             "decode": round((decoded - started) * 1e3, 2),
             "inference": inference_ms,
+            "compute": compute_ms,
             "detector_total": round((time.perf_counter() - started) * 1e3, 2),
         }
         return result.model_copy(update={"timing_ms": timing})
@@ -241,16 +244,14 @@ class Detector:
     @serve.batch(max_batch_size=BATCH_MAX_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
     async def _detect_batch(
         self, model_ids: list[str], images: list[Any], params: list[InferenceParams]
-    ) -> list[tuple[DetectionResult, float] | ServeAppError]:
+    ) -> list[_Outcome]:
         # Serve splits batches by multiplexed model id, so one model serves the batch.
         model = await self.get_model(model_ids[0])
         # Requests with different parameters cannot share a predict call.
         groups: dict[InferenceParams, list[int]] = {}
         for i, p in enumerate(params):
             groups.setdefault(p, []).append(i)
-        out: list[tuple[DetectionResult, float] | ServeAppError] = [
-            ModelUnavailable("no result") for _ in images
-        ]
+        out: list[_Outcome] = [ModelUnavailable("no result") for _ in images]
         for group_params, indices in groups.items():
             try:
                 started = time.perf_counter()
@@ -262,8 +263,10 @@ class Detector:
                 for i in indices:
                     out[i] = exc
                 continue
+            # Each request is billed its share of the predict call it was part of.
+            share_ms = round(elapsed_ms / len(indices), 3)
             for i, res in zip(indices, raw, strict=True):
-                out[i] = (self._encode(model, images[i], res), elapsed_ms)
+                out[i] = (self._encode(model, images[i], res), elapsed_ms, share_ms)
         self._images.inc(len(images), tags={"scope": self._scope})
         return out
 

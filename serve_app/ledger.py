@@ -1,10 +1,14 @@
 """``QuotaLedger``: one replica that every router replica asks before forwarding.
 
 Holds each tenant's GCRA state, concurrency leases and monthly image counts (the
-arithmetic is in ``quota.py``). Monthly usage is written to a SQLite file every
-``LEDGER_FLUSH_S`` and on shutdown, and read back on start, so a restart neither
-forgets billed usage nor resets anyone's monthly quota (at most the last flush
-interval of usage is lost on a hard crash).
+arithmetic is in ``quota.py``). Monthly counts are written to a SQLite file
+(``ledger_store.py``) every ``LEDGER_FLUSH_S`` and on shutdown, and read back on start,
+so a restart neither forgets usage nor resets anyone's monthly quota (at most the last
+flush interval of admissions is lost on a hard crash).
+
+Routers' settlements (metered usage, refunds, key use) are applied exactly once, in
+one transaction each, and the metered usage is exported as append-only JSON lines to
+the usage store (``file://`` or ``s3://``) every ``USAGE_EXPORT_S`` and on shutdown.
 """
 
 from __future__ import annotations
@@ -14,89 +18,54 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ray import serve
 
-from serve_app.config import Quota
-from serve_app.constants import KEY_ID_PREFIX, LEDGER_FLUSH_S
-from serve_app.quota import Decision, TenantState, admit, grant, month_key, refund, release
+from serve_app.config import Quota, StoreSettings
+from serve_app.constants import (
+    KEY_ID_PREFIX,
+    LEDGER_FLUSH_S,
+    USAGE_EXPORT_MAX_ROWS,
+    USAGE_EXPORT_S,
+    USAGE_REPORT_HOURS,
+)
+from serve_app.ledger_store import LedgerStore
+from serve_app.model_store import open_store
+from serve_app.quota import (
+    Decision,
+    TenantState,
+    admit,
+    grant,
+    month_key,
+    refund,
+    seconds_to_next_month,
+)
+from serve_app.usage import Settlement, hour_key, usage_lines
 
 logger = logging.getLogger("ray.serve")
-
-
-class UsageStore:
-    """Monthly image counts in SQLite (the ledger's durable half)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS usage (tenant TEXT NOT NULL, month TEXT NOT NULL, "
-            "images INTEGER NOT NULL, PRIMARY KEY (tenant, month))"
-        )
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS key_last_used (key_id TEXT PRIMARY KEY, "
-            "tenant TEXT NOT NULL, last_used REAL NOT NULL)"
-        )
-
-    def load(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for tenant, month, images in self._conn.execute("SELECT tenant, month, images FROM usage"):
-            out.setdefault(tenant, {})[month] = int(images)
-        return out
-
-    def key_last_used(self, tenant: str) -> dict[str, float]:
-        rows = self._conn.execute(
-            "SELECT key_id, last_used FROM key_last_used WHERE tenant = ?", (tenant,)
-        )
-        return {key_id: float(ts) for key_id, ts in rows}
-
-    def add(
-        self, deltas: list[tuple[str, str, int]], last_used: Sequence[tuple[str, str, float]] = ()
-    ) -> None:
-        """Add image counts and key last-used times (``(key id, tenant, epoch s)``).
-
-        Deltas, not totals: during a rolling restart the old and the new ledger both
-        write, and both sets of increments must survive; last-used keeps the later time.
-        """
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._conn.executemany(
-                "INSERT INTO usage(tenant, month, images) VALUES (?, ?, ?) "
-                "ON CONFLICT(tenant, month) DO UPDATE SET images = images + excluded.images",
-                deltas,
-            )
-            self._conn.executemany(
-                "INSERT INTO key_last_used(key_id, tenant, last_used) VALUES (?, ?, ?) "
-                "ON CONFLICT(key_id) DO UPDATE SET "
-                "last_used = max(last_used, excluded.last_used)",
-                last_used,
-            )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1})
 class QuotaLedger:
     """Cluster-wide admission control. Exactly one replica: it is the source of truth."""
 
-    def __init__(self, state_path: str) -> None:
-        self._store = UsageStore(Path(state_path))
+    def __init__(
+        self,
+        state_path: str,
+        usage_uri: str = "file://var/usage",
+        store_settings: StoreSettings | None = None,
+    ) -> None:
+        self._store = LedgerStore(Path(state_path))
+        self._usage_uri = usage_uri.rstrip("/")
+        self._store_settings = store_settings or StoreSettings()
         self._tenants: dict[str, TenantState] = {}
         for tenant, months in self._store.load().items():
             self._tenants[tenant] = TenantState(monthly=dict(months))
         self._pending: dict[tuple[str, str], int] = {}
-        self._pending_keys: dict[str, tuple[str, float]] = {}  # key id -> (tenant, epoch s)
         self._flusher: asyncio.Task[None] | None = None
+        self._exporter: asyncio.Task[None] | None = None
         logger.info("ledger: restored usage of %d tenants from %s", len(self._tenants), state_path)
 
     def _state(self, tenant: str) -> TenantState:
@@ -104,7 +73,9 @@ class QuotaLedger:
 
     def _start(self) -> None:
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.create_task(self._flush_loop())
+            self._exporter = loop.create_task(self._export_loop())
 
     def _count(self, tenant: str, month: str, images: int) -> None:
         key = (tenant, month)
@@ -128,33 +99,79 @@ class QuotaLedger:
             self._count(tenant, decision.month, decision.granted)
         return decision
 
-    async def settle(
-        self,
-        refunds: list[tuple[str, Quota, int, str]],
-        key_uses: dict[str, tuple[str, float]],
-    ) -> None:
-        """What a router reports in the background: unspent allowances
-        ``(tenant, quota, unused, month)`` and when each API key was last presented."""
+    async def settle(self, settlement: Settlement) -> bool:
+        """Apply a router's settlement exactly once; True if it was new.
+
+        Its refunds and key uses are written in the same transaction as its batch id,
+        so a retry after a lost answer changes nothing.
+        """
         self._start()
         now = time.monotonic()
-        for tenant, quota, unused, month in refunds:
-            refund(self._state(tenant), quota, unused, month, now)
-            self._count(tenant, month, -unused)
-        for key_id, (tenant, ts) in key_uses.items():
-            if key_id.startswith(KEY_ID_PREFIX):
-                previous = self._pending_keys.get(key_id, (tenant, 0.0))[1]
-                self._pending_keys[key_id] = (tenant, max(ts, previous))
+        deltas = [(t, month, -unused) for t, _q, unused, month in settlement.refunds]
+        uses = [(k, t, ts) for k, t, ts in settlement.key_uses if k.startswith(KEY_ID_PREFIX)]
+        applied = self._store.apply_settlement(settlement.batch_id, deltas, uses, settlement.usage)
+        if applied:
+            for tenant, quota, unused, month in settlement.refunds:
+                assert isinstance(quota, Quota)
+                refund(self._state(tenant), quota, unused, month, now)
+        return applied
 
-    async def release(self, tenant: str, lease_id: str) -> None:
-        release(self._state(tenant), lease_id)
+    async def usage_report(self, tenant: str, quota: Quota) -> dict[str, Any]:
+        """Body of ``GET /v1/usage``: this month's images, the quota left, the last hours."""
+        now = time.time()
+        month = month_key(now)
+        used = self._state(tenant).monthly.get(month, 0)
+        since = hour_key(now - (USAGE_REPORT_HOURS - 1) * 3600)
+        hours = self._store.hourly(tenant, since)
+        remaining = None
+        if quota.monthly_images is not None:
+            remaining = max(0, quota.monthly_images - used)
+        return {
+            "month": month,
+            "images_this_month": used,
+            "monthly_quota": quota.monthly_images,
+            "remaining": remaining,
+            "resets_in_s": round(seconds_to_next_month(now)),
+            "hours": [
+                {"hour": h, "requests": c.requests, "images": c.images,
+                 "compute_s": round(c.compute_s, 3), "rejected": c.rejected,
+                 "errors": c.errors}
+                for h, c in sorted(hours.items())
+            ],
+        }  # fmt: skip
+
+    def export_usage(self) -> int:
+        """Write metered rows past the watermark to the usage store; returns how many.
+
+        File names carry this ledger file's epoch and the id range, so an export
+        repeated after a crash (before the watermark moved) rewrites the same files
+        with the same lines: nothing is counted twice.
+        """
+        first, last, rows = self._store.unexported(USAGE_EXPORT_MAX_ROWS)
+        if not rows:
+            return 0
+        by_month: dict[str, list[Any]] = {}
+        for row in rows:
+            by_month.setdefault(row.hour[:7], []).append(row)
+        for month, month_rows in by_month.items():
+            store = open_store(f"{self._usage_uri}/{month}", self._store_settings)
+            name = f"{self._store.epoch}-{first:012d}-{last:012d}.jsonl"
+            store.write(name, "".join(usage_lines(month_rows)).encode())
+        self._store.mark_exported(last)
+        return len(rows)
+
+    async def _export_loop(self) -> None:
+        while True:
+            await asyncio.sleep(USAGE_EXPORT_S)
+            try:
+                while await asyncio.to_thread(self.export_usage) == USAGE_EXPORT_MAX_ROWS:
+                    pass
+            except Exception as exc:  # the store is down: the rows wait in SQLite
+                logger.error("ledger: usage export failed: %s", exc)
 
     async def key_last_used(self, tenant: str) -> dict[str, float]:
         """Epoch seconds each of ``tenant``'s API keys was last presented."""
-        used = self._store.key_last_used(tenant)
-        for key_id, (owner, ts) in self._pending_keys.items():
-            if owner == tenant:
-                used[key_id] = max(ts, used.get(key_id, 0.0))
-        return used
+        return self._store.key_last_used(tenant)
 
     async def usage(self, tenant: str) -> dict[str, Any]:
         state = self._state(tenant)
@@ -163,17 +180,13 @@ class QuotaLedger:
     def flush(self) -> int:
         """Persist the usage counted since the last flush; returns how many rows."""
         pending, self._pending = self._pending, {}
-        keys, self._pending_keys = self._pending_keys, {}
         rows = [(t, m, n) for (t, m), n in pending.items()]
-        used = [(key_id, t, ts) for key_id, (t, ts) in keys.items()]
         try:
-            if rows or used:
-                self._store.add(rows, used)
+            if rows:
+                self._store.add(rows)
         except BaseException:
             for (t, m), n in pending.items():  # keep them for the next try
                 self._pending[(t, m)] = self._pending.get((t, m), 0) + n
-            for key_id, value in keys.items():
-                self._pending_keys.setdefault(key_id, value)
             raise
         return len(rows)
 
@@ -186,7 +199,14 @@ class QuotaLedger:
                 logger.error("ledger: usage flush failed: %s", exc)
 
     def __del__(self) -> None:
-        # Graceful shutdown (redeploy, scale-down): persist what the loop has not yet.
+        # Graceful shutdown (redeploy, scale-down): persist and export what the loops
+        # have not yet.
         with contextlib.suppress(Exception):
             self.flush()
+        try:
+            while self.export_usage() == USAGE_EXPORT_MAX_ROWS:
+                pass
+        except Exception as exc:
+            logger.error("ledger: usage export on shutdown failed: %s", exc)
+        with contextlib.suppress(Exception):
             self._store.close()

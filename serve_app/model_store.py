@@ -44,6 +44,8 @@ class ModelStore(Protocol):
 
     def write(self, name: str, data: bytes) -> None: ...
 
+    def names(self) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class FileStore:
@@ -70,6 +72,14 @@ class FileStore:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, self.root / name)
+
+    def names(self) -> list[str]:
+        """Files directly in the folder (none if it does not exist), sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
 
 
 @functools.lru_cache(maxsize=16)
@@ -136,6 +146,24 @@ class S3Store:
             raise ModelLoadError(
                 f"cannot write s3://{self.bucket}/{self._key(name)}: {exc}"
             ) from None
+
+    def names(self) -> list[str]:
+        """Objects directly under the prefix, sorted."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        found: list[str] = []
+        try:
+            pages = (
+                self._client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+            )
+            for page in pages:
+                found += [o["Key"][len(prefix) :] for o in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelLoadError(f"cannot list s3://{self.bucket}/{prefix}: {exc}") from None
+        return sorted(found)
 
 
 def model_root() -> Path:

@@ -22,13 +22,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from serve_app import images, policy
-from serve_app.admission import Allowances, Refund, uses_allowances
+from serve_app.admission import Allowances, uses_allowances
 from serve_app.auth import bearer_token
 from serve_app.config import RouterConfig, TenantEntry, model_id
 from serve_app.constants import (
     ALLOWANCE_TTL_S,
     DETECT_TIMEOUT_S,
-    KEY_ID_PREFIX,
     LEDGER_TIMEOUT_S,
     MAX_BODY_BYTES,
     MAX_CACHED_HANDLES,
@@ -51,11 +50,13 @@ from serve_app.errors import (
 from serve_app.jwks import JwksPool
 from serve_app.quota import Decision
 from serve_app.results import DetectionResult
+from serve_app.settlement import Settler
 from serve_app.tenants import ModelChoice, Principal, TenantTable, catalog, select_model
 from serve_app.uploads import image_bytes
+from serve_app.usage import NO_MODEL, Settlement
 
 logger = logging.getLogger("ray.serve")
-API_PATHS = frozenset({"/v1/detect", "/v1/models"})
+API_PATHS = frozenset({"/v1/detect", "/v1/models", "/v1/usage"})
 KNOWN_PATHS = API_PATHS | {"/healthz", "/readyz"}
 
 
@@ -102,9 +103,8 @@ class Router:
         self._table = TenantTable(RouterConfig(), self._jwks)
         self._ready_until = 0.0
         self._allowances = Allowances()
-        self._refunds: list[Refund] = []
-        self._key_uses: dict[str, tuple[str, float]] = {}  # key id -> (tenant, epoch s)
-        self._settler: asyncio.Task[None] | None = None
+        self._settler = Settler(origin="router")
+        self._settle_task: asyncio.Task[None] | None = None
         self._model_handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
         self._requests = metrics.Counter(
             "yoloserve_requests",
@@ -123,7 +123,7 @@ class Router:
         self._ready_until = 0.0
         # Quotas may have changed (or a tenant was suspended): spend nothing granted
         # under the old table.
-        self._refunds.extend(self._allowances.drain())
+        self._settler.refund(self._allowances.drain())
         logger.info("router: tenant table now has %d tenants", len(self._table))
 
     # ------------------------------------------------------------ shared core
@@ -133,27 +133,46 @@ class Router:
     ) -> DetectionResult:
         started = time.perf_counter()
         tenant = principal.tenant
-        policy.check_known(query)
-        choice = select_model(tenant, query)
-        params = policy.clamp(query, tenant.policy)
-        images.inspect_image(image)
-        handle = self._handle_for(tenant)
+        model = NO_MODEL
+        try:
+            policy.check_known(query)
+            choice = select_model(tenant, query)
+            model = choice.label
+            params = policy.clamp(query, tenant.policy)
+            images.inspect_image(image)
+            handle = self._handle_for(tenant)
+            result = await self._admitted_call(principal, handle, choice, image, params)
+        except ServeAppError as exc:
+            self._settler.meter.record(tenant.id, model, exc.status, time.time())
+            raise
+        compute_s = result.timing_ms.get("compute", 0.0) / 1e3
+        self._settler.meter.record(tenant.id, result.model, 200, time.time(), 1, compute_s)
+        total_ms = round((time.perf_counter() - started) * 1e3, 2)
+        self._latency.observe(total_ms, tags={"tenant": tenant.id})
+        return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
+
+    async def _admitted_call(
+        self,
+        principal: Principal,
+        handle: DeploymentHandle[Any],
+        choice: ModelChoice,
+        image: bytes,
+        params: policy.InferenceParams,
+    ) -> DetectionResult:
+        tenant = principal.tenant
         lease = await self._admit(principal)
         try:
-            result = await self._call_detector(handle, tenant.id, choice, image, params)
+            return await self._call_detector(handle, tenant.id, choice, image, params)
         except ModelUnavailable:
             # The active version cannot be loaded (a broken upload): the previous one
             # keeps the tenant served while the operator looks at the failure.
             fallback = choice.fallback_choice()
             if fallback is None:
                 raise
-            result = await self._call_detector(handle, tenant.id, fallback, image, params)
+            return await self._call_detector(handle, tenant.id, fallback, image, params)
         finally:
             if lease is not None:
                 self._ledger.release.remote(tenant.id, lease)
-        total_ms = round((time.perf_counter() - started) * 1e3, 2)
-        self._latency.observe(total_ms, tags={"tenant": tenant.id})
-        return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
 
     async def _admit(self, principal: Principal) -> str | None:
         """Admit one request against the tenant's cluster-wide quota.
@@ -165,10 +184,9 @@ class Router:
         refused with 503 rather than admitted unmetered.
         """
         tenant = principal.tenant
-        if self._settler is None:
-            self._settler = asyncio.get_running_loop().create_task(self._settle_loop())
-        if principal.credential.startswith(KEY_ID_PREFIX):
-            self._key_uses[principal.credential] = (tenant.id, time.time())
+        if self._settle_task is None:
+            self._settle_task = asyncio.get_running_loop().create_task(self._settle_loop())
+        self._settler.key_used(principal.credential, tenant.id, time.time())
         if not uses_allowances(tenant.quota):
             decision = await self._ask_ledger(self._ledger.admit.remote(tenant.id, tenant.quota, 1))
             assert decision.lease_id is not None
@@ -177,7 +195,7 @@ class Router:
             return None
         want = self._allowances.want(tenant.id, tenant.quota)
         decision = await self._ask_ledger(self._ledger.grant.remote(tenant.id, tenant.quota, want))
-        self._refunds.extend(
+        self._settler.refund(
             self._allowances.store(tenant.id, decision.granted, decision.month, time.monotonic())
         )
         return None
@@ -201,31 +219,37 @@ class Router:
         return decision
 
     async def _settle_loop(self) -> None:
-        """Refund expired allowances and report key use to the ledger, in the background."""
+        """Report usage, refunds and key use to the ledger in the background."""
         while True:
             await asyncio.sleep(ALLOWANCE_TTL_S)
-            self._settle()
+            await self._settle()
 
-    def _settle(self) -> None:
-        self._refunds.extend(self._allowances.expired(time.monotonic()))
-        if not (self._refunds or self._key_uses):
-            return
+    async def _settle(self) -> None:
+        self._settler.refund(self._allowances.expired(time.monotonic()))
         quotas = {t.id: t.quota for t in self._table.tenants()}
-        refunds = [
-            (r.tenant, quotas[r.tenant], r.unused, r.month)
-            for r in self._refunds
-            if r.tenant in quotas  # a deleted tenant's quota no longer matters
-        ]
-        self._ledger.settle.remote(refunds, self._key_uses)
-        self._refunds, self._key_uses = [], {}
+        await self._settler.settle(quotas, self._send_settlement)
 
-    def __del__(self) -> None:
-        # Graceful shutdown (scale-down, redeploy): give back what was granted, unspent.
+    async def _send_settlement(self, settlement: Settlement) -> None:
+        async with asyncio.timeout(LEDGER_TIMEOUT_S):
+            await self._ledger.settle.remote(settlement)
+
+    async def __del__(self) -> None:
+        # Graceful shutdown (scale-down, redeploy): Serve awaits an async __del__, so the
+        # last usage and the unspent allowances reach the ledger before the replica goes.
+        if self._settle_task is not None:
+            self._settle_task.cancel()
+        self._settler.refund(self._allowances.drain())
+        left = 0
         try:
-            self._refunds.extend(self._allowances.drain())
-            self._settle()
-        except Exception:  # the ledger may be gone first; nothing to do about it here
-            logger.warning("router: could not settle allowances on shutdown")
+            for _ in range(3):
+                await self._settle()
+                left = len(self._settler)
+                if not left:
+                    break
+        except Exception as exc:
+            logger.error("router: final settlement failed: %s", type(exc).__name__)
+        if left:
+            logger.error("router: %d settlements undelivered at shutdown", left)
 
     async def _call_detector(
         self,
@@ -291,6 +315,21 @@ class Router:
     async def list_models(self, api_key: str) -> dict[str, object]:
         return catalog((await self._table.authenticate(api_key)).tenant)
 
+    async def usage(self, api_key: str) -> dict[str, Any]:
+        """The caller's own usage, as ``GET /v1/usage`` returns it."""
+        return await self._usage((await self._table.authenticate(api_key)).tenant)
+
+    async def _usage(self, tenant: TenantEntry) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(LEDGER_TIMEOUT_S):
+                report: dict[str, Any] = await self._ledger.usage_report.remote(
+                    tenant.id, tenant.quota
+                )
+        except Exception as exc:
+            logger.error("router: usage report unavailable: %s", type(exc).__name__)
+            raise Overloaded("usage is unavailable right now; retry shortly") from None
+        return report
+
     # --------------------------------------------------------------- HTTP API
 
     async def __call__(self, request: Request) -> Response:
@@ -303,16 +342,24 @@ class Router:
                 return await self._readyz()
             if request.url.path not in API_PATHS:
                 # The path is not echoed: an error body only ever says what the API has.
-                raise NotFound("no such route; the API is POST /v1/detect and GET /v1/models")
+                raise NotFound(
+                    "no such route; the API is POST /v1/detect, GET /v1/models and GET /v1/usage"
+                )
             principal = await self._table.authenticate(
                 bearer_token(request.headers.get("authorization"))
             )
             tenant_id = principal.tenant.id
             if route == "GET /v1/models":
                 response: Response = JSONResponse(catalog(principal.tenant))
+            elif route == "GET /v1/usage":
+                response = JSONResponse(await self._usage(principal.tenant))
             elif route == "POST /v1/detect":
-                body = await self._read_body(request)
-                image = image_bytes(body, request.headers.get("content-type"))
+                try:
+                    body = await self._read_body(request)
+                    image = image_bytes(body, request.headers.get("content-type"))
+                except ServeAppError as exc:  # refused before _detect, metered here
+                    self._settler.meter.record(tenant_id, NO_MODEL, exc.status, time.time())
+                    raise
                 result = await self._detect(principal, image, dict(request.query_params))
                 response = Response(result.model_dump_json(), media_type="application/json")
             else:

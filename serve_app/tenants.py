@@ -29,6 +29,10 @@ class ModelChoice:
     version: int
     fallback: int | None = None  # only when the caller did not pin a version
 
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
     def id_for(self, tenant_id: str) -> str:
         return model_id(tenant_id, self.name, self.version)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -147,6 +148,8 @@ def cmd_platform_set(reg: Registry, args: argparse.Namespace) -> int:
         current["max_models_per_replica"] = args.max_models_per_replica
     if args.ledger_state_path is not None:
         current["ledger"]["state_path"] = args.ledger_state_path
+    if args.usage_uri is not None:
+        current["ledger"]["usage_uri"] = args.usage_uri
     try:
         settings = PlatformSettings.model_validate(current)
     except ValueError as exc:
@@ -489,6 +492,52 @@ def cmd_validate(reg: Registry | None, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(reg: Registry, args: argparse.Namespace) -> int:
+    """Metered usage per tenant, hour and model version, from the usage store."""
+    import csv
+    import io
+
+    from tenant_registry.metering import usage_table
+
+    month = args.month or datetime.now(UTC).strftime("%Y-%m")
+    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
+        raise InvalidInput(f"--month must be YYYY-MM, got {month[:16]!r}")
+    if args.tenant is not None:
+        reg.tenant(args.tenant)  # an unknown tenant is an error, not an empty report
+    table = usage_table(reg.platform(), month, args.tenant)
+    fields = ("requests", "images", "compute_s", "rejected", "errors")
+    data = [
+        {"tenant": t, "hour": h, "model": m, **{f: getattr(c, f) for f in fields}}
+        for (t, h, m), c in sorted(table.items())
+    ]
+    for row in data:
+        row["compute_s"] = round(row["compute_s"], 3)
+    if args.csv:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["tenant", "hour", "model", *fields])
+        writer.writeheader()
+        writer.writerows(data)
+        print(out.getvalue(), end="")
+        return 0
+    totals: dict[str, dict[str, float]] = {}
+    for row in data:
+        total = totals.setdefault(str(row["tenant"]), dict.fromkeys(fields, 0))
+        for f in fields:
+            total[f] += row[f]
+    lines = [f"usage {month}" + (f" for {args.tenant}" if args.tenant else "")]
+    lines.append(
+        f"{'TENANT':<20} {'REQUESTS':>9} {'IMAGES':>9} {'COMPUTE S':>10} {'429':>6} ERRORS"
+    )
+    for tenant, total in sorted(totals.items()):
+        lines.append(
+            f"{tenant:<20} {total['requests']:>9.0f} {total['images']:>9.0f} "
+            f"{total['compute_s']:>10.2f} {total['rejected']:>6.0f} {total['errors']:.0f}"
+        )
+    if not totals:
+        lines.append("(no usage exported yet; the ledger exports every 30 s)")
+    return _emit(args, data, "\n".join(lines))
+
+
 def cmd_status(reg: Registry, args: argparse.Namespace) -> int:
     tenants = reg.tenants()
     data: dict[str, Any] = {
@@ -577,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-region")
     p.add_argument("--max-models-per-replica", type=int, help="LRU size of loaded models")
     p.add_argument("--ledger-state-path", help="SQLite file of monthly usage (durable storage)")
+    p.add_argument("--usage-uri", help="where metered usage is exported: s3://… or file://…")
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="sub", required=True)
     p = command(
@@ -729,6 +779,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted")
     p = command(sub, "validate", cmd_validate, "strictly validate a Serve config file")
     p.add_argument("file")
+    p = command(sub, "usage", cmd_usage, "metered usage per tenant, hour and model", read=True)
+    p.add_argument("--tenant")
+    p.add_argument("--month", help="YYYY-MM (default: this month, UTC)")
+    p.add_argument("--csv", action="store_true", help="one CSV row per tenant, hour and model")
     p = command(sub, "status", cmd_status, "registry summary and the cluster's view", read=True)
     p.add_argument("--address", default=cluster.default_address())
     return parser

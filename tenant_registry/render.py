@@ -85,7 +85,7 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
         ],
         shared_pool=platform.shared_pool,
         router=platform.router,
-        ledger=platform.ledger,
+        ledger=platform.ledger.model_copy(update={"store": platform.store}),
     )
     catalogs: dict[str, dict[str, str]] = {SHARED_POOL_DEPLOYMENT: {}}
     for tenant in served:

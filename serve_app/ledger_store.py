@@ -1,0 +1,185 @@
+"""The ledger's durable half: one SQLite file.
+
+* ``usage``: images admitted per tenant and month (the monthly quota's counter), written
+  as deltas so an old and a new ledger overlapping in a rolling restart both count;
+* ``key_last_used``: when each API key was last presented;
+* ``settlements``: ids of router settlements already applied, written in the same
+  transaction as their counts, so a retried settlement is applied exactly once;
+* ``usage_log``: the metered usage rows, append-only, exported to the usage store
+  past ``export_state.watermark``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from serve_app.usage import UsageCounts, UsageRow
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS usage (tenant TEXT NOT NULL, month TEXT NOT NULL, "
+    "images INTEGER NOT NULL, PRIMARY KEY (tenant, month))",
+    "CREATE TABLE IF NOT EXISTS key_last_used (key_id TEXT PRIMARY KEY, "
+    "tenant TEXT NOT NULL, last_used REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS settlements (batch_id TEXT PRIMARY KEY, applied_at REAL)",
+    "CREATE TABLE IF NOT EXISTS usage_log (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "tenant TEXT NOT NULL, hour TEXT NOT NULL, model TEXT NOT NULL, "
+    "requests INTEGER NOT NULL, images INTEGER NOT NULL, compute_s REAL NOT NULL, "
+    "rejected INTEGER NOT NULL, errors INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS usage_log_tenant_hour ON usage_log(tenant, hour)",
+    "CREATE TABLE IF NOT EXISTS export_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+class LedgerStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+        # Names this file's exports, so a fresh file never overwrites an older one's.
+        self._conn.execute(
+            "INSERT OR IGNORE INTO export_state(key, value) VALUES ('epoch', ?)",
+            (time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3),),
+        )
+
+    # ----------------------------------------------------------------- monthly
+
+    def load(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for tenant, month, images in self._conn.execute("SELECT tenant, month, images FROM usage"):
+            out.setdefault(tenant, {})[month] = int(images)
+        return out
+
+    def key_last_used(self, tenant: str) -> dict[str, float]:
+        rows = self._conn.execute(
+            "SELECT key_id, last_used FROM key_last_used WHERE tenant = ?", (tenant,)
+        )
+        return {key_id: float(ts) for key_id, ts in rows}
+
+    def add(
+        self,
+        deltas: Sequence[tuple[str, str, int]],
+        last_used: Sequence[tuple[str, str, float]] = (),
+    ) -> None:
+        """Add monthly image counts and key last-used times (``(key id, tenant, epoch s)``)."""
+        with self._transaction():
+            self._add(deltas, last_used)
+
+    def _add(
+        self, deltas: Sequence[tuple[str, str, int]], last_used: Sequence[tuple[str, str, float]]
+    ) -> None:
+        self._conn.executemany(
+            "INSERT INTO usage(tenant, month, images) VALUES (?, ?, ?) "
+            "ON CONFLICT(tenant, month) DO UPDATE SET images = images + excluded.images",
+            deltas,
+        )
+        self._conn.executemany(
+            "INSERT INTO key_last_used(key_id, tenant, last_used) VALUES (?, ?, ?) "
+            "ON CONFLICT(key_id) DO UPDATE SET last_used = max(last_used, excluded.last_used)",
+            last_used,
+        )
+
+    # ------------------------------------------------------------ settlements
+
+    def apply_settlement(
+        self,
+        batch_id: str,
+        monthly_deltas: Sequence[tuple[str, str, int]],
+        last_used: Sequence[tuple[str, str, float]],
+        usage: Sequence[UsageRow],
+    ) -> bool:
+        """Apply one router settlement; False (and nothing written) if already applied."""
+        with self._transaction():
+            inserted = self._conn.execute(
+                "INSERT OR IGNORE INTO settlements(batch_id, applied_at) VALUES (?, ?)",
+                (batch_id, time.time()),
+            ).rowcount
+            if not inserted:
+                return False
+            self._add(monthly_deltas, last_used)
+            self._conn.executemany(
+                "INSERT INTO usage_log(tenant, hour, model, requests, images, compute_s, "
+                "rejected, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.tenant,
+                        r.hour,
+                        r.model,
+                        r.counts.requests,
+                        r.counts.images,
+                        r.counts.compute_s,
+                        r.counts.rejected,
+                        r.counts.errors,
+                    )
+                    for r in usage
+                ],
+            )
+        return True
+
+    def hourly(self, tenant: str, since_hour: str) -> dict[str, UsageCounts]:
+        """The tenant's usage per hour from ``since_hour`` on, all models together."""
+        rows = self._conn.execute(
+            "SELECT hour, sum(requests), sum(images), sum(compute_s), sum(rejected), "
+            "sum(errors) FROM usage_log WHERE tenant = ? AND hour >= ? GROUP BY hour",
+            (tenant, since_hour),
+        )
+        return {
+            hour: UsageCounts(int(req), int(img), float(cs), int(rej), int(err))
+            for hour, req, img, cs, rej, err in rows
+        }
+
+    # ----------------------------------------------------------------- export
+
+    @property
+    def epoch(self) -> str:
+        row = self._conn.execute("SELECT value FROM export_state WHERE key = 'epoch'").fetchone()
+        return str(row[0])
+
+    def unexported(self, limit: int) -> tuple[int, int, list[UsageRow]]:
+        """``(first id, last id, rows)`` past the watermark, at most ``limit`` rows."""
+        row = self._conn.execute(
+            "SELECT value FROM export_state WHERE key = 'watermark'"
+        ).fetchone()
+        watermark = int(row[0]) if row else 0
+        found = self._conn.execute(
+            "SELECT id, tenant, hour, model, requests, images, compute_s, rejected, errors "
+            "FROM usage_log WHERE id > ? ORDER BY id LIMIT ?",
+            (watermark, limit),
+        ).fetchall()
+        if not found:
+            return watermark, watermark, []
+        rows = [
+            UsageRow(t, h, m, UsageCounts(int(rq), int(im), float(cs), int(rj), int(er)))
+            for _, t, h, m, rq, im, cs, rj, er in found
+        ]
+        return int(found[0][0]), int(found[-1][0]), rows
+
+    def mark_exported(self, last_id: int) -> None:
+        with self._transaction():
+            self._conn.execute(
+                "INSERT INTO export_state(key, value) VALUES ('watermark', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(last_id),),
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
