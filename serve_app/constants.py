@@ -90,7 +90,6 @@ JWKS_MAX_BYTES = 256 * 1024
 JWKS_MAX_KEYS = 64
 
 # Quota ledger.
-LEDGER_FLUSH_S = 1.0
 # Admission waits this long for the ledger, then the router fails closed (503).
 LEDGER_TIMEOUT_S = 2.0
 # Metered usage: exported from the ledger as JSON lines this often (and on shutdown).

@@ -2,9 +2,9 @@
 
 Holds each tenant's GCRA state, concurrency leases and monthly image counts (the
 arithmetic is in ``quota.py``). Monthly counts are written to a SQLite file
-(``ledger_store.py``) every ``LEDGER_FLUSH_S`` and on shutdown, and read back on start,
-so a restart neither forgets usage nor resets anyone's monthly quota (at most the last
-flush interval of admissions is lost on a hard crash).
+(``ledger_store.py``) in the same call that admits (one small WAL transaction per
+grant), and read back on start, so even a hard crash neither forgets usage nor resets
+anyone's monthly quota.
 
 Routers' settlements (metered usage, refunds, key use) are applied exactly once, in
 one transaction each, and the metered usage is exported as append-only JSON lines to
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from ray import serve
 from serve_app.config import Quota, StoreSettings
 from serve_app.constants import (
     KEY_ID_PREFIX,
-    LEDGER_FLUSH_S,
     USAGE_EXPORT_MAX_ROWS,
     USAGE_EXPORT_S,
     USAGE_REPORT_HOURS,
@@ -40,6 +38,7 @@ from serve_app.quota import (
     grant,
     month_key,
     refund,
+    release,
     seconds_to_next_month,
 )
 from serve_app.usage import Settlement, hour_key, usage_lines
@@ -63,8 +62,6 @@ class QuotaLedger:
         self._tenants: dict[str, TenantState] = {}
         for tenant, months in self._store.load().items():
             self._tenants[tenant] = TenantState(monthly=dict(months))
-        self._pending: dict[tuple[str, str], int] = {}
-        self._flusher: asyncio.Task[None] | None = None
         self._exporter: asyncio.Task[None] | None = None
         logger.info("ledger: restored usage of %d tenants from %s", len(self._tenants), state_path)
 
@@ -72,14 +69,12 @@ class QuotaLedger:
         return self._tenants.setdefault(tenant, TenantState())
 
     def _start(self) -> None:
-        if self._flusher is None:
-            loop = asyncio.get_running_loop()
-            self._flusher = loop.create_task(self._flush_loop())
-            self._exporter = loop.create_task(self._export_loop())
+        if self._exporter is None:
+            self._exporter = asyncio.get_running_loop().create_task(self._export_loop())
 
     def _count(self, tenant: str, month: str, images: int) -> None:
-        key = (tenant, month)
-        self._pending[key] = self._pending.get(key, 0) + images
+        # Durable before the router hears "yes": a crash right after cannot undercount.
+        self._store.add([(tenant, month, images)])
 
     async def admit(self, tenant: str, quota: Quota, images: int = 1) -> Decision:
         """One request, with a concurrency lease to ``release`` (capped tenants)."""
@@ -169,6 +164,9 @@ class QuotaLedger:
             except Exception as exc:  # the store is down: the rows wait in SQLite
                 logger.error("ledger: usage export failed: %s", exc)
 
+    async def release(self, tenant: str, lease_id: str) -> None:
+        release(self._state(tenant), lease_id)
+
     async def key_last_used(self, tenant: str) -> dict[str, float]:
         """Epoch seconds each of ``tenant``'s API keys was last presented."""
         return self._store.key_last_used(tenant)
@@ -177,32 +175,8 @@ class QuotaLedger:
         state = self._state(tenant)
         return {"monthly_images": dict(state.monthly), "in_flight": len(state.leases)}
 
-    def flush(self) -> int:
-        """Persist the usage counted since the last flush; returns how many rows."""
-        pending, self._pending = self._pending, {}
-        rows = [(t, m, n) for (t, m), n in pending.items()]
-        try:
-            if rows:
-                self._store.add(rows)
-        except BaseException:
-            for (t, m), n in pending.items():  # keep them for the next try
-                self._pending[(t, m)] = self._pending.get((t, m), 0) + n
-            raise
-        return len(rows)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(LEDGER_FLUSH_S)
-            try:
-                self.flush()
-            except sqlite3.Error as exc:  # keep counting; the next flush retries
-                logger.error("ledger: usage flush failed: %s", exc)
-
     def __del__(self) -> None:
-        # Graceful shutdown (redeploy, scale-down): persist and export what the loops
-        # have not yet.
-        with contextlib.suppress(Exception):
-            self.flush()
+        # Graceful shutdown (redeploy, scale-down): export what the loop has not yet.
         try:
             while self.export_usage() == USAGE_EXPORT_MAX_ROWS:
                 pass

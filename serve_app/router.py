@@ -172,7 +172,17 @@ class Router:
             return await self._call_detector(handle, tenant.id, fallback, image, params)
         finally:
             if lease is not None:
-                self._ledger.release.remote(tenant.id, lease)
+                await self._release(tenant.id, lease)
+
+    async def _release(self, tenant_id: str, lease: str) -> None:
+        """Give back a concurrency lease before answering: a client that sends its next
+        request the moment it has this answer must find the slot free. A lease the
+        ledger never hears about expires on its own (``LEASE_TTL_S``)."""
+        try:
+            async with asyncio.timeout(LEDGER_TIMEOUT_S):
+                await self._ledger.release.remote(tenant_id, lease)
+        except Exception as exc:
+            logger.warning("router: lease release failed (%s); it will expire", type(exc).__name__)
 
     async def _admit(self, principal: Principal) -> str | None:
         """Admit one request against the tenant's cluster-wide quota.

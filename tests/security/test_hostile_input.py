@@ -16,7 +16,8 @@ import pytest
 
 from serve_app.constants import MAX_BODY_BYTES
 from tests.conftest import SAMPLES, png_header_only
-from tests.security.conftest import IMAGE, assert_no_leak, error_code
+from tests.platform_app import IMAGE
+from tests.security.conftest import assert_no_leak, error_code
 
 JPEG = (SAMPLES / "shapes_04.jpg").read_bytes()
 

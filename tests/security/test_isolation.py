@@ -17,7 +17,8 @@ import requests
 from serve_app.client import DetectionClient
 from serve_app.errors import UnknownModel
 from tests.conftest import SAMPLES
-from tests.security.conftest import IMAGE, assert_no_leak, error_code
+from tests.platform_app import IMAGE
+from tests.security.conftest import assert_no_leak, error_code
 
 ATTEMPTS = {
     "model-param": {"params": {"model": "widgets"}},

@@ -147,3 +147,28 @@ def test_ledger_exports_json_lines_that_tenantctl_usage_adds_up(tmp_path, capsys
     assert csv_lines[0] == "tenant,hour,model,requests,images,compute_s,rejected,errors"
     assert len(csv_lines) == 3
     assert main(["--db", db, "usage", "--month", "2026-13"]) == 2
+
+
+def test_ledger_leases_admissions_and_durable_monthly_counts(tmp_path):
+    """The ledger class itself (no Ray): admit/release for capped tenants, grants, and a
+    monthly count that is on disk the moment a grant is answered."""
+    from serve_app.ledger import QuotaLedger
+
+    path = str(tmp_path / "ledger.db")
+    ledger = QuotaLedger.func_or_class(path, f"file://{tmp_path / 'usage'}")
+    capped = Quota(max_concurrent=1)
+
+    async def scenario():
+        first = await ledger.admit("acme", capped, 1)
+        refused = await ledger.admit("acme", capped, 1)
+        await ledger.release("acme", first.lease_id)
+        again = await ledger.admit("acme", capped, 1)
+        granted = await ledger.grant("globex", Quota(monthly_images=10), 4)
+        return first, refused, again, granted
+
+    first, refused, again, granted = asyncio.run(scenario())
+    assert first.allowed and not refused.allowed and again.allowed
+    assert granted.granted == 4
+    restarted = QuotaLedger.func_or_class(path, f"file://{tmp_path / 'usage'}")  # no shutdown
+    month = granted.month
+    assert restarted._store.load() == {"acme": {month: 2}, "globex": {month: 4}}
