@@ -8,7 +8,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv run test test-unit test-integration test-security test-e2e lint format samples model clean
+.PHONY: venv tools run test test-unit test-integration test-security test-e2e lint format samples model clean
 
 venv: $(STAMP)
 
@@ -20,11 +20,16 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/serve run configs/serve.local.yaml
+	BIN=$(BIN) bash scripts/run_local.sh configs/serve.local.yaml
+
+# Debian tools the tests use: promtool (package prometheus) checks the metrics exposition.
+tools:
+	@command -v promtool >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 # Fast tiers first: unit (no Ray), integration (one local Ray), security (the platform
 # attacked over HTTP, its own local Ray), e2e (serve run, ray start + tenantctl, TLS).
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/pytest -q tests/unit tests/integration tests/security tests/e2e
 
 test-unit: $(STAMP)
@@ -36,7 +41,7 @@ test-integration: $(STAMP)
 test-security: $(STAMP)
 	$(BIN)/pytest -q tests/security
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) tools
 	$(BIN)/pytest -q tests/e2e
 
 lint: $(STAMP)

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve_app.constants import (
+    AUDIT_DIR,
     KEY_ID_PATTERN,
     MAX_DETECTIONS,
     MAX_IMGSZ_PX,
@@ -270,6 +271,12 @@ class RouterConfig(_Strict):
     """The Router's ``user_config``: the whole tenant table."""
 
     tenants: list[TenantEntry] = Field(default_factory=list)
+    audit_dir: str = Field(
+        AUDIT_DIR,
+        min_length=1,
+        description="Folder of the router replicas' audit logs (one JSON-lines file each); "
+        "relative paths resolve against the project root.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> RouterConfig:

@@ -89,6 +89,12 @@ JWKS_FETCH_TIMEOUT_S = 3.0
 JWKS_MAX_BYTES = 256 * 1024
 JWKS_MAX_KEYS = 64
 
+# Audit log (audit.py): strings in a record are cut to this length.
+AUDIT_MAX_FIELD_CHARS = 200
+# Where router replicas write their audit lines (one file per replica), unless the
+# router's user_config says otherwise; relative to the project root.
+AUDIT_DIR = os.environ.get("YOLOSERVE_AUDIT_DIR", "var/audit")
+
 # Quota ledger.
 # Admission waits this long for the ledger, then the router fails closed (503).
 LEDGER_TIMEOUT_S = 2.0

@@ -13,11 +13,11 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray import serve
-from ray.serve import metrics
 
 from serve_app.config import DetectorConfig, StoreSettings
 from serve_app.constants import (
@@ -37,8 +37,15 @@ from serve_app.model_loader import build_yolo, inference_device
 from serve_app.model_store import fetch_version
 from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
 from serve_app.results import DetectionResult, ImageSize, encode_detections
+from serve_app.telemetry import DetectorMetrics
 
 logger = logging.getLogger("ray.serve")
+
+
+def _tenant_of(model_id: str) -> str:
+    return model_id.split("/", 1)[0]
+
+
 # A request's result, the batch's inference ms and the request's share of it, or an error.
 _Outcome = tuple[DetectionResult, float, float] | ServeAppError
 
@@ -53,6 +60,7 @@ class LoadedModel:
     device: str
     half: bool
     lock: threading.Lock = field(default_factory=threading.Lock)
+    on_release: Callable[[str], None] | None = None  # counts LRU evictions
     _released: bool = False
 
     @property
@@ -82,6 +90,8 @@ class LoadedModel:
             return
         self._released = True
         self.yolo = None
+        if self.on_release is not None:
+            self.on_release(self.model_id)
         if self.device.startswith("cuda"):
             import torch
 
@@ -122,23 +132,9 @@ class Detector:
         # FAILED_LOAD_RETRY_S, so a broken upload costs one load, not one per request.
         self._failed: dict[str, tuple[float, str]] = {}
         self._board: Any = None
-        self._loads = metrics.Counter(
-            "yoloserve_model_loads",
-            description="Model version loads by outcome.",
-            tag_keys=("scope", "outcome"),
-        )
-        self._load_ms = metrics.Histogram(
-            "yoloserve_model_load_ms",
-            description="Fetch + verify + build + warm-up time.",
-            boundaries=[100, 250, 500, 1000, 2500, 5000, 10000, 30000],
-            tag_keys=("scope",),
-        )
+        self._metrics = DetectorMetrics.create()
+        self._in_flight = 0
         self._lru_size = MAX_MODELS_PER_REPLICA
-        self._images = metrics.Counter(
-            "yoloserve_detector_images",
-            description="Images run through a model.",
-            tag_keys=("scope",),
-        )
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Swap the catalog, then load the ``preload`` models.
@@ -195,7 +191,7 @@ class Detector:
             )
         except (ModelLoadError, OSError, RuntimeError, ValueError) as exc:
             self._failed[model_id] = (time.monotonic(), str(exc))
-            self._loads.inc(tags={"scope": self._scope, "outcome": "failed"})
+            self._count_load(model_id, "failed")
             logger.error("model %s failed to load: %s", model_id, exc)
             self._report(model_id, "failed", str(exc))
             raise ModelUnavailable(
@@ -203,9 +199,12 @@ class Detector:
                 retry_after_s=MODEL_LOAD_RETRY_AFTER_S,
             ) from None
         self._failed.pop(model_id, None)
-        self._loads.inc(tags={"scope": self._scope, "outcome": "loaded"})
+        self._count_load(model_id, "loaded")
+        model.on_release = lambda mid: self._count_load(mid, "evicted")
         elapsed_ms = (time.perf_counter() - started) * 1e3
-        self._load_ms.observe(elapsed_ms, tags={"scope": self._scope})
+        self._metrics.load_s.observe(
+            elapsed_ms / 1e3, tags={"scope": self._scope, "tenant": _tenant_of(model_id)}
+        )
         logger.info("model %s loaded in %.0f ms", model_id, elapsed_ms)
         self._report(model_id, "loaded")
         return model
@@ -219,6 +218,7 @@ class Detector:
         replica does not log a traceback for every bad upload.
         """
         started = time.perf_counter()
+        self._queue(+1)
         try:
             model_id = serve.get_multiplexed_model_id()
             if not model_id:
@@ -230,6 +230,8 @@ class Detector:
             ) = await self._detect_batch(model_id, array, params)
         except ServeAppError as exc:
             return exc
+        finally:
+            self._queue(-1)
         if isinstance(outcome, ServeAppError):
             return outcome
         result, inference_ms, compute_ms = outcome
@@ -267,7 +269,8 @@ class Detector:
             share_ms = round(elapsed_ms / len(indices), 3)
             for i, res in zip(indices, raw, strict=True):
                 out[i] = (self._encode(model, images[i], res), elapsed_ms, share_ms)
-        self._images.inc(len(images), tags={"scope": self._scope})
+        self._metrics.images.inc(len(images), tags={"scope": self._scope})
+        self._metrics.batch_size.observe(len(images), tags={"scope": self._scope})
         return out
 
     @staticmethod
@@ -287,6 +290,14 @@ class Detector:
             ),
             timing_ms={},
         )
+
+    def _count_load(self, model_id: str, outcome: str) -> None:
+        tags = {"scope": self._scope, "tenant": _tenant_of(model_id), "outcome": outcome}
+        self._metrics.loads.inc(tags=tags)
+
+    def _queue(self, delta: int) -> None:
+        self._in_flight += delta
+        self._metrics.queue_depth.set(self._in_flight, tags={"scope": self._scope})
 
     async def ready(self) -> bool:
         """Load (or find loaded) the request's model; used by the router's /readyz."""

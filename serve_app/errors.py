@@ -86,6 +86,21 @@ class QuotaExceeded(ServeAppError):
     status = 429
     code = "quota_exceeded"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "rate_limited",
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, headers=headers)
+        self.reason = reason  # rate_limited | too_many_concurrent | monthly_quota_exceeded
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        cls, args, state = super().__reduce__()
+        return cls, args, {**state, "reason": self.reason}
+
 
 class ModelUnavailable(ServeAppError):
     status = 503

@@ -13,16 +13,18 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ray import serve
-from ray.serve import metrics
+from ray.serve.context import _get_serve_request_context
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from serve_app import images, policy
 from serve_app.admission import Allowances, uses_allowances
+from serve_app.audit import AuditRecord, AuditSink
 from serve_app.auth import bearer_token
 from serve_app.config import RouterConfig, TenantEntry, model_id
 from serve_app.constants import (
@@ -48,9 +50,11 @@ from serve_app.errors import (
     unwrap_error,
 )
 from serve_app.jwks import JwksPool
+from serve_app.model_store import resolve_path
 from serve_app.quota import Decision
 from serve_app.results import DetectionResult
 from serve_app.settlement import Settler
+from serve_app.telemetry import RouterMetrics
 from serve_app.tenants import ModelChoice, Principal, TenantTable, catalog, select_model
 from serve_app.uploads import image_bytes
 from serve_app.usage import NO_MODEL, Settlement
@@ -86,6 +90,40 @@ def error_response(error: ServeAppError) -> JSONResponse:
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
 
 
+@dataclass
+class _Call:
+    """What the audit line of one call needs, filled in as the call proceeds."""
+
+    action: str
+    started: float
+    request_id: str | None
+    source_ip: str | None
+    tenant: str | None = None
+    credential: str | None = None
+    model: str | None = None
+
+    @classmethod
+    def start(cls, action: str, source_ip: str | None) -> _Call:
+        request_id = _get_serve_request_context().request_id
+        return cls(action, time.perf_counter(), request_id, source_ip)
+
+    def identify(self, principal: Principal) -> None:
+        self.tenant, self.credential = principal.tenant.id, principal.credential
+
+    def record(self, status: int, outcome: str) -> AuditRecord:
+        return AuditRecord.build(
+            action=self.action,
+            outcome=outcome,
+            status=status,
+            started_s=self.started,
+            request_id=self.request_id,
+            tenant=self.tenant,
+            credential=self.credential,
+            source_ip=self.source_ip,
+            model=self.model,
+        )
+
+
 @serve.deployment(max_ongoing_requests=64)
 class Router:
     """Ingress of the ``yolo`` application."""
@@ -106,20 +144,14 @@ class Router:
         self._settler = Settler(origin="router")
         self._settle_task: asyncio.Task[None] | None = None
         self._model_handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
-        self._requests = metrics.Counter(
-            "yoloserve_requests",
-            description="API requests by tenant, route and status.",
-            tag_keys=("tenant", "route", "status"),
-        )
-        self._latency = metrics.Histogram(
-            "yoloserve_request_latency_ms",
-            description="Router latency of detect calls.",
-            boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000],
-            tag_keys=("tenant",),
-        )
+        self._audit: AuditSink | None = None
+        self._metrics = RouterMetrics.create()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self._table = TenantTable(RouterConfig.model_validate(user_config), self._jwks)
+        config = RouterConfig.model_validate(user_config)
+        self._table = TenantTable(config, self._jwks)
+        replica = serve.get_replica_context().replica_id.unique_id
+        self._audit = AuditSink(resolve_path(config.audit_dir) / f"api-{replica}.jsonl")
         self._ready_until = 0.0
         # Quotas may have changed (or a tenant was suspended): spend nothing granted
         # under the old table.
@@ -129,7 +161,7 @@ class Router:
     # ------------------------------------------------------------ shared core
 
     async def _detect(
-        self, principal: Principal, image: bytes, query: Mapping[str, str]
+        self, principal: Principal, image: bytes, query: Mapping[str, str], call: _Call
     ) -> DetectionResult:
         started = time.perf_counter()
         tenant = principal.tenant
@@ -137,18 +169,28 @@ class Router:
         try:
             policy.check_known(query)
             choice = select_model(tenant, query)
-            model = choice.label
+            model = call.model = choice.label
             params = policy.clamp(query, tenant.policy)
             images.inspect_image(image)
             handle = self._handle_for(tenant)
             result = await self._admitted_call(principal, handle, choice, image, params)
         except ServeAppError as exc:
             self._settler.meter.record(tenant.id, model, exc.status, time.time())
+            if isinstance(exc, QuotaExceeded):
+                reason = {"tenant": tenant.id, "reason": exc.reason}
+                self._metrics.quota_rejections.inc(tags=reason)
             raise
+        call.model = result.model  # the fallback version, if it answered
         compute_s = result.timing_ms.get("compute", 0.0) / 1e3
         self._settler.meter.record(tenant.id, result.model, 200, time.time(), 1, compute_s)
         total_ms = round((time.perf_counter() - started) * 1e3, 2)
-        self._latency.observe(total_ms, tags={"tenant": tenant.id})
+        by_model = {"tenant": tenant.id, "model": result.model}
+        self._metrics.latency_s.observe(total_ms / 1e3, tags={"tenant": tenant.id})
+        inference_s = result.timing_ms.get("inference", 0.0) / 1e3
+        self._metrics.inference_s.observe(inference_s, tags=by_model)
+        self._metrics.images.inc(tags=by_model)
+        if compute_s > 0:
+            self._metrics.compute_s.inc(compute_s, tags=by_model)
         return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
 
     async def _admitted_call(
@@ -223,6 +265,7 @@ class Router:
         if not decision.allowed:
             raise QuotaExceeded(
                 QUOTA_MESSAGES[decision.code],
+                reason=decision.code,
                 retry_after_s=max(1, math.ceil(decision.retry_after_s)),
                 headers=rate_limit_headers(decision),
             )
@@ -309,17 +352,16 @@ class Router:
         self, api_key: str, image: bytes, params: Mapping[str, Any] | None = None
     ) -> DetectionResult:
         """Detect with a tenant's API key; what ``DetectionClient`` calls."""
-        principal = await self._table.authenticate(api_key)
-        tenant = principal.tenant
-        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        call = _Call.start("handle.detect", source_ip=None)
         try:
-            result = await self._detect(principal, image, query)
+            principal = await self._table.authenticate(api_key)
+            call.identify(principal)
+            query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+            result = await self._detect(principal, image, query, call)
         except ServeAppError as exc:
-            self._requests.inc(
-                tags={"tenant": tenant.id, "route": "handle", "status": str(exc.status)}
-            )
+            self._finish(call, "handle", exc.status, exc.code)
             raise
-        self._requests.inc(tags={"tenant": tenant.id, "route": "handle", "status": "200"})
+        self._finish(call, "handle", 200, "ok")
         return result
 
     async def list_models(self, api_key: str) -> dict[str, object]:
@@ -344,7 +386,13 @@ class Router:
 
     async def __call__(self, request: Request) -> Response:
         route = f"{request.method} {request.url.path}"
+        # Label by known route only: arbitrary paths would blow up metric cardinality.
+        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
+        call = _Call.start(
+            f"{request.method} {path}"[:40], request.client.host if request.client else None
+        )
         tenant_id = "-"
+        outcome = "ok"
         try:
             if route == "GET /healthz":
                 return JSONResponse({"status": "ok"})
@@ -359,6 +407,7 @@ class Router:
                 bearer_token(request.headers.get("authorization"))
             )
             tenant_id = principal.tenant.id
+            call.identify(principal)
             if route == "GET /v1/models":
                 response: Response = JSONResponse(catalog(principal.tenant))
             elif route == "GET /v1/usage":
@@ -370,25 +419,35 @@ class Router:
                 except ServeAppError as exc:  # refused before _detect, metered here
                     self._settler.meter.record(tenant_id, NO_MODEL, exc.status, time.time())
                     raise
-                result = await self._detect(principal, image, dict(request.query_params))
+                result = await self._detect(principal, image, dict(request.query_params), call)
                 response = Response(result.model_dump_json(), media_type="application/json")
             else:
                 allowed = "POST" if request.url.path == "/v1/detect" else "GET"
                 raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
         except ServeAppError as exc:
             response = error_response(exc)
+            outcome = exc.code
         except Exception:
-            logger.exception("router: unexpected error on %r for tenant %s", route[:80], tenant_id)
+            logger.exception("router: unexpected error on %r for tenant %s", path, tenant_id)
             response = JSONResponse(
                 {"error": {"code": "internal", "message": "internal error; it has been logged"}},
                 status_code=500,
             )
-        # Label by known route only: arbitrary paths would blow up metric cardinality.
-        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
-        self._requests.inc(
-            tags={"tenant": tenant_id, "route": path, "status": str(response.status_code)}
-        )
+            outcome = "internal"
+        if path in API_PATHS or path == "other":  # probes are not audited
+            self._finish(call, path, response.status_code, outcome)
+        else:
+            self._metrics.requests.inc(
+                tags={"tenant": "-", "route": path, "status": str(response.status_code)}
+            )
         return response
+
+    def _finish(self, call: _Call, route: str, status: int, outcome: str) -> None:
+        """Count the call and write its audit line (which never fails the call)."""
+        tenant = call.tenant or "-"
+        self._metrics.requests.inc(tags={"tenant": tenant, "route": route, "status": str(status)})
+        if self._audit is not None and not self._audit.write(call.record(status, outcome)):
+            self._metrics.audit_failures.inc()
 
     @staticmethod
     async def _read_body(request: Request) -> bytes:

@@ -16,13 +16,14 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tenant_registry import cluster, render
+from tenant_registry import audit, cluster, render
 from tenant_registry.errors import InvalidInput, RegistryError
 from tenant_registry.migrations import LATEST_VERSION
 from tenant_registry.platform import PlatformSettings
@@ -150,6 +151,8 @@ def cmd_platform_set(reg: Registry, args: argparse.Namespace) -> int:
         current["ledger"]["state_path"] = args.ledger_state_path
     if args.usage_uri is not None:
         current["ledger"]["usage_uri"] = args.usage_uri
+    if args.audit_dir is not None:
+        current["audit_dir"] = args.audit_dir
     try:
         settings = PlatformSettings.model_validate(current)
     except ValueError as exc:
@@ -597,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         parent: Any, name: str, handler: Handler, help_text: str, *, read: bool = False
     ) -> Any:
         p = parent.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, audited=not read)
         if read:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         else:
@@ -627,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-models-per-replica", type=int, help="LRU size of loaded models")
     p.add_argument("--ledger-state-path", help="SQLite file of monthly usage (durable storage)")
     p.add_argument("--usage-uri", help="where metered usage is exported: s3://… or file://…")
+    p.add_argument("--audit-dir", help="folder of the routers' audit logs (one file per replica)")
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="sub", required=True)
     p = command(
@@ -652,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="sub", required=True)
     p = command(key, "issue", cmd_key_issue, "issue a key (printed once)", read=True)
+    p.set_defaults(audited=True)
     p.add_argument("tenant")
     p = command(
         key, "list", cmd_key_list, "list a tenant's keys (never the keys themselves)", read=True
@@ -790,15 +795,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    status, outcome = 0, "ok"
     try:
         if args.command == "validate":  # a file check: needs no registry
             return cmd_validate(None, args)
         with Registry(args.db) as reg:
-            status: int = args.handler(reg, args)
+            status = int(args.handler(reg, args))
             return status
     except RegistryError as exc:
         print(f"tenantctl: error: {exc}", file=sys.stderr)
+        status, outcome = exc.exit_code, type(exc).__name__
         return exc.exit_code
+    finally:
+        if args.audited:
+            audit.record_action(args, status, outcome, started)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from serve_app.config import (
     SharedPoolSpec,
     StoreSettings,
 )
-from serve_app.constants import APP_NAME, MODEL_NAME_PATTERN
+from serve_app.constants import APP_NAME, AUDIT_DIR, MODEL_NAME_PATTERN
 
 
 class PlatformSettings(BaseModel):
@@ -43,6 +43,9 @@ class PlatformSettings(BaseModel):
     store: StoreSettings = StoreSettings()
     max_models_per_replica: int | None = Field(None, ge=1)
     ledger: LedgerSpec = LedgerSpec()
+    audit_dir: str = Field(
+        AUDIT_DIR, min_length=1, description="Folder of the routers' audit logs."
+    )
 
     @property
     def app_name(self) -> str:

@@ -106,7 +106,7 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
     preloads[SHARED_POOL_DEPLOYMENT] = preloads.get(SHARED_POOL_DEPLOYMENT, [])[
         :MAX_MODELS_PER_REPLICA
     ]
-    router = RouterConfig(tenants=entries)
+    router = RouterConfig(tenants=entries, audit_dir=platform.audit_dir)
     deployments: list[dict[str, Any]] = [
         {"name": ROUTER_DEPLOYMENT, "user_config": router.model_dump(mode="json")}
     ]

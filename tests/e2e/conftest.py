@@ -1,4 +1,5 @@
-"""Running `serve run CONFIG` as a subprocess, the way `make run` does."""
+"""Running `scripts/run_local.sh CONFIG` (Ray with metrics on 8080, then `serve run`)
+as a subprocess, exactly as `make run` does."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ def serve_run(
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     env.pop("RAY_ADDRESS", None)
+    env["BIN"] = str(BIN)
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [str(BIN / "serve"), "run", str(config)],
+            ["bash", str(ROOT / "scripts" / "run_local.sh"), str(config)],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -56,7 +58,7 @@ def serve_run(
         yield proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # serve run shuts Serve and its Ray down
+            os.killpg(proc.pid, signal.SIGINT)  # serve run stops Serve, the script's trap Ray
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:

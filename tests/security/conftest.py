@@ -106,7 +106,10 @@ def public_jwk(private_key, kid: str) -> dict[str, Any]:
 @pytest.fixture(scope="package")
 def platform(ray_cluster, tmp_path_factory, jwks_server, idp_keys):
     delete_yolo_app()
-    app = Platform(ray_cluster, tmp_path_factory.mktemp("security") / "registry.db", free_port())
+    folder = tmp_path_factory.mktemp("security")
+    app = Platform(ray_cluster, folder / "registry.db", free_port())
+    app.audit_dir = folder / "audit"
+    app.reg.set_platform(app.reg.platform().model_copy(update={"audit_dir": str(app.audit_dir)}))
     app.onboard("alpha")
     app.reg.set_jwt(
         "alpha",

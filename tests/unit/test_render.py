@@ -45,7 +45,7 @@ def test_empty_registry_renders_a_valid_app_with_router_and_pool(reg):
     validate_config(config)
     assert _app(config)["args"]["tenants"] == []
     assert [d["name"] for d in _app(config)["deployments"]] == ["router", "shared-pool"]
-    assert _user_config(config, "router") == {"tenants": []}
+    assert _user_config(config, "router") == {"tenants": [], "audit_dir": "var/audit"}
 
 
 def test_tiers_keys_and_catalogs(reg):

@@ -1,0 +1,114 @@
+"""Every Prometheus series the platform exports, in one place.
+
+Through ``ray.serve.metrics``: each node's metrics agent serves them in Prometheus
+format (``ray start --metrics-export-port=8080``; names get Ray's ``ray_`` prefix).
+Labels are bounded: ``tenant`` and ``model`` (``name@version``) come from the
+registry, never from a request (an unauthenticated call is ``tenant="-"``), ``route``
+is one of the known paths or ``other``, ``status`` an HTTP code, ``reason`` one of
+the quota codes, ``scope`` a detector deployment (a tenant id or ``shared``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ray.serve import metrics
+
+# Prometheus convention: durations in seconds, the unit spelled out in the name.
+LATENCY_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+LOAD_S = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+BATCH_SIZES = [1, 2, 4, 8, 16, 32]
+
+
+@dataclass(frozen=True)
+class RouterMetrics:
+    requests: metrics.Counter
+    latency_s: metrics.Histogram
+    inference_s: metrics.Histogram
+    images: metrics.Counter
+    compute_s: metrics.Counter
+    quota_rejections: metrics.Counter
+    audit_failures: metrics.Counter
+
+    @classmethod
+    def create(cls) -> RouterMetrics:
+        return cls(
+            requests=metrics.Counter(
+                "yoloserve_requests",
+                description="API calls by tenant, route and HTTP status.",
+                tag_keys=("tenant", "route", "status"),
+            ),
+            latency_s=metrics.Histogram(
+                "yoloserve_request_latency_seconds",
+                description="End-to-end latency of detect calls in the router.",
+                boundaries=LATENCY_S,
+                tag_keys=("tenant",),
+            ),
+            inference_s=metrics.Histogram(
+                "yoloserve_inference_latency_seconds",
+                description="Model inference time of the predict call a request was part of.",
+                boundaries=LATENCY_S,
+                tag_keys=("tenant", "model"),
+            ),
+            images=metrics.Counter(
+                "yoloserve_images",
+                description="Images detected, by tenant and model version.",
+                tag_keys=("tenant", "model"),
+            ),
+            compute_s=metrics.Counter(
+                "yoloserve_compute_seconds",
+                description="Inference compute attributed to each tenant (GPU-seconds on GPU).",
+                tag_keys=("tenant", "model"),
+            ),
+            quota_rejections=metrics.Counter(
+                "yoloserve_quota_rejections",
+                description="Calls refused by a quota, by reason.",
+                tag_keys=("tenant", "reason"),
+            ),
+            audit_failures=metrics.Counter(
+                "yoloserve_audit_write_failures",
+                description="Audit lines that could not be written (the calls went on).",
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class DetectorMetrics:
+    loads: metrics.Counter
+    load_s: metrics.Histogram
+    images: metrics.Counter
+    batch_size: metrics.Histogram
+    queue_depth: metrics.Gauge
+
+    @classmethod
+    def create(cls) -> DetectorMetrics:
+        return cls(
+            loads=metrics.Counter(
+                "yoloserve_model_loads",
+                description="Model version loads, load failures and LRU evictions.",
+                tag_keys=("scope", "tenant", "outcome"),
+            ),
+            load_s=metrics.Histogram(
+                "yoloserve_model_load_seconds",
+                description="Fetch + verify + build + warm-up time of a model version.",
+                boundaries=LOAD_S,
+                tag_keys=("scope", "tenant"),
+            ),
+            images=metrics.Counter(
+                "yoloserve_detector_images",
+                description="Images run through a model, by detector deployment.",
+                tag_keys=("scope",),
+            ),
+            batch_size=metrics.Histogram(
+                "yoloserve_batch_size",
+                description="Requests per batch handed to one model.",
+                boundaries=BATCH_SIZES,
+                tag_keys=("scope",),
+            ),
+            queue_depth=metrics.Gauge(
+                "yoloserve_queue_depth",
+                description="Detect requests inside a detector replica (decoding, "
+                "waiting for a batch, or inferring).",
+                tag_keys=("scope",),
+            ),
+        )

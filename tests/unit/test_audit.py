@@ -1,0 +1,87 @@
+"""Audit records and sinks (pure files), and tenantctl's control-plane lines."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from serve_app.audit import AuditRecord, AuditSink
+
+FIELDS = {
+    "ts", "request_id", "tenant", "credential", "source_ip", "action", "model", "version",
+    "outcome", "status", "latency_ms",
+}  # fmt: skip
+
+
+def test_a_crafted_value_cannot_break_or_forge_a_line(tmp_path):
+    forged = 'x"}\n{"tenant": "victim", "action": "delete"}\r\u2028'
+    record = AuditRecord.build(
+        action="POST /v1/detect",
+        outcome="ok",
+        status=200,
+        request_id=forged,
+        tenant="acme",
+        model="pcb@3",
+        source_ip="10.0.0.7",
+    )
+    sink = AuditSink(tmp_path / "audit" / "api.jsonl")
+    assert sink.write(record) and sink.write(record)
+    lines = (tmp_path / "audit" / "api.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    parsed = json.loads(lines[0])
+    assert set(parsed) == FIELDS
+    assert parsed["request_id"] == forged and parsed["tenant"] == "acme"
+    assert (parsed["model"], parsed["version"]) == ("pcb", "3")
+    assert parsed["ts"].endswith("Z") and "T" in parsed["ts"]
+
+
+def test_fields_are_capped_and_missing_ones_are_dashes():
+    record = AuditRecord.build(action="a" * 5000, outcome="ok", status=200)
+    assert len(record.action) == 200
+    assert (record.tenant, record.credential, record.model, record.version) == ("-",) * 4
+
+
+def test_an_unwritable_sink_counts_and_never_raises(tmp_path):
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    sink = AuditSink(blocked / "audit.jsonl")  # a path under a regular file
+    record = AuditRecord.build(action="x", outcome="ok", status=200)
+    assert sink.write(record) is False and sink.write(record) is False
+    assert sink.failures == 2
+
+
+def test_tenantctl_audits_changes_not_reads_and_never_the_key(tmp_path, capsys, monkeypatch):
+    from tenant_registry.cli import main
+
+    log = tmp_path / "control.jsonl"
+    monkeypatch.setenv("TENANTCTL_AUDIT_LOG", str(log))
+    db = str(tmp_path / "r.db")
+    assert main(["--db", db, "init"]) == 0
+    assert main(["--db", db, "tenant", "create", "acme"]) == 0
+    assert main(["--db", db, "key", "issue", "acme"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert main(["--db", db, "tenant", "list"]) == 0  # a read: not audited
+    assert main(["--db", db, "tenant", "create", "acme"]) == 4  # a conflict: audited
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["action"] for r in records] == [
+        "tenantctl init",
+        "tenantctl tenant create",
+        "tenantctl key issue",
+        "tenantctl tenant create",
+    ]
+    assert records[2]["tenant"] == "acme" and records[-1]["status"] == 409
+    assert all(r["credential"].startswith("operator:") for r in records)
+    assert key.startswith("yk_") and key not in log.read_text()
+
+
+def test_tenantctl_with_an_unwritable_audit_log_still_works(tmp_path, capsys, monkeypatch):
+    from tenant_registry.cli import main
+
+    if os.geteuid() == 0:  # root writes anywhere: use a path under a regular file
+        blocked = tmp_path / "file"
+        blocked.write_text("")
+        monkeypatch.setenv("TENANTCTL_AUDIT_LOG", str(blocked / "control.jsonl"))
+    else:
+        monkeypatch.setenv("TENANTCTL_AUDIT_LOG", "/proc/audit-not-here/control.jsonl")
+    assert main(["--db", str(tmp_path / "r.db"), "init"]) == 0
+    assert "audit log" in capsys.readouterr().err
