@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 import requests
@@ -33,8 +34,28 @@ def value(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def settled_scrape(quiet_s: float = 15.0) -> str:
+    """A scrape taken once the demo tenant's counters stopped moving for ``quiet_s``
+    (longer than Ray's metrics report interval): earlier tests' requests are then all
+    exported, and a delta from here counts only this test's requests."""
+    state = {"text": "", "key": None, "since": time.monotonic()}
+
+    def quiet() -> str | None:
+        text = scrape()
+        key = (
+            value(text, "ray_yoloserve_requests_total", tenant="demo"),
+            value(text, "ray_yoloserve_images_total", tenant="demo"),
+        )
+        if key != state["key"]:
+            state.update(key=key, since=time.monotonic())
+            return None
+        return text if time.monotonic() - state["since"] >= quiet_s else None
+
+    return wait_for(quiet, 120, "the demo tenant's counters to settle")
+
+
 def test_per_tenant_series_count_exactly_what_was_sent(served):
-    base = scrape()
+    base = settled_scrape()
     before_ok = value(base, "ray_yoloserve_requests_total", tenant="demo", status="200")
     before_images = value(base, "ray_yoloserve_images_total", tenant="demo", model="shapes@1")
     image = (SAMPLES / "shapes_02.jpg").read_bytes()
