@@ -23,7 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from serve_app.constants import (
     AUDIT_DIR,
+    BATCH_MAX_SIZE,
+    BATCH_WAIT_TIMEOUT_S,
     KEY_ID_PATTERN,
+    MAX_BATCH_SIZE,
     MAX_DETECTIONS,
     MAX_IMGSZ_PX,
     MIN_IMGSZ_PX,
@@ -298,6 +301,13 @@ class RouterConfig(_Strict):
 # ---------------------------------------------------------- detector user_config
 
 
+class BatchSettings(_Strict):
+    """How a detector batches concurrent requests for one model (``@serve.batch``)."""
+
+    max_batch_size: int = Field(BATCH_MAX_SIZE, ge=1, le=MAX_BATCH_SIZE)
+    batch_wait_timeout_s: float = Field(BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
+
+
 class DetectorConfig(_Strict):
     """A Detector's ``user_config``: which model ids it may load, and from where."""
 
@@ -309,6 +319,10 @@ class DetectorConfig(_Strict):
     preload: list[str] = Field(
         default_factory=list,
         description="Model ids loaded in reconfigure(), before a new replica takes traffic.",
+    )
+    batching: BatchSettings = Field(
+        default_factory=BatchSettings,
+        description="Dynamic batching; applied by reconfigure(), no restart.",
     )
 
     @model_validator(mode="after")

@@ -33,13 +33,19 @@ from serve_app.images import decode_image
 from serve_app.load_status import board
 from serve_app.manifest import ModelManifest
 from serve_app.model_cache import WeightsCache, default_cache_dir
-from serve_app.model_loader import build_yolo, inference_device
+from serve_app.model_loader import build_yolo, inference_device, match_threads_to_reservation
 from serve_app.model_store import fetch_version
 from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
 from serve_app.results import DetectionResult, ImageSize, encode_detections
 from serve_app.telemetry import DetectorMetrics
 
 logger = logging.getLogger("ray.serve")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _tenant_of(model_id: str) -> str:
@@ -125,7 +131,11 @@ class Detector:
     """Runs one tenant's (or the shared pool's) models."""
 
     def __init__(self, scope: str) -> None:
+        import ray
+
         self._scope = scope
+        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        self._threads = match_threads_to_reservation(reserved)
         self._config = DetectorConfig()
         self._cache = WeightsCache(default_cache_dir())
         # model id -> (monotonic time, reason) of its last failed load: retried only after
@@ -145,6 +155,9 @@ class Detector:
         """
         self._config = DetectorConfig.model_validate(user_config)
         self._failed.clear()  # a new catalog may have fixed what failed
+        batching = self._config.batching
+        self._detect_batch.set_max_batch_size(batching.max_batch_size)
+        self._detect_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
         self._set_lru_size(self._config.max_models_per_replica or MAX_MODELS_PER_REPLICA)
         for mid in self._config.preload:
             try:
@@ -310,6 +323,13 @@ class Detector:
         held = sorted(wrapper.models) if wrapper is not None else []
         return {"models": held, "max_models": self._lru_size}
 
+    def batching(self) -> dict[str, Any]:
+        """The batch settings in force (they change with user_config, no restart)."""
+        return {
+            "max_batch_size": self._detect_batch._get_max_batch_size(),
+            "batch_wait_timeout_s": self._detect_batch._get_batch_wait_timeout_s(),
+        }
+
     def placement(self) -> dict[str, Any]:
         """Where this replica runs: for operators and placement tests."""
         import ray
@@ -323,4 +343,6 @@ class Detector:
             "actor_id": ctx.get_actor_id(),
             "device": device,
             "half": half,
+            "threads": self._threads,
+            "torch_threads": _torch_threads(),
         }

@@ -7,6 +7,7 @@ strictly: a tensor missing, extra or of the wrong shape fails the load.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import serve_app.constants  # noqa: F401  (forces YOLO_OFFLINE before ultralytics loads)
@@ -64,6 +65,24 @@ def inference_device() -> tuple[str, bool]:
     if torch.cuda.is_available():
         return "cuda:0", True
     return "cpu", False
+
+
+def threads_for(reserved_cpus: float) -> int:
+    """Intra-op threads for a replica that reserved ``reserved_cpus`` CPUs: at least one,
+    rounded up (torch would otherwise start one per core of the whole machine, and
+    replicas sharing the machine would fight over them)."""
+    return max(1, math.ceil(reserved_cpus - 1e-9))
+
+
+def match_threads_to_reservation(reserved_cpus: float) -> int:
+    """Set torch's and OpenCV's thread counts to what the replica reserved."""
+    import cv2
+    import torch
+
+    threads = threads_for(reserved_cpus)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    return threads
 
 
 def _build_onnx(manifest: ModelManifest, weights: bytes) -> YOLO:

@@ -153,6 +153,10 @@ def cmd_platform_set(reg: Registry, args: argparse.Namespace) -> int:
         current["ledger"]["usage_uri"] = args.usage_uri
     if args.audit_dir is not None:
         current["audit_dir"] = args.audit_dir
+    if args.max_batch_size is not None:
+        current["batching"]["max_batch_size"] = args.max_batch_size
+    if args.batch_wait_timeout_s is not None:
+        current["batching"]["batch_wait_timeout_s"] = args.batch_wait_timeout_s
     try:
         settings = PlatformSettings.model_validate(current)
     except ValueError as exc:
@@ -631,6 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ledger-state-path", help="SQLite file of monthly usage (durable storage)")
     p.add_argument("--usage-uri", help="where metered usage is exported: s3://… or file://…")
     p.add_argument("--audit-dir", help="folder of the routers' audit logs (one file per replica)")
+    p.add_argument("--max-batch-size", type=int, help="detector batch size (live, no restart)")
+    p.add_argument(
+        "--batch-wait-timeout-s", type=float, help="how long a batch waits to fill (live)"
+    )
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="sub", required=True)
     p = command(

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.config import (
     AutoscalingSpec,
+    BatchSettings,
     LedgerSpec,
     ResourceSpec,
     RouterSpec,
@@ -43,6 +44,7 @@ class PlatformSettings(BaseModel):
     store: StoreSettings = StoreSettings()
     max_models_per_replica: int | None = Field(None, ge=1)
     ledger: LedgerSpec = LedgerSpec()
+    batching: BatchSettings = BatchSettings()
     audit_dir: str = Field(
         AUDIT_DIR, min_length=1, description="Folder of the routers' audit logs."
     )

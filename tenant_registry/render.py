@@ -110,15 +110,26 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
     deployments: list[dict[str, Any]] = [
         {"name": ROUTER_DEPLOYMENT, "user_config": router.model_dump(mode="json")}
     ]
-    for name in [SHARED_POOL_DEPLOYMENT] + [deployment_name(t.id) for t in args.tenants]:
+    specs = {SHARED_POOL_DEPLOYMENT: args.shared_pool.max_ongoing_requests}
+    specs.update({deployment_name(t.id): t.max_ongoing_requests for t in args.tenants})
+    for name, max_ongoing in specs.items():
         models = dict(sorted(catalogs.get(name, {}).items()))
         detector = DetectorConfig(
             models=models,
             preload=preloads.get(name, []),
             store=platform.store,
             max_models_per_replica=platform.max_models_per_replica,
+            batching=platform.batching,
         )
-        deployments.append({"name": name, "user_config": detector.model_dump(mode="json")})
+        deployments.append(
+            {
+                "name": name,
+                "user_config": detector.model_dump(mode="json"),
+                # A batch only fills if a replica may hold that many requests; both
+                # settings change without restarting a replica.
+                "max_ongoing_requests": max(max_ongoing, platform.batching.max_batch_size),
+            }
+        )
     config = {
         "proxy_location": platform.proxy_location,
         "http_options": {"host": platform.http_host, "port": platform.http_port},

@@ -126,3 +126,9 @@ def test_corrupt_onnx_is_a_load_error(demo_onnx):
 def test_onnx_class_count_must_match_the_manifest(demo_onnx):
     with pytest.raises(ModelLoadError, match="outputs 3 classes but the manifest lists 5"):
         build_yolo(_onnx_manifest(demo_onnx, list("abcde")), demo_onnx)
+
+
+def test_replica_threads_follow_the_cpus_it_reserved():
+    from serve_app.model_loader import threads_for
+
+    assert [threads_for(c) for c in (0.1, 0.5, 1.0, 1.5, 2.0, 4.0)] == [1, 1, 1, 2, 2, 4]

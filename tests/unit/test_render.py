@@ -135,3 +135,34 @@ def test_set_tier_moves_the_catalog_and_changes_args(reg):
     assert _user_config(dedicated, "shared-pool")["models"] == {}
     moved = _user_config(dedicated, "tenant-acme")
     assert (moved["models"], moved["preload"]) == ({"acme/shapes@1": V1.uri}, ["acme/shapes@1"])
+
+
+def test_batching_reaches_every_detector_with_room_for_a_batch(tmp_path):
+    from serve_app.config import BatchSettings
+
+    reg = Registry(tmp_path / "r.db")
+    reg.set_platform(
+        reg.platform().model_copy(
+            update={"batching": BatchSettings(max_batch_size=32, batch_wait_timeout_s=0.02)}
+        )
+    )
+    reg.create_tenant("bigco", "BigCo", "dedicated", ("shapes", V1))
+    config = render_config(reg.tenants(), reg.platform())
+    detectors = [d for d in _app(config)["deployments"] if d["name"] != "router"]
+    assert {d["name"] for d in detectors} == {"shared-pool", "tenant-bigco"}
+    for deployment in detectors:
+        assert deployment["user_config"]["batching"] == {
+            "max_batch_size": 32,
+            "batch_wait_timeout_s": 0.02,
+        }
+        assert deployment["max_ongoing_requests"] >= 32
+
+
+def test_batch_settings_are_bounded():
+    import pytest
+
+    from serve_app.config import BatchSettings
+
+    for bad in ({"max_batch_size": 0}, {"max_batch_size": 65}, {"batch_wait_timeout_s": -1}):
+        with pytest.raises(ValueError):
+            BatchSettings(**bad)
