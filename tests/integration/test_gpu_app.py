@@ -162,3 +162,35 @@ def test_a_jwt_from_the_tenants_identity_provider_works_like_a_key(gpu_app, jwt_
     wrong_audience = jwt.encode({**claims, "aud": "other"}, jwt_key, algorithm="RS256")
     with pytest.raises(Unauthenticated):
         DetectionClient(api_key=wrong_audience).models()
+
+
+def test_replica_threads_match_the_cpus_they_reserved(gpu_app):
+    # Each tenant reserves 0.1 CPU here: one thread, not one per core of the machine.
+    for tenant in FRACTIONAL:
+        placement = _placement(tenant)
+        assert (placement["threads"], placement["torch_threads"]) == (1, 1), placement
+
+
+def test_batch_settings_change_live_without_a_restart(gpu_app):
+    from ray import serve
+
+    def batching() -> dict:
+        handle = serve.get_deployment_handle("tenant-globex", "yolo")
+        return handle.batching.remote().result()
+
+    before = _placement("globex")["actor_id"]
+    assert batching()["max_batch_size"] == 8  # the default
+    config = copy.deepcopy(gpu_app["config"])
+    globex = next(
+        d for d in config["applications"][0]["deployments"] if d["name"] == "tenant-globex"
+    )
+    globex["user_config"]["batching"] = {"max_batch_size": 3, "batch_wait_timeout_s": 0.05}
+    globex["max_ongoing_requests"] = 16
+    deploy(gpu_app["context"], config)
+    wait_for(lambda: batching()["max_batch_size"] == 3, 120, "the new batch size")
+    assert batching()["batch_wait_timeout_s"] == pytest.approx(0.05)
+    assert _placement("globex")["actor_id"] == before  # reconfigure(), not a new replica
+    client = DetectionClient(api_key=tenant_key("globex"))
+    assert client.detect(SAMPLES / "shapes_02.jpg").detections  # still serving
+    deploy(gpu_app["context"], gpu_app["config"])  # restore for other tests
+    wait_for(lambda: batching()["max_batch_size"] == 8, 120, "the default batch size back")
