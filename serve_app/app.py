@@ -61,5 +61,7 @@ def build_app(args: AppArgs) -> Application:
     router = Router.options(  # type: ignore[attr-defined]
         name=ROUTER_DEPLOYMENT, **deployment_options(args.router, batching=False)
     )
-    app: Application = router.bind(detectors, pool, ledger)
+    # Tenants that may scale to zero are not probed by /readyz: a probe would wake them.
+    scale_to_zero = sorted(t.id for t in args.tenants if t.autoscaling.min_replicas == 0)
+    app: Application = router.bind(detectors, pool, ledger, scale_to_zero)
     return app

@@ -133,8 +133,10 @@ class Router:
         detectors: dict[str, DeploymentHandle[Any]],
         shared_pool: DeploymentHandle[Any],
         ledger: DeploymentHandle[Any],
+        scale_to_zero: list[str] | None = None,
     ) -> None:
         self._detectors = detectors
+        self._scale_to_zero = frozenset(scale_to_zero or ())
         self._shared_pool = shared_pool
         self._ledger = ledger
         self._jwks = JwksPool()  # outlives table rebuilds: keys are not refetched per change
@@ -463,14 +465,17 @@ class Router:
         return b"".join(chunks)
 
     async def _readyz(self) -> Response:
-        """Ready when every dedicated tenant's default model loads, and the shared pool
-        loads one shared tenant's (checking every shared tenant would churn its LRU)."""
+        """Ready when every always-on dedicated tenant's default model loads, and the
+        shared pool loads one shared tenant's (checking every shared tenant would churn
+        its LRU). Tenants that may scale to zero are not probed."""
         tenants = [t for t in self._table.tenants() if t.status == "active"]
         if tenants and time.monotonic() < self._ready_until:
             return JSONResponse({"status": "ready", "tenants": len(tenants)})
         if not tenants:
             return JSONResponse({"status": "not_ready", "reason": "no tenants configured"}, 503)
-        probes = [t for t in tenants if t.tier == "dedicated"]
+        # A tenant that may scale to zero is not probed: it would never get to zero, and
+        # its first request waits for a replica instead (a cold start, not a failure).
+        probes = [t for t in tenants if t.tier == "dedicated" and t.id not in self._scale_to_zero]
         probes += [t for t in tenants if t.tier == "shared"][:1]
         calls = []
         for tenant in probes:
