@@ -1,0 +1,330 @@
+"""Side-by-side throughput benchmark: raw ultralytics, a naive server, and the platform.
+
+In one run on one machine, the same model (the demo yolov8n), the same images and the
+same image size:
+
+* raw: ultralytics ``predict`` in this process (decode included), one image at a time
+  for concurrency 1 and a batch of c images for concurrency c: the limit;
+* naive: ``benchmarks/baselines/naive_server.py``, one synchronous FastAPI process;
+* platform: this application (`serve run` of the local config, its tenant given most of
+  the machine) over HTTP through the router with auth and quotas, and through Python
+  handles (``DetectionClient``).
+
+Closed loop at concurrency 1, 4 and 16, image size 320 and 640: p50/p95/p99 latency and
+images/s per cell, and the ratios platform/raw and platform/naive. Writes
+docs/benchmarks.md (table, machine, exact command).
+
+    .venv/bin/python scripts/bench.py                 # the full run (~15 min on 2 cores)
+    .venv/bin/python scripts/bench.py --quick -o out.md   # seconds-scale smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import requests  # noqa: E402
+import yaml  # noqa: E402
+
+import serve_app.constants  # noqa: E402,F401  (YOLO_OFFLINE before ultralytics)
+
+DEMO_KEY = "yk_demo_localonly"
+IMAGES = sorted((ROOT / "samples").glob("shapes_*.jpg"))
+CONCURRENCY = (1, 4, 16)
+SIZES = (320, 640)
+
+
+@dataclass
+class Cell:
+    system: str
+    imgsz: int
+    concurrency: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    images_s: float
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline, tick = time.monotonic() + timeout_s, threading.Event()
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception as exc:  # not up yet
+            last = exc
+        tick.wait(0.5)
+    raise TimeoutError(f"timed out waiting for {what}; last error: {last!r}")
+
+
+def closed_loop(call: Callable[[bytes], Any], images: list[bytes], n: int, conc: int) -> Cell:
+    """``n`` calls from ``conc`` workers, each starting its next call when one returns."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = iter(range(n))
+
+    def worker(_: int) -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            started = time.perf_counter()
+            call(images[i % len(images)])
+            with lock:
+                latencies.append(time.perf_counter() - started)
+
+    for image in images[:2]:  # warm-up
+        call(image)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=conc) as pool:
+        list(pool.map(worker, range(conc)))
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
+
+    return Cell("", 0, conc, statistics.median(ordered) * 1e3, pct(0.95), pct(0.99), n / elapsed)
+
+
+# ------------------------------------------------------------------------ systems
+
+
+def raw_cells(images: list[bytes], imgsz: int, n: int) -> list[Cell]:
+    import cv2
+    import numpy as np
+
+    from serve_app.model_loader import build_yolo
+    from serve_app.model_store import fetch_version
+
+    fetched = fetch_version("file://models/demo/shapes/1")
+    model = build_yolo(fetched.manifest, fetched.weights)
+
+    def decode(data: bytes) -> Any:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+    cells = []
+    for conc in CONCURRENCY:
+        # Concurrency c in-process = a batch of c images per predict call.
+        def call(first: bytes, c: int = conc) -> None:
+            start = images.index(first)
+            batch = [images[(start + j) % len(images)] for j in range(c)]
+            model.predict([decode(b) for b in batch], imgsz=imgsz, verbose=False)
+
+        cell = closed_loop(call, images, max(2, n // conc), 1)
+        per_image = Cell("raw", imgsz, conc, cell.p50_ms, cell.p95_ms, cell.p99_ms,
+                         cell.images_s * conc)  # fmt: skip
+        cells.append(per_image)
+    return cells
+
+
+def naive_cells(images: list[bytes], imgsz: int, n: int) -> list[Cell]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "baselines" / "naive_server.py"),
+         "--port", str(port), "--imgsz", str(imgsz)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/predict"
+    local = threading.local()
+
+    def call(data: bytes) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        resp = session.post(url, data=data, timeout=120,
+                            headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        resp.raise_for_status()
+
+    try:
+        _wait(lambda: requests.post(url, data=images[0], timeout=30,
+                                    headers={"Content-Type": "application/octet-stream"}).ok,
+              120, "the naive server")  # fmt: skip
+        return [_named(closed_loop(call, images, n, c), "naive", imgsz) for c in CONCURRENCY]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+class PlatformRun:
+    """The local config under `serve run`, its demo tenant given most of the machine."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        raw = yaml.safe_load((ROOT / "configs" / "serve.local.yaml").read_text())
+        raw["http_options"]["port"] = self.port
+        args = raw["applications"][0]["args"]
+        cpus = max(1.0, (os.cpu_count() or 2) - 0.5)
+        args["tenants"][0]["resources"]["num_cpus"] = cpus  # threads follow: ceil(cpus)
+        args["tenants"][0]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
+        args["shared_pool"]["resources"]["num_cpus"] = 0.1
+        args["shared_pool"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
+        args["ledger"] = {"resources": {"num_cpus": 0.1},
+                          "state_path": str(Path(tempfile.mkdtemp()) / "ledger.db")}  # fmt: skip
+        self.config = Path(tempfile.mkdtemp()) / "bench.yaml"
+        self.config.write_text(yaml.safe_dump(raw))
+        self.url = f"http://127.0.0.1:{self.port}/v1/detect"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PlatformRun:
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "serve"), "run", str(self.config)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        ready = f"http://127.0.0.1:{self.port}/readyz"
+        _wait(lambda: requests.get(ready, timeout=5).status_code == 200, 300, "the platform")
+        import ray
+
+        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        import ray
+
+        ray.shutdown()
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        # `serve run` stopped its own Ray on SIGINT; nothing else to stop here.
+
+    def http_cells(self, images: list[bytes], imgsz: int, n: int) -> list[Cell]:
+        local = threading.local()
+        headers = {"Authorization": f"Bearer {DEMO_KEY}"}
+
+        def call(data: bytes) -> None:
+            session = getattr(local, "session", None) or requests.Session()
+            local.session = session
+            resp = session.post(self.url, data=data, params={"imgsz": imgsz},
+                                headers=headers, timeout=120)  # fmt: skip
+            resp.raise_for_status()
+
+        return [
+            _named(closed_loop(call, images, n, c), "platform HTTP", imgsz) for c in CONCURRENCY
+        ]
+
+    def handle_cells(self, images: list[bytes], imgsz: int, n: int) -> list[Cell]:
+        from serve_app.client import DetectionClient
+
+        client = DetectionClient(api_key=DEMO_KEY)
+
+        def call(data: bytes) -> None:
+            client.detect(data, imgsz=imgsz)
+
+        return [_named(closed_loop(call, images, n, c), "platform handle", imgsz)
+                for c in CONCURRENCY]  # fmt: skip
+
+
+def _named(cell: Cell, system: str, imgsz: int) -> Cell:
+    cell.system, cell.imgsz = system, imgsz
+    return cell
+
+
+# ------------------------------------------------------------------------- report
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (
+        f"{platform.platform()}, {os.cpu_count()} CPUs ({platform.processor() or 'unknown'}), "
+        f"Python {platform.python_version()}, torch {torch.__version__}, GPU: {gpu}"
+    )
+
+
+def report(cells: list[Cell], command: str, quick: bool) -> str:
+    def get(system: str, imgsz: int, conc: int) -> Cell:
+        return next(c for c in cells if (c.system, c.imgsz, c.concurrency) == (system, imgsz, conc))
+
+    lines = ["# Benchmarks: platform vs raw model vs naive server", ""]
+    if quick:
+        lines += ["**Quick smoke run (few requests): the figures mean nothing.**", ""]
+    lines += [f"Machine: {machine()}.", "", f"Command: `{command}`", ""]
+    lines += ["| system | imgsz | concurrency | p50 ms | p95 ms | p99 ms | images/s |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for c in cells:
+        lines.append(f"| {c.system} | {c.imgsz} | {c.concurrency} | {c.p50_ms:.1f} | "
+                     f"{c.p95_ms:.1f} | {c.p99_ms:.1f} | {c.images_s:.1f} |")  # fmt: skip
+    lines += ["", "| ratio | 320 | 640 | target |", "| --- | --- | --- | --- |"]
+    ratios: dict[str, tuple[Callable[[int], float], str]] = {
+        "platform HTTP p50 / raw p50, concurrency 1": (
+            lambda s: get("platform HTTP", s, 1).p50_ms / get("raw", s, 1).p50_ms,
+            "≤ 1.25 (320), ≤ 1.15 (640)"),
+        "platform HTTP images/s / best raw images/s, concurrency 16": (
+            lambda s: get("platform HTTP", s, 16).images_s
+            / max(get("raw", s, c).images_s for c in CONCURRENCY), "≥ 0.85"),
+        "platform HTTP images/s / naive images/s, concurrency 16": (
+            lambda s: get("platform HTTP", s, 16).images_s / get("naive", s, 16).images_s,
+            "≥ 1.3"),
+        "platform handle images/s / best raw images/s, concurrency 16": (
+            lambda s: get("platform handle", s, 16).images_s
+            / max(get("raw", s, c).images_s for c in CONCURRENCY), "—"),
+    }  # fmt: skip
+    for label, (ratio, target) in ratios.items():
+        values = [f"{ratio(s):.2f}" if any(c.imgsz == s for c in cells) else "—" for s in SIZES]
+        lines.append(f"| {label} | {values[0]} | {values[1]} | {target} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few requests per cell")
+    parser.add_argument("--requests", type=int, default=64, help="requests per cell")
+    parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    n = 4 if args.quick else args.requests
+    images = [p.read_bytes() for p in IMAGES]
+    cells: list[Cell] = []
+    for imgsz in SIZES:
+        cells += raw_cells(images, imgsz, n)
+        cells += naive_cells(images, imgsz, n)
+        print(f"raw and naive done for {imgsz}", flush=True)
+    with PlatformRun() as run:
+        for imgsz in SIZES:
+            cells += run.http_cells(images, imgsz, n)
+            cells += run.handle_cells(images, imgsz, n)
+            print(f"platform done for {imgsz}", flush=True)
+    order = {"raw": 0, "naive": 1, "platform HTTP": 2, "platform handle": 3}
+    cells.sort(key=lambda c: (c.imgsz, order[c.system], c.concurrency))
+    command = "python scripts/bench.py" + (" --quick" if args.quick else f" --requests {n}")
+    text = report(cells, command, args.quick)
+    args.output.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
