@@ -63,7 +63,7 @@ S3_MAX_ATTEMPTS = 3
 
 # Batching.
 BATCH_MAX_SIZE = int(os.environ.get("YOLOSERVE_BATCH_MAX_SIZE", "8"))
-BATCH_WAIT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_BATCH_WAIT_TIMEOUT_S", "0.01"))
+BATCH_WAIT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_BATCH_WAIT_TIMEOUT_S", "0"))
 # The largest batch a config may ask for (memory per batch grows with it).
 MAX_BATCH_SIZE = 64
 
