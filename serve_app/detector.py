@@ -144,6 +144,7 @@ class Detector:
         self._board: Any = None
         self._metrics = DetectorMetrics.create()
         self._in_flight = 0
+        self._loads_done = 0  # successful loads by this replica, for benchmarks
         self._lru_size = MAX_MODELS_PER_REPLICA
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -213,6 +214,7 @@ class Detector:
             ) from None
         self._failed.pop(model_id, None)
         self._count_load(model_id, "loaded")
+        self._loads_done += 1
         model.on_release = lambda mid: self._count_load(mid, "evicted")
         elapsed_ms = (time.perf_counter() - started) * 1e3
         self._metrics.load_s.observe(
@@ -318,10 +320,11 @@ class Detector:
         return True
 
     def loaded_models(self) -> dict[str, Any]:
-        """The model ids this replica holds and its LRU size: for operators and tests."""
+        """The model ids this replica holds, its LRU size and how many loads it has done:
+        for operators, tests and the multiplexing benchmark."""
         wrapper = getattr(self, "__serve_multiplex_wrapper", None)
         held = sorted(wrapper.models) if wrapper is not None else []
-        return {"models": held, "max_models": self._lru_size}
+        return {"models": held, "max_models": self._lru_size, "loads": self._loads_done}
 
     def batching(self) -> dict[str, Any]:
         """The batch settings in force (they change with user_config, no restart)."""
