@@ -175,8 +175,9 @@ class PlatformRun:
     """A Serve config under `serve run`: by default the local config, its demo tenant
     given most of the machine."""
 
-    def __init__(self, raw: dict[str, Any] | None = None) -> None:
+    def __init__(self, raw: dict[str, Any] | None = None, driver: bool = True) -> None:
         self.port = _free_port()
+        self.driver = driver  # join the cluster as a Ray driver (for Python handles)
         if raw is not None:
             raw["http_options"]["port"] = self.port
             self._write(raw)
@@ -209,9 +210,10 @@ class PlatformRun:
         )  # fmt: skip
         ready = f"http://127.0.0.1:{self.port}/readyz"
         _wait(lambda: requests.get(ready, timeout=5).status_code == 200, 300, "the platform")
-        import ray
+        if self.driver:
+            import ray
 
-        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+            ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -261,7 +263,7 @@ def multiplexing(images: list[bytes], n: int, tenants: int = 20, per_replica: in
     from ray import serve
 
     from tenant_registry.render import render_config
-    from tenant_registry.store import ModelVersion, Registry, now_iso
+    from tenant_registry.store import Registry
 
     reg = Registry(Path(tempfile.mkdtemp()) / "registry.db")
     platform_settings = reg.platform()
@@ -284,14 +286,9 @@ def multiplexing(images: list[bytes], n: int, tenants: int = 20, per_replica: in
             }
         )
     )
-    from serve_app.model_store import fetch_version
-
-    uri = "file://models/demo/shapes/1"
-    sha = fetch_version(uri).manifest.sha256
     keys = []
     for i in range(tenants):
-        version = ModelVersion(1, uri, "yolov8n", sha, now_iso())
-        reg.create_tenant(f"t{i:02d}", f"Tenant {i}", "shared", (f"m{i:02d}", version))
+        reg.create_tenant(f"t{i:02d}", f"Tenant {i}", "shared", _demo_version(f"m{i:02d}"))
         keys.append(reg.issue_key(f"t{i:02d}")[1])
     raw = render_config(reg.tenants(), reg.platform())
     with PlatformRun(raw) as run:
@@ -321,6 +318,51 @@ def multiplexing(images: list[bytes], n: int, tenants: int = 20, per_replica: in
         f"**{loads} model loads** (round-robin over {tenants} models with room for "
         f"{per_replica} is the LRU's worst case).\n"
     )
+
+
+def cold_start(image: bytes) -> str:
+    """A dedicated tenant with min_replicas 0: time its first request (replica start +
+    model preload) and the next one."""
+    from tenant_registry.render import render_config
+    from tenant_registry.store import Registry
+
+    reg = Registry(Path(tempfile.mkdtemp()) / "registry.db")
+    settings = reg.platform()
+    reg.set_platform(
+        settings.model_copy(
+            update={
+                "ledger": settings.ledger.model_copy(
+                    update={"state_path": str(Path(tempfile.mkdtemp()) / "ledger.db")}
+                )
+            }
+        )
+    )
+    reg.create_tenant("warm", "Warm", "shared", _demo_version("shapes"))
+    reg.create_tenant("cold", "Cold", "dedicated", _demo_version("shapes"))
+    reg.set_resources("cold", num_cpus=1.0, min_replicas=0, max_replicas=1, upscale_delay_s=0)
+    key = reg.issue_key("cold")[1]
+    headers = {"Authorization": f"Bearer {key}"}
+    with PlatformRun(render_config(reg.tenants(), reg.platform()), driver=False) as run:
+        started = time.perf_counter()
+        first = requests.post(run.url, data=image, headers=headers, timeout=300)
+        cold_s = time.perf_counter() - started
+        first.raise_for_status()
+        started = time.perf_counter()
+        requests.post(run.url, data=image, headers=headers, timeout=300).raise_for_status()
+        warm_ms = (time.perf_counter() - started) * 1e3
+    return (
+        "\n## Scale from zero\n\nA dedicated tenant with `min_replicas: 0` and no replica: "
+        f"its first request answered 200 after **{cold_s:.1f} s** (replica start + model "
+        f"preload; the request waits, it does not fail); the next one took {warm_ms:.0f} ms.\n"
+    )
+
+
+def _demo_version(name: str) -> tuple[str, Any]:
+    from serve_app.model_store import fetch_version
+    from tenant_registry.store import ModelVersion, now_iso
+
+    uri = "file://models/demo/shapes/1"
+    return name, ModelVersion(1, uri, "yolov8n", fetch_version(uri).manifest.sha256, now_iso())
 
 
 def _named(cell: Cell, system: str, imgsz: int) -> Cell:
@@ -401,6 +443,8 @@ def main() -> int:
         capture_output=True, text=True, check=True, timeout=1200,
     ).stdout.split("<<<MUX>>>", 1)[1]  # fmt: skip
     print("multiplexing done", flush=True)
+    cold = cold_start(images[0])  # HTTP only: no Ray driver in this process yet
+    print("scale from zero done", flush=True)
     with PlatformRun() as run:
         for imgsz in SIZES:
             cells += run.http_cells(images, imgsz, n)
@@ -409,7 +453,7 @@ def main() -> int:
     order = {"raw": 0, "naive": 1, "platform HTTP": 2, "platform handle": 3}
     cells.sort(key=lambda c: (c.imgsz, order[c.system], c.concurrency))
     command = "python scripts/bench.py" + (" --quick" if args.quick else f" --requests {n}")
-    text = report(cells, command, args.quick) + mux
+    text = report(cells, command, args.quick) + mux + cold
     args.output.write_text(text)
     print(text)
     return 0

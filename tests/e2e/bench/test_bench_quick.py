@@ -32,3 +32,4 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     assert "platform HTTP images/s / naive images/s, concurrency 16" in report
     assert "Quick smoke run" in report and "Machine:" in report
     assert "## Multiplexing" in report and "model loads" in report
+    assert "## Scale from zero" in report and "answered 200 after" in report
