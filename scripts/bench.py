@@ -69,6 +69,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _session(local: threading.local) -> requests.Session:
+    """One keep-alive HTTP session per load-generator thread."""
+    session: requests.Session | None = getattr(local, "session", None)
+    if session is None:
+        session = local.session = requests.Session()
+    return session
+
+
 def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline, tick = time.monotonic() + timeout_s, threading.Event()
     last: Exception | None = None
@@ -155,8 +163,7 @@ def naive_cells(images: list[bytes], imgsz: int, n: int) -> list[Cell]:
     local = threading.local()
 
     def call(data: bytes) -> None:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
+        session = _session(local)
         resp = session.post(url, data=data, timeout=120,
                             headers={"Content-Type": "application/octet-stream"})  # fmt: skip
         resp.raise_for_status()
@@ -235,8 +242,7 @@ class PlatformRun:
         headers = {"Authorization": f"Bearer {DEMO_KEY}"}
 
         def call(data: bytes) -> None:
-            session = getattr(local, "session", None) or requests.Session()
-            local.session = session
+            session = _session(local)
             resp = session.post(self.url, data=data, params={"imgsz": imgsz},
                                 headers=headers, timeout=120)  # fmt: skip
             resp.raise_for_status()
@@ -301,8 +307,7 @@ def multiplexing(images: list[bytes], n: int, tenants: int = 20, per_replica: in
         def call(data: bytes) -> None:
             with lock:
                 i = next(counter)
-            session = getattr(local, "session", None) or requests.Session()
-            local.session = session
+            session = _session(local)
             auth = {"Authorization": f"Bearer {keys[i % tenants]}"}
             resp = session.post(run.url, data=data, timeout=300, headers=auth)
             resp.raise_for_status()

@@ -75,16 +75,16 @@ class DetectionClient:
 
     def models(self) -> dict[str, object]:
         """The caller's models, as ``GET /v1/models`` returns them."""
-        try:
-            out: dict[str, object] = self._handle.list_models.remote(self._api_key).result()
-        except Exception as exc:
-            raise _typed(exc) from None
-        return out
+        return self._ask("list_models")
 
     def usage(self) -> dict[str, object]:
         """The caller's own usage, as ``GET /v1/usage`` returns it."""
+        return self._ask("usage")
+
+    def _ask(self, method: str) -> dict[str, object]:
+        """A router method that takes only the caller's key, errors typed."""
         try:
-            out: dict[str, object] = self._handle.usage.remote(self._api_key).result()
+            out: dict[str, object] = getattr(self._handle, method).remote(self._api_key).result()
         except Exception as exc:
             raise _typed(exc) from None
         return out

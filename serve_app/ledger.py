@@ -107,7 +107,6 @@ class QuotaLedger:
         applied = self._store.apply_settlement(settlement.batch_id, deltas, uses, settlement.usage)
         if applied:
             for tenant, quota, unused, month in settlement.refunds:
-                assert isinstance(quota, Quota)
                 refund(self._state(tenant), quota, unused, month, now)
         return applied
 

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from serve_app.config import Quota
+
 NO_MODEL = "-"  # a call refused before a model was chosen (401s are not metered at all)
 
 
@@ -76,7 +78,7 @@ class Settlement:
 
     batch_id: str
     usage: tuple[UsageRow, ...] = ()
-    refunds: tuple[tuple[str, object, int, str], ...] = ()  # (tenant, Quota, unused, month)
+    refunds: tuple[tuple[str, Quota, int, str], ...] = ()  # (tenant, quota, unused, month)
     key_uses: tuple[tuple[str, str, float], ...] = ()  # (key id, tenant, epoch s)
 
     def empty(self) -> bool:
