@@ -30,6 +30,7 @@ from serve_app.constants import (
 )
 from serve_app.errors import ModelLoadError, ModelUnavailable, ServeAppError, UnknownModel
 from serve_app.images import decode_image
+from serve_app.letterbox import Frame, letterbox
 from serve_app.load_status import board
 from serve_app.manifest import ModelManifest
 from serve_app.model_cache import WeightsCache, default_cache_dir
@@ -55,6 +56,37 @@ def _tenant_of(model_id: str) -> str:
 # A request's result, the batch's inference ms and the request's share of it, or an error.
 _Outcome = tuple[DetectionResult, float, float] | ServeAppError
 
+# A decoded image letterboxed for its model, and how to map boxes back onto it.
+Prepared = tuple[Any, Frame]
+
+
+def prepare(data: bytes, imgsz: int) -> Prepared:
+    """Decode and letterbox one upload (blocking; runs beside inference)."""
+    return letterbox(decode_image(data), imgsz)
+
+
+def group_batch(params: list[InferenceParams], prepared: list[Prepared]) -> list[list[int]]:
+    """Indices of the requests that can share one predict call: same parameters and
+    same letterboxed shape, so each gets exactly the result it would have had alone."""
+    groups: dict[tuple[InferenceParams, tuple[int, ...]], list[int]] = {}
+    for i, (p, (array, _)) in enumerate(zip(params, prepared, strict=True)):
+        groups.setdefault((p, tuple(array.shape)), []).append(i)
+    return list(groups.values())
+
+
+@dataclass
+class BatchStats:
+    """How full this replica's batches have been (for operators, tests, benchmarks)."""
+
+    batches: int = 0
+    images: int = 0
+    largest: int = 0
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.images += size
+        self.largest = max(self.largest, size)
+
 
 @dataclass
 class LoadedModel:
@@ -73,13 +105,37 @@ class LoadedModel:
     def label(self) -> str:
         return self.model_id.split("/", 1)[1]
 
+    def imgsz(self, params: InferenceParams) -> int:
+        return resolve_imgsz(params, self.manifest.imgsz)
+
+    def detect(self, prepared: list[Prepared], params: InferenceParams) -> list[DetectionResult]:
+        """One predict call over letterboxed images of one shape (``group_batch``)."""
+        raw = self.predict([array for array, _ in prepared], params)
+        return [self._encode(frame, res) for (_, frame), res in zip(prepared, raw, strict=True)]
+
+    def _encode(self, frame: Frame, res: Any) -> DetectionResult:
+        boxes = res.boxes
+        return DetectionResult(
+            model=self.label,
+            image=ImageSize(width=frame.width, height=frame.height),
+            detections=encode_detections(
+                frame.unscale(boxes.xyxy.tolist()),
+                boxes.conf.tolist(),
+                [int(c) for c in boxes.cls.tolist()],
+                self.manifest.class_names,
+                frame.width,
+                frame.height,
+            ),
+            timing_ms={},
+        )
+
     def predict(self, images: list[Any], params: InferenceParams) -> list[Any]:
         classes = resolve_classes(params, self.manifest.class_names)
         with self.lock:
             return list(
                 self.yolo.predict(
                     images,
-                    imgsz=resolve_imgsz(params, self.manifest.imgsz),
+                    imgsz=self.imgsz(params),
                     conf=params.conf,
                     iou=params.iou,
                     max_det=params.max_det,
@@ -144,6 +200,7 @@ class Detector:
         self._board: Any = None
         self._metrics = DetectorMetrics.create()
         self._in_flight = 0
+        self._batches = BatchStats()
         self._loads_done = 0  # successful loads by this replica, for benchmarks
         self._lru_size = MAX_MODELS_PER_REPLICA
 
@@ -238,11 +295,11 @@ class Detector:
             model_id = serve.get_multiplexed_model_id()
             if not model_id:
                 raise UnknownModel("no model id was given with the request")
-            array = await asyncio.to_thread(decode_image, image)
+            # The model is needed first (for its input size); the batch finds it loaded.
+            model = await self.get_model(model_id)
+            prepared = await asyncio.to_thread(prepare, image, model.imgsz(params))
             decoded = time.perf_counter()
-            outcome: (
-                tuple[DetectionResult, float, float] | ServeAppError
-            ) = await self._detect_batch(model_id, array, params)
+            outcome: _Outcome = await self._detect_batch(model_id, prepared, params)
         except ServeAppError as exc:
             return exc
         finally:
@@ -260,20 +317,16 @@ class Detector:
 
     @serve.batch(max_batch_size=BATCH_MAX_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
     async def _detect_batch(
-        self, model_ids: list[str], images: list[Any], params: list[InferenceParams]
+        self, model_ids: list[str], prepared: list[Prepared], params: list[InferenceParams]
     ) -> list[_Outcome]:
         # Serve splits batches by multiplexed model id, so one model serves the batch.
         model = await self.get_model(model_ids[0])
-        # Requests with different parameters cannot share a predict call.
-        groups: dict[InferenceParams, list[int]] = {}
-        for i, p in enumerate(params):
-            groups.setdefault(p, []).append(i)
-        out: list[_Outcome] = [ModelUnavailable("no result") for _ in images]
-        for group_params, indices in groups.items():
+        out: list[_Outcome] = [ModelUnavailable("no result") for _ in prepared]
+        for indices in group_batch(params, prepared):
             try:
                 started = time.perf_counter()
-                raw = await asyncio.to_thread(
-                    model.predict, [images[i] for i in indices], group_params
+                results = await asyncio.to_thread(
+                    model.detect, [prepared[i] for i in indices], params[indices[0]]
                 )
                 elapsed_ms = round((time.perf_counter() - started) * 1e3, 2)
             except ServeAppError as exc:
@@ -282,29 +335,12 @@ class Detector:
                 continue
             # Each request is billed its share of the predict call it was part of.
             share_ms = round(elapsed_ms / len(indices), 3)
-            for i, res in zip(indices, raw, strict=True):
-                out[i] = (self._encode(model, images[i], res), elapsed_ms, share_ms)
-        self._metrics.images.inc(len(images), tags={"scope": self._scope})
-        self._metrics.batch_size.observe(len(images), tags={"scope": self._scope})
+            for i, result in zip(indices, results, strict=True):
+                out[i] = (result, elapsed_ms, share_ms)
+        self._batches.record(len(prepared))
+        self._metrics.images.inc(len(prepared), tags={"scope": self._scope})
+        self._metrics.batch_size.observe(len(prepared), tags={"scope": self._scope})
         return out
-
-    @staticmethod
-    def _encode(model: LoadedModel, image: Any, res: Any) -> DetectionResult:
-        height, width = image.shape[:2]
-        boxes = res.boxes
-        return DetectionResult(
-            model=model.label,
-            image=ImageSize(width=width, height=height),
-            detections=encode_detections(
-                boxes.xyxy.tolist(),
-                boxes.conf.tolist(),
-                [int(c) for c in boxes.cls.tolist()],
-                model.manifest.class_names,
-                width,
-                height,
-            ),
-            timing_ms={},
-        )
 
     def _count_load(self, model_id: str, outcome: str) -> None:
         tags = {"scope": self._scope, "tenant": _tenant_of(model_id), "outcome": outcome}
@@ -327,10 +363,14 @@ class Detector:
         return {"models": held, "max_models": self._lru_size, "loads": self._loads_done}
 
     def batching(self) -> dict[str, Any]:
-        """The batch settings in force (they change with user_config, no restart)."""
+        """The batch settings in force (they change with user_config, no restart) and
+        how full batches have been since the replica started."""
         return {
             "max_batch_size": self._detect_batch._get_max_batch_size(),
             "batch_wait_timeout_s": self._detect_batch._get_batch_wait_timeout_s(),
+            "batches": self._batches.batches,
+            "images": self._batches.images,
+            "largest_batch": self._batches.largest,
         }
 
     def placement(self) -> dict[str, Any]:

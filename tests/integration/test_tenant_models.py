@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.client import DetectionClient
+from serve_app.config import BatchSettings
 from serve_app.constants import MAX_WEIGHTS_BYTES
 from serve_app.errors import ModelUnavailable
 from serve_app.load_status import BOARD_NAME, BOARD_NAMESPACE
@@ -152,6 +153,56 @@ def test_same_model_name_and_version_never_cross_tenants(app):
             assert result.model == "pcb@1"
             assert result.detections
             assert {d.class_name for d in result.detections} <= set(_names(tenant))
+
+
+def _set_pool_batching(app: App, pool, wait_s: float) -> None:
+    batching = BatchSettings(max_batch_size=8, batch_wait_timeout_s=wait_s)
+    app.reg.set_platform(app.reg.platform().model_copy(update={"batching": batching}))
+    app.apply()
+    wait_for(
+        lambda: pool.batching.remote().result()["batch_wait_timeout_s"] == wait_s,
+        60,
+        f"the pool's batch wait to become {wait_s} s",
+    )
+
+
+def test_concurrent_tenants_on_the_pool_are_batched_and_get_their_own_results(app):
+    from ray import serve
+
+    pool = serve.get_deployment_handle("shared-pool", "yolo")
+    images = [p.read_bytes() for p in sorted(SAMPLES.glob("shapes_*"))[:6]]
+    calls = [(tenant, image) for tenant in ("acme", "globex") for image in images]
+    alone = [app.client(t).detect(image, model="pcb", version=1) for t, image in calls]
+    _set_pool_batching(app, pool, 0.5)  # long enough for concurrent calls to meet
+    try:
+        before = pool.batching.remote().result()
+        barrier = threading.Barrier(len(calls))
+        together: list = [None] * len(calls)
+
+        def call(i: int) -> None:
+            tenant, image = calls[i]
+            client = app.client(tenant)
+            barrier.wait()
+            together[i] = client.detect(image, model="pcb", version=1)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        after = pool.batching.remote().result()
+    finally:
+        _set_pool_batching(app, pool, 0.0)
+    assert after["images"] - before["images"] == len(calls)
+    assert after["batches"] - before["batches"] < len(calls)  # some calls shared a batch
+    assert after["largest_batch"] > 1
+    for (tenant, _), got, want in zip(calls, together, alone, strict=True):
+        assert got is not None and got.model == "pcb@1"
+        assert {d.class_name for d in got.detections} <= set(_names(tenant))
+        assert [d.class_name for d in got.detections] == [d.class_name for d in want.detections]
+        for g, w in zip(got.detections, want.detections, strict=True):
+            assert g.bbox == pytest.approx(w.bbox, abs=0.11)
+            assert g.confidence == pytest.approx(w.confidence, abs=2e-4)
 
 
 def test_hot_swap_under_traffic_with_no_restart(app):
