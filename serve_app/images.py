@@ -75,7 +75,10 @@ def _open(data: bytes, fmt: str) -> Image.Image:
         raise PayloadTooLarge(
             f"image has more than {MAX_IMAGE_PIXELS} pixels — downscale it"
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:
+        # ImportError: once ultralytics is imported (detector replicas), Image.open is its
+        # patch, which answers unidentifiable data by importing a HEIF plugin we do not
+        # ship (and, with YOLO_AUTOINSTALL=false, never install): still the client's bad file.
         raise UndecodableImage(
             f"the {fmt.upper()} header could not be read ({type(exc).__name__}); "
             "re-export the image and send the whole file"

@@ -91,3 +91,16 @@ def test_a_bomb_pillow_itself_would_refuse_is_still_a_clear_413():
 
     with pytest.raises(PayloadTooLarge, match="downscale"):
         inspect_image(png_header_only(20_000, 20_000))  # 400 Mpx: 10x the limit
+
+
+def test_garbage_is_422_even_after_ultralytics_patched_pillow():
+    # Detector replicas import ultralytics, which replaces PIL.Image.open with a version
+    # that tries to import a HEIF plugin on unidentifiable data (ModuleNotFoundError here).
+    import PIL.Image
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch)
+
+    assert PIL.Image.open.__module__ == "ultralytics.utils.patches"
+    with pytest.raises(UndecodableImage):
+        inspect_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    with pytest.raises(UndecodableImage):
+        decode_image(b"\xff\xd8\xff" + b"\x00" * 64)
