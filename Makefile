@@ -8,7 +8,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv tools run test test-unit test-integration test-security test-e2e lint format samples model clean
+.PHONY: venv tools run test test-unit test-integration test-security test-e2e lint format samples model manifests clean
 
 venv: $(STAMP)
 
@@ -59,6 +59,15 @@ model: $(STAMP)
 
 samples: $(STAMP)
 	$(BIN)/python scripts/make_samples.py
+
+# kuberay-cluster.yaml is `tenantctl render --format rayservice` of the example tenants
+# (scripts/example_tenants.py); a unit test fails when the two drift apart.
+manifests: $(STAMP)
+	@rm -f var/example-tenants.db && mkdir -p var
+	$(BIN)/python scripts/example_tenants.py --db var/example-tenants.db
+	$(BIN)/tenantctl --db var/example-tenants.db render --format rayservice -o kuberay-cluster.yaml
+	$(BIN)/tenantctl validate kuberay-cluster.yaml
+	$(BIN)/tenantctl validate configs/batch-job.rayjob.yaml
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

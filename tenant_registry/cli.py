@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tenant_registry import audit, cluster, render
+import yaml
+
+from tenant_registry import audit, cluster, kuberay, manifests, render
 from tenant_registry.errors import InvalidInput, RegistryError
 from tenant_registry.migrations import LATEST_VERSION
 from tenant_registry.platform import PlatformSettings
@@ -98,6 +100,17 @@ def _version_from_uri(uri: str, version: int) -> ModelVersion:
     )
 
 
+# `platform set --k8s-<field>`: the KubeRay settings an operator changes most.
+KUBERAY_FLAGS: dict[str, tuple[type, str]] = {
+    "name": (str, "the RayService's name"),
+    "image": (str, "container image (Ray, CUDA, this project; see configs/Dockerfile)"),
+    "s3_secret": (str, "Secret holding access-key-id and secret-access-key"),
+    "gpus_per_worker": (int, "GPUs per GPU worker pod"),
+    "gpu_workers_max": (int, "most GPU worker pods the autoscaler may start"),
+    "cpu_workers_max": (int, "most CPU worker pods the autoscaler may start"),
+}
+
+
 # ----------------------------------------------------------------- commands
 
 
@@ -157,6 +170,10 @@ def cmd_platform_set(reg: Registry, args: argparse.Namespace) -> int:
         current["batching"]["max_batch_size"] = args.max_batch_size
     if args.batch_wait_timeout_s is not None:
         current["batching"]["batch_wait_timeout_s"] = args.batch_wait_timeout_s
+    for field in KUBERAY_FLAGS:
+        value = getattr(args, f"k8s_{field}")
+        if value is not None:
+            current["kuberay"][field] = value
     try:
         settings = PlatformSettings.model_validate(current)
     except ValueError as exc:
@@ -472,7 +489,11 @@ def _rendered(reg: Registry) -> dict[str, Any]:
 
 
 def cmd_render(reg: Registry, args: argparse.Namespace) -> int:
-    text = render.to_yaml(_rendered(reg))
+    if args.format == "rayservice":
+        text = kuberay.render_rayservice(_rendered(reg), reg.platform().kuberay)
+        manifests.validate_manifest(yaml.safe_load(text))  # never hand out a bad manifest
+    else:
+        text = render.to_yaml(_rendered(reg))
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -493,9 +514,15 @@ def cmd_apply(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(reg: Registry | None, args: argparse.Namespace) -> int:
-    parsed = render.validate_config(render.load_yaml(Path(args.file)))
+    """A Serve config, or a RayService / RayJob / RayCluster manifest (it has a kind)."""
+    raw = render.load_yaml(Path(args.file))
+    if isinstance(raw, dict) and "kind" in raw:
+        kind = manifests.validate_manifest(raw)
+        print(f"{args.file}: valid {kind}", file=sys.stderr)
+        return 0
+    parsed = render.validate_config(raw)
     apps = ", ".join(a.name for a in parsed.applications)
-    print(f"{args.file}: valid ({apps})", file=sys.stderr)
+    print(f"{args.file}: valid Serve config ({apps})", file=sys.stderr)
     return 0
 
 
@@ -639,6 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-wait-timeout-s", type=float, help="how long a batch waits to fill (live)"
     )
+    for field, (kind, text) in KUBERAY_FLAGS.items():
+        p.add_argument(f"--k8s-{field.replace('_', '-')}", type=kind, help=f"RayService: {text}")
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="sub", required=True)
     p = command(
@@ -785,12 +814,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"PEM private key file (or ${SIGNING_KEY_ENV}); it never enters a Serve config",
     )
 
-    p = command(sub, "render", cmd_render, "write the Serve config for the registry")
+    p = command(sub, "render", cmd_render, "write the Serve config or RayService of the registry")
     p.add_argument("-o", "--output")
+    p.add_argument(
+        "--format",
+        choices=("serve", "rayservice"),
+        default="serve",
+        help="a Serve config for `serve deploy` (default) or a KubeRay RayService manifest",
+    )
     p = command(sub, "apply", cmd_apply, "render, validate and submit to a running cluster")
     p.add_argument("--address", default=cluster.default_address(), help="Ray dashboard URL")
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted")
-    p = command(sub, "validate", cmd_validate, "strictly validate a Serve config file")
+    p = command(
+        sub,
+        "validate",
+        cmd_validate,
+        "strictly validate a Serve config, RayService, RayJob or RayCluster file",
+    )
     p.add_argument("file")
     p = command(sub, "usage", cmd_usage, "metered usage per tenant, hour and model", read=True)
     p.add_argument("--tenant")

@@ -16,6 +16,7 @@ from serve_app.config import (
     StoreSettings,
 )
 from serve_app.constants import APP_NAME, AUDIT_DIR, MODEL_NAME_PATTERN
+from tenant_registry.kuberay import KubeRaySettings
 
 
 class PlatformSettings(BaseModel):
@@ -47,6 +48,10 @@ class PlatformSettings(BaseModel):
     batching: BatchSettings = BatchSettings()
     audit_dir: str = Field(
         AUDIT_DIR, min_length=1, description="Folder of the routers' audit logs."
+    )
+    kuberay: KubeRaySettings = Field(
+        default_factory=KubeRaySettings,
+        description="The KubeRay cluster of `tenantctl render --format rayservice`.",
     )
 
     @property
