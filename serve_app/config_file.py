@@ -53,6 +53,21 @@ class HttpOptions(_Strict):
         return self
 
 
+class RuntimeEnv(_Strict):
+    """The ``runtime_env`` fields a deployment of this project may use; Ray treats an
+    unknown key as a plugin name, so a misspelled ``env_var`` would not fail the file."""
+
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = None
+    py_modules: list[str] | None = None
+    pip: list[str] | dict[str, Any] | str | None = None
+    uv: list[str] | dict[str, Any] | str | None = None
+    conda: dict[str, Any] | str | None = None
+    excludes: list[str] | None = None
+    image_uri: str | None = None
+    config: dict[str, Any] | None = None
+
+
 class DeploymentOverride(_Strict):
     """The deployment options this project lets a config file override."""
 
@@ -70,7 +85,7 @@ class ApplicationSpec(_Strict):
     name: str
     route_prefix: str = "/"
     import_path: Literal["serve_app.app:build_app"]
-    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    runtime_env: RuntimeEnv = Field(default_factory=RuntimeEnv)
     args: AppArgs
     deployments: list[DeploymentOverride] = Field(default_factory=list)
 

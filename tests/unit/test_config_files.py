@@ -71,6 +71,15 @@ def _raw():
             lambda r: r["applications"][0]["args"]["tenants"][0]["resources"].update(num_gpus=1.5),
             "whole number",
         ),
+        (
+            lambda r: r["applications"][0]["runtime_env"].update(env_var={"A": "1"}),
+            "runtime_env.env_var",
+        ),
+        (lambda r: r["http_options"].update(prot=8001), "http_options.prot"),
+        (
+            lambda r: r["applications"][0]["deployments"][0]["user_config"].update(tenantz=[]),
+            "tenantz",
+        ),
     ],
 )
 def test_typos_and_inconsistencies_fail_loudly(mutate, needle):
