@@ -100,6 +100,9 @@ AUDIT_DIR = os.environ.get("YOLOSERVE_AUDIT_DIR", "var/audit")
 # Quota ledger.
 # Admission waits this long for the ledger, then the router fails closed (503).
 LEDGER_TIMEOUT_S = 2.0
+# How long a router trusts its copy of a tenant's own detection defaults (PUT /v1/policy
+# on another router replica is seen within this).
+TENANT_DEFAULTS_TTL_S = 2.0
 # Metered usage: exported from the ledger as JSON lines this often (and on shutdown).
 USAGE_EXPORT_S = float(os.environ.get("YOLOSERVE_USAGE_EXPORT_S", "30"))
 USAGE_EXPORT_MAX_ROWS = 5000

@@ -19,6 +19,7 @@ from typing import Any
 
 from ray import serve
 
+from serve_app.annotate import draw_detections
 from serve_app.config import DetectorConfig, StoreSettings
 from serve_app.constants import (
     BATCH_MAX_SIZE,
@@ -37,7 +38,7 @@ from serve_app.model_cache import WeightsCache, default_cache_dir
 from serve_app.model_loader import build_yolo, inference_device, match_threads_to_reservation
 from serve_app.model_store import fetch_version
 from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
-from serve_app.results import DetectionResult, ImageSize, encode_detections
+from serve_app.results import Annotated, DetectionResult, ImageSize, encode_detections
 from serve_app.telemetry import DetectorMetrics
 
 logger = logging.getLogger("ray.serve")
@@ -63,6 +64,11 @@ Prepared = tuple[Any, Frame]
 def prepare(data: bytes, imgsz: int) -> Prepared:
     """Decode and letterbox one upload (blocking; runs beside inference)."""
     return letterbox(decode_image(data), imgsz)
+
+
+def _prepare_keeping_original(data: bytes, imgsz: int) -> tuple[Any, Prepared]:
+    original = decode_image(data)
+    return original, letterbox(original, imgsz)
 
 
 def group_batch(params: list[InferenceParams], prepared: list[Prepared]) -> list[list[int]]:
@@ -282,22 +288,29 @@ class Detector:
         return model
 
     async def detect(
-        self, image: bytes, params: InferenceParams
-    ) -> DetectionResult | ServeAppError:
-        """Detect objects in one encoded image with the request's multiplexed model.
+        self, image: bytes, params: InferenceParams, annotate: bool = False
+    ) -> DetectionResult | Annotated | ServeAppError:
+        """Detect objects in one encoded image with the request's multiplexed model;
+        with ``annotate``, also the image with the boxes drawn, as JPEG.
 
         Client errors are returned, not raised: the router re-raises them, and the
         replica does not log a traceback for every bad upload.
         """
         started = time.perf_counter()
         self._queue(+1)
+        original = None
         try:
             model_id = serve.get_multiplexed_model_id()
             if not model_id:
                 raise UnknownModel("no model id was given with the request")
             # The model is needed first (for its input size); the batch finds it loaded.
             model = await self.get_model(model_id)
-            prepared = await asyncio.to_thread(prepare, image, model.imgsz(params))
+            if annotate:
+                original, prepared = await asyncio.to_thread(
+                    _prepare_keeping_original, image, model.imgsz(params)
+                )
+            else:
+                prepared = await asyncio.to_thread(prepare, image, model.imgsz(params))
             decoded = time.perf_counter()
             outcome: _Outcome = await self._detect_batch(model_id, prepared, params)
         except ServeAppError as exc:
@@ -313,7 +326,11 @@ class Detector:
             "compute": compute_ms,
             "detector_total": round((time.perf_counter() - started) * 1e3, 2),
         }
-        return result.model_copy(update={"timing_ms": timing})
+        result = result.model_copy(update={"timing_ms": timing})
+        if original is None:
+            return result
+        jpeg = await asyncio.to_thread(draw_detections, original, result.detections)
+        return Annotated(result=result, jpeg=jpeg)
 
     @serve.batch(max_batch_size=BATCH_MAX_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
     async def _detect_batch(

@@ -31,6 +31,7 @@ from serve_app.constants import (
 )
 from serve_app.ledger_store import LedgerStore
 from serve_app.model_store import open_store
+from serve_app.preferences import TenantDefaults
 from serve_app.quota import (
     Decision,
     TenantState,
@@ -162,6 +163,15 @@ class QuotaLedger:
                     pass
             except Exception as exc:  # the store is down: the rows wait in SQLite
                 logger.error("ledger: usage export failed: %s", exc)
+
+    async def tenant_defaults(self, tenant: str) -> TenantDefaults | None:
+        """The tenant's own detection defaults, if it saved any."""
+        body = self._store.tenant_defaults(tenant)
+        return None if body is None else TenantDefaults.model_validate_json(body)
+
+    async def set_tenant_defaults(self, tenant: str, defaults: TenantDefaults) -> None:
+        """Save them (the router checked them against the operator's bounds)."""
+        self._store.set_tenant_defaults(tenant, defaults.model_dump_json())
 
     async def release(self, tenant: str, lease_id: str) -> None:
         release(self._state(tenant), lease_id)

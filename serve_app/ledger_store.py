@@ -6,7 +6,8 @@
 * ``settlements``: ids of router settlements already applied, written in the same
   transaction as their counts, so a retried settlement is applied exactly once;
 * ``usage_log``: the metered usage rows, append-only, exported to the usage store
-  past ``export_state.watermark``.
+  past ``export_state.watermark``;
+* ``tenant_defaults``: each tenant's own detection defaults (``PUT /v1/policy``), as JSON.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _SCHEMA = (
     "rejected INTEGER NOT NULL, errors INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS usage_log_tenant_hour ON usage_log(tenant, hour)",
     "CREATE TABLE IF NOT EXISTS export_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tenant_defaults (tenant TEXT PRIMARY KEY, "
+    "body TEXT NOT NULL, updated_at REAL NOT NULL)",
 )
 
 
@@ -47,6 +50,22 @@ class LedgerStore:
         self._conn.execute(
             "INSERT OR IGNORE INTO export_state(key, value) VALUES ('epoch', ?)",
             (time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3),),
+        )
+
+    # ---------------------------------------------------------------- defaults
+
+    def tenant_defaults(self, tenant: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT body FROM tenant_defaults WHERE tenant = ?", (tenant,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_tenant_defaults(self, tenant: str, body: str) -> None:
+        self._conn.execute(
+            "INSERT INTO tenant_defaults(tenant, body, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(tenant) DO UPDATE SET body = excluded.body, "
+            "updated_at = excluded.updated_at",
+            (tenant, body, time.time()),
         )
 
     # ----------------------------------------------------------------- monthly

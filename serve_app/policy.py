@@ -16,6 +16,7 @@ from serve_app.errors import BadParameter
 
 DETECTION_PARAMS = frozenset({"conf", "iou", "max_det", "classes", "imgsz"})
 SELECTION_PARAMS = frozenset({"model", "version"})
+OUTPUT_PARAMS = frozenset({"annotate"})
 MAX_CLASS_TOKENS = 1000
 MIN_IOU = 0.05
 MAX_IOU = 0.95
@@ -59,9 +60,10 @@ def _number(
 
 def check_known(query: Mapping[str, str]) -> None:
     """Refuse unknown query parameters, so a typo is an error and not a silent default."""
-    unknown = sorted(set(query) - DETECTION_PARAMS - SELECTION_PARAMS)
+    known = DETECTION_PARAMS | SELECTION_PARAMS | OUTPUT_PARAMS
+    unknown = sorted(set(query) - known)
     if unknown:
-        allowed = ", ".join(sorted(DETECTION_PARAMS | SELECTION_PARAMS))
+        allowed = ", ".join(sorted(known))
         raise BadParameter(f"unknown query parameter {unknown[0][:32]!r}; allowed: {allowed}")
 
 

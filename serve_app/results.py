@@ -8,6 +8,7 @@ on plain numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +43,14 @@ class DetectionResult(BaseModel):
     image: ImageSize
     detections: list[Detection]
     timing_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Annotated:
+    """A result and the image with its boxes drawn (JPEG), for ``annotate=true``."""
+
+    result: DetectionResult
+    jpeg: bytes
 
 
 def encode_detections(

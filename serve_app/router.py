@@ -22,8 +22,9 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from serve_app import images, policy
+from serve_app import console, images, policy
 from serve_app.admission import Allowances, uses_allowances
+from serve_app.annotate import wants_annotation
 from serve_app.audit import AuditRecord, AuditSink
 from serve_app.auth import bearer_token
 from serve_app.config import RouterConfig, TenantEntry, model_id
@@ -37,8 +38,10 @@ from serve_app.constants import (
     READY_CACHE_S,
     READY_TIMEOUT_S,
     RETRY_AFTER_S,
+    TENANT_DEFAULTS_TTL_S,
 )
 from serve_app.errors import (
+    BadParameter,
     MethodNotAllowed,
     ModelUnavailable,
     NotFound,
@@ -46,13 +49,21 @@ from serve_app.errors import (
     PayloadTooLarge,
     QuotaExceeded,
     ServeAppError,
+    UnsupportedMediaType,
     error_body,
     unwrap_error,
 )
 from serve_app.jwks import JwksPool
 from serve_app.model_store import resolve_path
+from serve_app.preferences import (
+    MAX_POLICY_BODY_BYTES,
+    TenantDefaults,
+    effective_policy,
+    parse_defaults,
+    policy_view,
+)
 from serve_app.quota import Decision
-from serve_app.results import DetectionResult
+from serve_app.results import Annotated, DetectionResult
 from serve_app.settlement import Settler
 from serve_app.telemetry import RouterMetrics
 from serve_app.tenants import ModelChoice, Principal, TenantTable, catalog, select_model
@@ -60,7 +71,9 @@ from serve_app.uploads import image_bytes
 from serve_app.usage import NO_MODEL, Settlement
 
 logger = logging.getLogger("ray.serve")
-API_PATHS = frozenset({"/v1/detect", "/v1/models", "/v1/usage"})
+ALLOWED_METHODS = {"/v1/detect": "POST", "/v1/models": "GET", "/v1/usage": "GET"}
+ALLOWED_METHODS["/v1/policy"] = "GET or PUT"
+API_PATHS = frozenset(ALLOWED_METHODS)
 KNOWN_PATHS = API_PATHS | {"/healthz", "/readyz"}
 
 
@@ -146,6 +159,9 @@ class Router:
         self._settler = Settler(origin="router")
         self._settle_task: asyncio.Task[None] | None = None
         self._model_handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
+        # tenant -> (monotonic expiry, its own detection defaults): PUT /v1/policy on any
+        # router replica is seen here within TENANT_DEFAULTS_TTL_S.
+        self._defaults: dict[str, tuple[float, TenantDefaults | None]] = {}
         self._audit: AuditSink | None = None
         self._metrics = RouterMetrics.create()
 
@@ -164,24 +180,28 @@ class Router:
 
     async def _detect(
         self, principal: Principal, image: bytes, query: Mapping[str, str], call: _Call
-    ) -> DetectionResult:
+    ) -> DetectionResult | Annotated:
+        """Detect; with ``annotate=true`` in the query, also the image with boxes drawn."""
         started = time.perf_counter()
         tenant = principal.tenant
         model = NO_MODEL
         try:
             policy.check_known(query)
+            annotate = wants_annotation(query.get("annotate"))
             choice = select_model(tenant, query)
             model = call.model = choice.label
-            params = policy.clamp(query, tenant.policy)
+            defaults = await self._tenant_defaults(tenant.id)
+            params = policy.clamp(query, effective_policy(tenant.policy, defaults))
             images.inspect_image(image)
             handle = self._handle_for(tenant)
-            result = await self._admitted_call(principal, handle, choice, image, params)
+            outcome = await self._admitted_call(principal, handle, choice, image, params, annotate)
         except ServeAppError as exc:
             self._settler.meter.record(tenant.id, model, exc.status, time.time())
             if isinstance(exc, QuotaExceeded):
                 reason = {"tenant": tenant.id, "reason": exc.reason}
                 self._metrics.quota_rejections.inc(tags=reason)
             raise
+        result = outcome.result if isinstance(outcome, Annotated) else outcome
         call.model = result.model  # the fallback version, if it answered
         compute_s = result.timing_ms.get("compute", 0.0) / 1e3
         self._settler.meter.record(tenant.id, result.model, 200, time.time(), 1, compute_s)
@@ -193,7 +213,27 @@ class Router:
         self._metrics.images.inc(tags=by_model)
         if compute_s > 0:
             self._metrics.compute_s.inc(compute_s, tags=by_model)
-        return result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
+        result = result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})
+        if isinstance(outcome, Annotated):
+            return Annotated(result=result, jpeg=outcome.jpeg)
+        return result
+
+    async def _tenant_defaults(self, tenant_id: str) -> TenantDefaults | None:
+        """The tenant's own detection defaults, from the ledger, cached briefly."""
+        now = time.monotonic()
+        cached = self._defaults.get(tenant_id)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        try:
+            async with asyncio.timeout(LEDGER_TIMEOUT_S):
+                found: TenantDefaults | None = await self._ledger.tenant_defaults.remote(tenant_id)
+        except Exception as exc:
+            # Admission needs the ledger too and fails closed; here the last copy (or the
+            # operator's defaults) will do.
+            logger.warning("router: tenant defaults unavailable: %s", type(exc).__name__)
+            return cached[1] if cached is not None else None
+        self._defaults[tenant_id] = (now + TENANT_DEFAULTS_TTL_S, found)
+        return found
 
     async def _admitted_call(
         self,
@@ -202,18 +242,19 @@ class Router:
         choice: ModelChoice,
         image: bytes,
         params: policy.InferenceParams,
-    ) -> DetectionResult:
+        annotate: bool = False,
+    ) -> DetectionResult | Annotated:
         tenant = principal.tenant
         lease = await self._admit(principal)
         try:
-            return await self._call_detector(handle, tenant.id, choice, image, params)
+            return await self._call_detector(handle, tenant.id, choice, image, params, annotate)
         except ModelUnavailable:
             # The active version cannot be loaded (a broken upload): the previous one
             # keeps the tenant served while the operator looks at the failure.
             fallback = choice.fallback_choice()
             if fallback is None:
                 raise
-            return await self._call_detector(handle, tenant.id, fallback, image, params)
+            return await self._call_detector(handle, tenant.id, fallback, image, params, annotate)
         finally:
             if lease is not None:
                 await self._release(tenant.id, lease)
@@ -313,11 +354,17 @@ class Router:
         choice: ModelChoice,
         image: bytes,
         params: policy.InferenceParams,
-    ) -> DetectionResult:
-        response = self._model_handle(handle, choice.id_for(tenant_id)).detect.remote(image, params)
+        annotate: bool = False,
+    ) -> DetectionResult | Annotated:
+        detector = self._model_handle(handle, choice.id_for(tenant_id))
+        response = (
+            detector.detect.remote(image, params, True)
+            if annotate
+            else detector.detect.remote(image, params)
+        )
         try:
             async with asyncio.timeout(DETECT_TIMEOUT_S):
-                outcome: DetectionResult | ServeAppError = await response
+                outcome: DetectionResult | Annotated | ServeAppError = await response
         except TimeoutError:
             response.cancel()
             raise Overloaded("detection timed out; retry later", retry_after_s=5) from None
@@ -359,7 +406,14 @@ class Router:
             principal = await self._table.authenticate(api_key)
             call.identify(principal)
             query = {k: str(v) for k, v in (params or {}).items() if v is not None}
-            result = await self._detect(principal, image, query, call)
+            if "annotate" in query:
+                raise BadParameter(
+                    "annotate is an HTTP option (POST /v1/detect?annotate=true returns a JPEG); "
+                    "handles return the detections only"
+                )
+            outcome = await self._detect(principal, image, query, call)
+            assert isinstance(outcome, DetectionResult)
+            result = outcome
         except ServeAppError as exc:
             self._finish(call, "handle", exc.status, exc.code)
             raise
@@ -387,7 +441,15 @@ class Router:
     # --------------------------------------------------------------- HTTP API
 
     async def __call__(self, request: Request) -> Response:
+        response = await self._respond(request)
+        is_console = request.url.path in console.CONSOLE_FILES
+        response.headers.update(console.security_headers(console=is_console))
+        return response
+
+    async def _respond(self, request: Request) -> Response:
         route = f"{request.method} {request.url.path}"
+        if request.url.path in console.CONSOLE_FILES:
+            return self._console(request)
         # Label by known route only: arbitrary paths would blow up metric cardinality.
         path = request.url.path if request.url.path in KNOWN_PATHS else "other"
         call = _Call.start(
@@ -403,29 +465,15 @@ class Router:
             if request.url.path not in API_PATHS:
                 # The path is not echoed: an error body only ever says what the API has.
                 raise NotFound(
-                    "no such route; the API is POST /v1/detect, GET /v1/models and GET /v1/usage"
+                    "no such route; the API is POST /v1/detect, GET /v1/models, GET /v1/usage "
+                    "and GET or PUT /v1/policy; the web console is at /console"
                 )
             principal = await self._table.authenticate(
                 bearer_token(request.headers.get("authorization"))
             )
             tenant_id = principal.tenant.id
             call.identify(principal)
-            if route == "GET /v1/models":
-                response: Response = JSONResponse(catalog(principal.tenant))
-            elif route == "GET /v1/usage":
-                response = JSONResponse(await self._usage(principal.tenant))
-            elif route == "POST /v1/detect":
-                try:
-                    body = await self._read_body(request)
-                    image = image_bytes(body, request.headers.get("content-type"))
-                except ServeAppError as exc:  # refused before _detect, metered here
-                    self._settler.meter.record(tenant_id, NO_MODEL, exc.status, time.time())
-                    raise
-                result = await self._detect(principal, image, dict(request.query_params), call)
-                response = Response(result.model_dump_json(), media_type="application/json")
-            else:
-                allowed = "POST" if request.url.path == "/v1/detect" else "GET"
-                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
+            response = await self._api(route, request, principal, call)
         except ServeAppError as exc:
             response = error_response(exc)
             outcome = exc.code
@@ -444,6 +492,64 @@ class Router:
             )
         return response
 
+    async def _api(
+        self, route: str, request: Request, principal: Principal, call: _Call
+    ) -> Response:
+        """An authenticated API call."""
+        tenant = principal.tenant
+        if route == "GET /v1/models":
+            return JSONResponse(catalog(tenant))
+        if route == "GET /v1/usage":
+            return JSONResponse(await self._usage(tenant))
+        if route == "GET /v1/policy":
+            return JSONResponse(policy_view(tenant.policy, await self._tenant_defaults(tenant.id)))
+        if route == "PUT /v1/policy":
+            return JSONResponse(await self._save_defaults(tenant, request))
+        if route == "POST /v1/detect":
+            try:
+                body = await self._read_body(request)
+                image = image_bytes(body, request.headers.get("content-type"))
+            except ServeAppError as exc:  # refused before _detect, metered here
+                self._settler.meter.record(tenant.id, NO_MODEL, exc.status, time.time())
+                raise
+            outcome = await self._detect(principal, image, dict(request.query_params), call)
+            if isinstance(outcome, Annotated):
+                headers = {"X-Detections": str(len(outcome.result.detections))}
+                return Response(outcome.jpeg, media_type="image/jpeg", headers=headers)
+            return Response(outcome.model_dump_json(), media_type="application/json")
+        allowed = ALLOWED_METHODS[request.url.path]
+        raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
+
+    async def _save_defaults(self, tenant: TenantEntry, request: Request) -> dict[str, Any]:
+        """``PUT /v1/policy``: the tenant's own defaults, inside the operator's bounds."""
+        media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if media != "application/json":
+            raise UnsupportedMediaType(
+                'send the defaults as JSON with Content-Type: application/json, e.g. {"conf": 0.4}'
+            )
+        body = await self._read_body(request, MAX_POLICY_BODY_BYTES)
+        defaults = parse_defaults(body, tenant.policy)
+        try:
+            async with asyncio.timeout(LEDGER_TIMEOUT_S):
+                await self._ledger.set_tenant_defaults.remote(tenant.id, defaults)
+        except Exception as exc:
+            logger.error("router: saving tenant defaults failed: %s", type(exc).__name__)
+            raise Overloaded("your defaults could not be saved right now; retry shortly") from None
+        self._defaults[tenant.id] = (time.monotonic() + TENANT_DEFAULTS_TTL_S, defaults)
+        return policy_view(tenant.policy, defaults)
+
+    @staticmethod
+    def _console(request: Request) -> Response:
+        """The web console's static files (no credentials needed to fetch them)."""
+        found = console.asset(request.url.path)
+        assert found is not None
+        if request.method not in ("GET", "HEAD"):
+            return error_response(
+                MethodNotAllowed(f"{request.method} is not allowed here; use GET")
+            )
+        body, media_type = found
+        return Response(body, media_type=media_type)
+
     def _finish(self, call: _Call, route: str, status: int, outcome: str) -> None:
         """Count the call and write its audit line (which never fails the call)."""
         tenant = call.tenant or "-"
@@ -452,15 +558,18 @@ class Router:
             self._metrics.audit_failures.inc()
 
     @staticmethod
-    async def _read_body(request: Request) -> bytes:
+    async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+        """The body, refused (413) as soon as it is over ``limit``, declared or streamed."""
+        what = "image limit" if limit == MAX_BODY_BYTES else "limit for this call"
+        shown = MAX_IMAGE_BYTES if limit == MAX_BODY_BYTES else limit
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"body is {declared} bytes; the image limit is {MAX_IMAGE_BYTES}")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"body is {declared} bytes; the {what} is {shown}")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise PayloadTooLarge(f"body is over the {MAX_IMAGE_BYTES}-byte image limit")
+            if size > limit:
+                raise PayloadTooLarge(f"body is over the {shown}-byte {what}")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -95,6 +95,8 @@ def test_handle_errors_are_typed(gpu_app):
         client.detect(b"definitely not an image")
     with pytest.raises(UnknownModel):
         client.detect(SAMPLES / "shapes_00.jpg", model="pcb")
+    with pytest.raises(BadParameter, match="annotate is an HTTP option"):
+        client.detect(SAMPLES / "shapes_00.jpg", annotate=True)
     assert client.models() == {
         "models": [{"name": "shapes", "versions": [1], "active_version": 1, "default": True}]
     }

@@ -188,3 +188,72 @@ def test_no_key_or_image_bytes_in_the_logs(served):
     chunk = (SAMPLES / "shapes_00.jpg").read_bytes()[200:248]
     for encoded in (base64.b64encode(chunk).decode(), chunk.hex(), repr(chunk)[2:40]):
         assert encoded not in log
+
+
+def test_annotate_returns_the_image_with_the_boxes_drawn(served):
+    import cv2
+    import numpy as np
+
+    data = (SAMPLES / "shapes_02.jpg").read_bytes()
+    plain = _detect(served, data).json()
+    picture = _detect(served, data, params={"annotate": "true"})
+    assert picture.status_code == 200, picture.text
+    assert picture.headers["content-type"] == "image/jpeg"
+    assert int(picture.headers["x-detections"]) == len(plain["detections"]) > 0
+    drawn = cv2.imdecode(np.frombuffer(picture.content, np.uint8), cv2.IMREAD_COLOR)
+    original = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert drawn.shape == original.shape
+    # Pixels changed along each box's top edge, and far less elsewhere.
+    changed = np.abs(drawn.astype(int) - original.astype(int)).sum(axis=2) > 60
+    for det in plain["detections"]:
+        x1, y1, x2, _ = (round(v) for v in det["bbox"])
+        y = min(max(y1, 0), drawn.shape[0] - 1)
+        assert changed[y, x1:x2].mean() > 0.5, det
+    assert changed.mean() < 0.25
+    refused = _detect(served, data, params={"annotate": "maybe"})
+    assert "true or false" in _error(refused, 400, "bad_parameter")
+
+
+def test_tenant_defaults_are_read_saved_and_bounded(served):
+    url = f"{served['url']}/v1/policy"
+    view = requests.get(url, headers=AUTH, timeout=30).json()
+    low, high = view["bounds"]["conf"]
+    assert 0 < low <= view["defaults"]["conf"] <= high == 1.0
+    below = _error(
+        requests.put(url, json={"conf": low / 2}, headers=AUTH, timeout=30), 400, "bad_parameter"
+    )
+    assert "lowest confidence" in below
+    original = view["defaults"]["conf"]
+    saved = requests.put(url, json={"conf": 0.9}, headers=AUTH, timeout=30)
+    try:
+        assert saved.status_code == 200 and saved.json()["defaults"]["conf"] == 0.9
+        confident = _detect(served, (SAMPLES / "shapes_02.jpg").read_bytes()).json()
+        assert all(d["confidence"] >= 0.9 for d in confident["detections"])
+    finally:
+        back = requests.put(url, json={"conf": original}, headers=AUTH, timeout=30)
+        assert back.status_code == 200
+    _error(requests.put(url, json={"conf": 7}, headers=AUTH, timeout=30), 400, "bad_parameter")
+    message = _error(
+        requests.put(url, json={"confidence": 0.5}, headers=AUTH, timeout=30), 400, "bad_parameter"
+    )
+    assert "confidence" in message and "conf (0-1)" in message
+    _error(
+        requests.put(
+            url, data="conf=0.5", headers={**AUTH, "Content-Type": "text/plain"}, timeout=30
+        ),
+        415,
+        "unsupported_media_type",
+    )
+    _error(requests.put(url, json={"conf": 0.5}, timeout=30), 401, "unauthenticated")
+    _error(requests.delete(url, headers=AUTH, timeout=30), 405, "method_not_allowed")
+
+
+def test_every_answer_carries_the_security_headers(served):
+    for answer in (
+        requests.get(f"{served['url']}/v1/models", headers=AUTH, timeout=30),
+        requests.get(f"{served['url']}/v1/models", timeout=30),
+        requests.get(f"{served['url']}/nowhere", timeout=30),
+        requests.get(f"{served['url']}/console", timeout=30),
+    ):
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
