@@ -22,10 +22,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	BIN=$(BIN) bash scripts/run_local.sh configs/serve.local.yaml
 
-# Debian tools the tests use: promtool (package prometheus) checks the metrics exposition.
+# Debian tools the tests use: promtool (package prometheus) checks the metrics exposition;
+# chromium and its chromedriver run the web console's tests in a real browser.
+DEBIAN_TOOLS := promtool:prometheus chromium:chromium chromedriver:chromium-driver
 tools:
-	@command -v promtool >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 # Fast tiers first: unit (no Ray), integration (one local Ray), security (the platform
 # attacked over HTTP, its own local Ray), e2e (serve run, ray start + tenantctl, TLS).
