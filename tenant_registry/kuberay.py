@@ -71,11 +71,16 @@ def render_rayservice(serve_config: dict[str, Any], settings: KubeRaySettings) -
     )
     plain_env = {**ULTRALYTICS_ENV, "YOLOSERVE_MODEL_ROOT": PROJECT_DIR}
     env = [f"- {{name: {k}, value: {_quote(v)}}}" for k, v in plain_env.items()]
+    for variable, key in (("AWS_ACCESS_KEY_ID", "access-key-id"),
+                          ("AWS_SECRET_ACCESS_KEY", "secret-access-key")):  # fmt: skip
+        env += [
+            f"- name: {variable}",
+            f"  valueFrom: {{secretKeyRef: {{name: {settings.s3_secret}, key: {key}}}}}",
+        ]
     return _TEMPLATE.substitute(
         name=settings.name,
         ray_version=RAY_VERSION,
         image=settings.image,
-        secret=settings.s3_secret,
         serve_port=SERVE_PORT,
         metrics_port=METRICS_PORT,
         head_cpus=settings.head_cpus,
@@ -154,10 +159,6 @@ ${serve_config}
                 - {containerPort: ${metrics_port}, name: metrics}  # scrape every pod here
               env:
 ${head_env}
-                - name: AWS_ACCESS_KEY_ID
-                  valueFrom: {secretKeyRef: {name: ${secret}, key: access-key-id}}
-                - name: AWS_SECRET_ACCESS_KEY
-                  valueFrom: {secretKeyRef: {name: ${secret}, key: secret-access-key}}
               # A batch job's API key (configs/batch-job.rayjob.yaml) is a file
               # from a Secret, never an environment variable in a manifest.
               volumeMounts:
@@ -190,10 +191,6 @@ ${head_env}
                   - {containerPort: ${metrics_port}, name: metrics}
                 env:
 ${worker_env}
-                  - name: AWS_ACCESS_KEY_ID
-                    valueFrom: {secretKeyRef: {name: ${secret}, key: access-key-id}}
-                  - name: AWS_SECRET_ACCESS_KEY
-                    valueFrom: {secretKeyRef: {name: ${secret}, key: secret-access-key}}
                 # GPUs cannot be overcommitted: requests equal limits.
                 resources:
                   requests: {cpu: "${gpu_cpus}", memory: ${gpu_memory}, nvidia.com/gpu: ${gpus}}
@@ -215,10 +212,6 @@ ${worker_env}
                   - {containerPort: ${metrics_port}, name: metrics}
                 env:
 ${worker_env}
-                  - name: AWS_ACCESS_KEY_ID
-                    valueFrom: {secretKeyRef: {name: ${secret}, key: access-key-id}}
-                  - name: AWS_SECRET_ACCESS_KEY
-                    valueFrom: {secretKeyRef: {name: ${secret}, key: secret-access-key}}
                 resources:
                   requests: {cpu: "${cpu_cpus}", memory: ${cpu_memory}}
                   limits: {cpu: "${cpu_cpus}", memory: ${cpu_memory}}

@@ -12,28 +12,23 @@ import pytest
 from tests.conftest import DEMO_KEY, ROOT, SAMPLES, ground_truth, matched_shapes
 
 
-@pytest.mark.parametrize("mode", [[], ["--in-task"]], ids=["driver", "ray-task"])
-def test_batch_writes_one_line_per_image(served, tmp_path, mode):
-    out = tmp_path / "out.jsonl"
-    env = {**os.environ, "YOLOSERVE_API_KEY": DEMO_KEY}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "scripts/batch_detect.py",
-            str(SAMPLES),
-            "-o",
-            str(out),
-            "--max-in-flight",
-            "4",
-            *mode,
-        ],
+def _batch(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/batch_detect.py", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
+
+
+@pytest.mark.parametrize("mode", [[], ["--in-task"]], ids=["driver", "ray-task"])
+def test_batch_writes_one_line_per_image(served, tmp_path, mode):
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "YOLOSERVE_API_KEY": DEMO_KEY}
+    proc = _batch(str(SAMPLES), "-o", str(out), "--max-in-flight", "4", *mode, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "images/s" in proc.stdout
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -45,15 +40,7 @@ def test_batch_writes_one_line_per_image(served, tmp_path, mode):
 
 def test_batch_without_a_key_says_how_to_give_one(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "YOLOSERVE_API_KEY"}
-    proc = subprocess.run(
-        [sys.executable, "scripts/batch_detect.py", str(SAMPLES)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _batch(str(SAMPLES), env=env, timeout=120)
     assert proc.returncode == 2 and "YOLOSERVE_API_KEY" in proc.stderr
 
 
@@ -98,22 +85,13 @@ def test_batch_reads_images_from_s3_and_writes_results_to_s3(served, s3_server, 
         **S3_TEST_ENV,
         "AWS_ENDPOINT_URL": s3_server["url"],
     }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "scripts/batch_detect.py",
-            "s3://batch/incoming/",
-            "-o",
-            "s3://batch/results/run.jsonl",
-            "--api-key-file",
-            str(key_file),
-        ],
-        cwd=ROOT,
+    proc = _batch(
+        "s3://batch/incoming/",
+        "-o",
+        "s3://batch/results/run.jsonl",
+        "--api-key-file",
+        str(key_file),
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "-> s3://batch/results/run.jsonl" in proc.stdout
