@@ -226,6 +226,21 @@ def test_saved_defaults_apply_to_a_plain_api_call(browser, platform):
     assert len(_api(platform, "/v1/detect")["detections"]) == before
 
 
+def test_the_class_filter_re_runs_with_only_those_classes(browser, platform):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _signed_in(browser, platform)
+    _upload(browser, IMAGE)
+    direct = _api(platform, "/v1/detect", classes="square")["detections"]
+    assert direct and {d["class_name"] for d in direct} == {"square"}
+    field = browser.find_element(By.ID, "classes")
+    field.send_keys("square", Keys.TAB)  # typing and leaving the field, as a user does
+    _until(browser, lambda: _shown(browser, classes="square"), "the filtered re-run")
+    assert [row[1] for row in _table(browser)] == [d["class_name"] for d in direct]
+    assert _boxes(browser) == len(direct)
+
+
 def test_a_class_name_that_is_html_is_shown_as_text_and_runs_nothing(browser, platform, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
