@@ -396,6 +396,25 @@ def cmd_policy_set(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_show(reg: Registry, args: argparse.Namespace) -> int:
+    """The operator's policy and, with --cluster, what the tenant saved for itself."""
+    from serve_app.preferences import TenantDefaults, effective_policy
+
+    policy = reg.tenant(args.tenant).policy
+    data: dict[str, Any] = {"policy": policy.model_dump()}
+    lines = [f"operator policy: {policy.model_dump_json()}"]
+    if args.cluster:
+        saved = cluster.tenant_defaults(args.cluster, args.tenant)
+        current = effective_policy(policy, TenantDefaults.model_validate(saved))
+        data["tenant_defaults"] = saved
+        data["in_force"] = {"conf": current.conf, "iou": current.iou, "max_det": current.max_det}
+        lines += [
+            f"tenant's own defaults (PUT /v1/policy): {json.dumps(saved)}",
+            f"in force: {json.dumps(data['in_force'])}",
+        ]
+    return _emit(args, data, "\n".join(lines))
+
+
 def cmd_resources_set(reg: Registry, args: argparse.Namespace) -> int:
     tenant = reg.set_resources(args.tenant, **_changes(args, RESOURCE_FIELDS))
     note = "" if tenant.tier == "dedicated" else " (used when the tenant becomes dedicated)"
@@ -719,12 +738,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=_optional_number(int), default=_UNSET)
     p.add_argument("--monthly-images", type=_optional_number(int), default=_UNSET)
 
-    p = command(
-        sub.add_parser("policy").add_subparsers(dest="sub", required=True),
-        "set",
-        cmd_policy_set,
-        "set the detection policy",
+    policy = sub.add_parser("policy", help="detection policy").add_subparsers(
+        dest="sub", required=True
     )
+    p = command(
+        policy,
+        "show",
+        cmd_policy_show,
+        "the operator's policy and the tenant's own saved defaults",
+        read=True,
+    )
+    p.add_argument("tenant")
+    p.add_argument("--cluster", help="ask the running ledger for the tenant's saved defaults")
+    p = command(policy, "set", cmd_policy_set, "set the detection policy")
     p.add_argument("tenant")
     p.add_argument("--conf", type=float, default=_UNSET)
     p.add_argument("--min-conf", type=float, default=_UNSET)

@@ -94,8 +94,8 @@ def _connect(ray_address: str, namespace: str | None = None) -> None:
         )
 
 
-def key_last_used(ray_address: str, tenant: str) -> dict[str, float]:
-    """Epoch seconds each of the tenant's keys was last presented, as the ledger saw it."""
+def _ask_ledger(ray_address: str, method: str, *args: Any) -> Any:
+    """Call one of the quota ledger's methods on the running application."""
     from ray import serve
 
     from serve_app.constants import APP_NAME, LEDGER_DEPLOYMENT
@@ -103,10 +103,24 @@ def key_last_used(ray_address: str, tenant: str) -> dict[str, float]:
     try:
         _connect(ray_address)
         ledger = serve.get_deployment_handle(LEDGER_DEPLOYMENT, APP_NAME)
-        used: dict[str, float] = ledger.key_last_used.remote(tenant).result(timeout_s=30)
+        return getattr(ledger, method).remote(*args).result(timeout_s=30)
     except Exception as exc:
         raise ClusterError(
             f"cannot ask the quota ledger at {ray_address} ({type(exc).__name__}): "
             "is the application running? use --cluster auto on a cluster node"
         ) from None
+
+
+def key_last_used(ray_address: str, tenant: str) -> dict[str, float]:
+    """Epoch seconds each of the tenant's keys was last presented, as the ledger saw it."""
+    used: dict[str, float] = _ask_ledger(ray_address, "key_last_used", tenant)
     return used
+
+
+def tenant_defaults(ray_address: str, tenant: str) -> dict[str, Any]:
+    """The detection defaults the tenant saved itself (``PUT /v1/policy``); unset fields
+    are None."""
+    saved = _ask_ledger(ray_address, "tenant_defaults", tenant)
+    if saved is None:
+        return {"conf": None, "iou": None, "max_det": None}
+    return dict(saved.model_dump())

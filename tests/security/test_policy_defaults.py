@@ -64,6 +64,10 @@ def test_defaults_reach_every_router_and_touch_no_other_tenant(platform):
             30,
             "alpha's calls to be audited by both routers",
         )
+        # What the operator sees when the customer says "it misses my defects".
+        shown = _policy_show("alpha", platform)
+        assert shown["tenant_defaults"]["conf"] == STRICT and shown["in_force"]["conf"] == STRICT
+        assert _policy_show("free", platform)["tenant_defaults"]["conf"] is None
         for tenant in ("free", "beta"):  # same pool, and a dedicated tenant: unchanged
             assert _confidences(platform.detect(tenant)) == before[tenant]
             view = requests.get(
@@ -80,6 +84,20 @@ def test_defaults_reach_every_router_and_touch_no_other_tenant(platform):
         15,
         "alpha's defaults reset",
     )
+
+
+def _policy_show(tenant: str, platform) -> dict:
+    import contextlib
+    import io
+
+    from tenant_registry.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["--db", str(platform.reg.path), "policy", "show", tenant,
+                     "--cluster", "auto", "--json"])  # fmt: skip
+    assert code == 0
+    return dict(json.loads(out.getvalue()))
 
 
 HOSTILE = {

@@ -74,6 +74,8 @@ def test_quota_policy_resources_and_models(ctl):
     assert show["policy"]["allowed_classes"] == ["circle", "square"]
     assert show["resources"]["num_gpus"] == 0.25 and show["autoscaling"]["min_replicas"] == 0
     assert show["models"][0]["active_version"] == 1 and len(show["models"][0]["versions"]) == 2
+    policy = json.loads(ctl("policy", "show", "acme", "--json")[1])
+    assert policy == {"policy": show["policy"]}  # the tenant's own defaults need --cluster
 
 
 def test_validate_checks_hand_written_files(ctl, tmp_path):
