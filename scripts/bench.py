@@ -4,7 +4,8 @@ In one run on one machine, the same model (the demo yolov8n), the same images an
 same image size:
 
 * raw: ultralytics ``predict`` in this process (decode included), one image at a time
-  for concurrency 1 and a batch of c images for concurrency c: the limit;
+  for concurrency 1 and a batch of c images for concurrency c, torch using every core:
+  the limit;
 * naive: ``benchmarks/baselines/naive_server.py``, one synchronous FastAPI process;
 * platform: this application (`serve run` of the local config, its tenant given most of
   the machine) over HTTP through the router with auth and quotas, and through Python
@@ -127,12 +128,16 @@ def closed_loop(call: Callable[[bytes], Any], images: list[bytes], n: int, conc:
 def raw_cells(images: list[bytes], imgsz: int, n: int) -> list[Cell]:
     import cv2
     import numpy as np
+    import torch
 
     from serve_app.model_loader import build_yolo
     from serve_app.model_store import fetch_version
 
     fetched = fetch_version("file://models/demo/shapes/1")
     model = build_yolo(fetched.manifest, fetched.weights)
+    # The best in-process figure uses every core: ultralytics alone would leave torch at
+    # cores - 1 threads (one here), which halves raw throughput on a 2-core machine.
+    torch.set_num_threads(os.cpu_count() or 1)
 
     def decode(data: bytes) -> Any:
         return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -396,6 +401,10 @@ def report(cells: list[Cell], command: str, quick: bool) -> str:
     if quick:
         lines += ["**Quick smoke run (few requests): the figures mean nothing.**", ""]
     lines += [f"Machine: {machine()}.", "", f"Command: `{command}`", ""]
+    lines += ["raw: in-process predict, torch threads = cores (a batch of c images at "
+              "concurrency c); naive: benchmarks/baselines/naive_server.py as tutorials write "
+              "it (ultralytics' default threads); platform: `serve run` of the local config "
+              "with the demo tenant reserving cores - 0.5 CPUs.", ""]  # fmt: skip
     lines += ["| system | imgsz | concurrency | p50 ms | p95 ms | p99 ms | images/s |",
               "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for c in cells:

@@ -2,9 +2,9 @@
 
 A thin Ray shell around the pure modules: ``@serve.multiplexed`` loads model
 versions by id (``<tenant>/<model>@<version>``) through the model store,
-``@serve.batch`` groups concurrent requests for one model into a single forward
-pass, and every blocking step runs off the event loop so health checks and new
-requests are never stuck behind inference.
+a greedy batcher (``batcher.py``) groups the requests queued for one model into a
+single forward pass whenever the model is free, and every blocking step runs off the
+event loop so health checks and new requests are never stuck behind inference.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from ray import serve
 
 from serve_app.annotate import draw_detections
+from serve_app.batcher import Batcher
 from serve_app.config import DetectorConfig, StoreSettings
 from serve_app.constants import (
     BATCH_MAX_SIZE,
@@ -78,20 +79,6 @@ def group_batch(params: list[InferenceParams], prepared: list[Prepared]) -> list
     for i, (p, (array, _)) in enumerate(zip(params, prepared, strict=True)):
         groups.setdefault((p, tuple(array.shape)), []).append(i)
     return list(groups.values())
-
-
-@dataclass
-class BatchStats:
-    """How full this replica's batches have been (for operators, tests, benchmarks)."""
-
-    batches: int = 0
-    images: int = 0
-    largest: int = 0
-
-    def record(self, size: int) -> None:
-        self.batches += 1
-        self.images += size
-        self.largest = max(self.largest, size)
 
 
 @dataclass
@@ -206,7 +193,7 @@ class Detector:
         self._board: Any = None
         self._metrics = DetectorMetrics.create()
         self._in_flight = 0
-        self._batches = BatchStats()
+        self._batcher = Batcher(self._run_batch, BATCH_MAX_SIZE, BATCH_WAIT_TIMEOUT_S)
         self._loads_done = 0  # successful loads by this replica, for benchmarks
         self._lru_size = MAX_MODELS_PER_REPLICA
 
@@ -220,8 +207,7 @@ class Detector:
         self._config = DetectorConfig.model_validate(user_config)
         self._failed.clear()  # a new catalog may have fixed what failed
         batching = self._config.batching
-        self._detect_batch.set_max_batch_size(batching.max_batch_size)
-        self._detect_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self._batcher.configure(batching.max_batch_size, batching.batch_wait_timeout_s)
         self._set_lru_size(self._config.max_models_per_replica or MAX_MODELS_PER_REPLICA)
         for mid in self._config.preload:
             try:
@@ -312,7 +298,7 @@ class Detector:
             else:
                 prepared = await asyncio.to_thread(prepare, image, model.imgsz(params))
             decoded = time.perf_counter()
-            outcome: _Outcome = await self._detect_batch(model_id, prepared, params)
+            outcome: _Outcome = await self._batcher.submit(model_id, (prepared, params))
         except ServeAppError as exc:
             return exc
         finally:
@@ -332,13 +318,15 @@ class Detector:
         jpeg = await asyncio.to_thread(draw_detections, original, result.detections)
         return Annotated(result=result, jpeg=jpeg)
 
-    @serve.batch(max_batch_size=BATCH_MAX_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
-    async def _detect_batch(
-        self, model_ids: list[str], prepared: list[Prepared], params: list[InferenceParams]
+    async def _run_batch(
+        self, model_id: str, requests: list[tuple[Prepared, InferenceParams]]
     ) -> list[_Outcome]:
-        # Serve splits batches by multiplexed model id, so one model serves the batch.
-        model = await self.get_model(model_ids[0])
-        out: list[_Outcome] = [ModelUnavailable("no result") for _ in prepared]
+        """One batch for one model (from the batcher): a predict call per group of
+        requests that share parameters and letterboxed shape."""
+        model = await self.get_model(model_id)
+        prepared = [p for p, _ in requests]
+        params = [q for _, q in requests]
+        out: list[_Outcome] = [ModelUnavailable("no result") for _ in requests]
         for indices in group_batch(params, prepared):
             try:
                 started = time.perf_counter()
@@ -354,9 +342,8 @@ class Detector:
             share_ms = round(elapsed_ms / len(indices), 3)
             for i, result in zip(indices, results, strict=True):
                 out[i] = (result, elapsed_ms, share_ms)
-        self._batches.record(len(prepared))
-        self._metrics.images.inc(len(prepared), tags={"scope": self._scope})
-        self._metrics.batch_size.observe(len(prepared), tags={"scope": self._scope})
+        self._metrics.images.inc(len(requests), tags={"scope": self._scope})
+        self._metrics.batch_size.observe(len(requests), tags={"scope": self._scope})
         return out
 
     def _count_load(self, model_id: str, outcome: str) -> None:
@@ -382,12 +369,13 @@ class Detector:
     def batching(self) -> dict[str, Any]:
         """The batch settings in force (they change with user_config, no restart) and
         how full batches have been since the replica started."""
+        stats = self._batcher.stats
         return {
-            "max_batch_size": self._detect_batch._get_max_batch_size(),
-            "batch_wait_timeout_s": self._detect_batch._get_batch_wait_timeout_s(),
-            "batches": self._batches.batches,
-            "images": self._batches.images,
-            "largest_batch": self._batches.largest,
+            "max_batch_size": self._batcher.max_batch_size,
+            "batch_wait_timeout_s": self._batcher.wait_s,
+            "batches": stats.batches,
+            "images": stats.images,
+            "largest_batch": stats.largest,
         }
 
     def placement(self) -> dict[str, Any]:

@@ -1,0 +1,154 @@
+"""The detector's greedy batcher, driven directly on an event loop (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from serve_app.batcher import Batcher
+
+
+class Model:
+    """A stand-in inference: records each batch, finishes when released."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[int]]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.started = asyncio.Event()
+
+    async def run(self, key: str, payloads: list[int]) -> list[str]:
+        self.batches.append((key, list(payloads)))
+        self.started.set()
+        await self.gate.wait()
+        return [f"{key}:{p}" for p in payloads]
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_an_idle_replica_runs_a_request_at_once_as_a_batch_of_one():
+    async def scenario():
+        model = Model()
+        batcher = Batcher(model.run, max_batch_size=8, wait_s=0.0)
+        assert await batcher.submit("m", 1) == "m:1"
+        assert model.batches == [("m", [1])]
+        assert (batcher.stats.batches, batcher.stats.largest) == (1, 1)
+
+    _run(scenario())
+
+
+def test_what_queues_during_one_inference_is_the_next_batch():
+    async def scenario():
+        model = Model()
+        model.gate.clear()
+        batcher = Batcher(model.run, max_batch_size=4, wait_s=0.0)
+        first = asyncio.create_task(batcher.submit("m", 0))
+        await model.started.wait()  # the first batch is inferring
+        rest = [asyncio.create_task(batcher.submit("m", i)) for i in range(1, 7)]
+        await asyncio.sleep(0)
+        assert len(batcher) == 6  # queued, not yet batched
+        model.gate.set()
+        results = await asyncio.gather(first, *rest)
+        assert results == [f"m:{i}" for i in range(7)]
+        assert [p for _, p in model.batches] == [[0], [1, 2, 3, 4], [5, 6]]
+        assert batcher.stats.largest == 4 and batcher.stats.images == 7
+
+    _run(scenario())
+
+
+def test_models_are_never_mixed_and_the_oldest_goes_first():
+    async def scenario():
+        model = Model()
+        model.gate.clear()
+        batcher = Batcher(model.run, max_batch_size=8, wait_s=0.0)
+        blocker = asyncio.create_task(batcher.submit("a", 0))
+        await model.started.wait()
+        order = [("b", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5)]
+        tasks = [asyncio.create_task(batcher.submit(k, p)) for k, p in order]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await asyncio.gather(blocker, *tasks)
+        assert model.batches == [("a", [0]), ("b", [1, 3]), ("a", [2, 4]), ("c", [5])]
+
+    _run(scenario())
+
+
+def test_a_wait_lets_a_batch_fill_but_a_full_batch_does_not_wait():
+    async def scenario():
+        model = Model()
+        batcher = Batcher(model.run, max_batch_size=3, wait_s=0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.create_task(batcher.submit("m", 1))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(batcher.submit("m", 2))
+        await asyncio.gather(first, second)
+        assert model.batches == [("m", [1, 2])]
+        assert loop.time() - started >= 0.2  # waited for a third that never came
+        started = loop.time()
+        await asyncio.gather(*(batcher.submit("m", i) for i in (3, 4, 5)))
+        assert model.batches[-1] == ("m", [3, 4, 5])
+        assert loop.time() - started < 0.15  # full at once: no wait
+
+    _run(scenario())
+
+
+def test_settings_change_live():
+    async def scenario():
+        model = Model()
+        model.gate.clear()
+        batcher = Batcher(model.run, max_batch_size=8, wait_s=0.0)
+        blocker = asyncio.create_task(batcher.submit("m", 0))
+        await model.started.wait()
+        batcher.configure(max_batch_size=2, wait_s=0.0)
+        tasks = [asyncio.create_task(batcher.submit("m", i)) for i in range(1, 5)]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await asyncio.gather(blocker, *tasks)
+        assert [p for _, p in model.batches] == [[0], [1, 2], [3, 4]]
+
+    _run(scenario())
+
+
+def test_a_failing_batch_fails_its_requests_only_and_the_worker_goes_on():
+    calls = []
+
+    async def flaky(key: str, payloads: list[int]) -> list[int]:
+        calls.append(list(payloads))
+        if payloads[0] == 0:
+            raise ValueError("boom")
+        if payloads[0] == 9:
+            return []  # a run that loses results is an error too, not a hang
+        return payloads
+
+    async def scenario():
+        batcher = Batcher(flaky, max_batch_size=8, wait_s=0.0)
+        with pytest.raises(ValueError, match="boom"):
+            await batcher.submit("m", 0)
+        with pytest.raises(RuntimeError, match="gave 0 results"):
+            await batcher.submit("m", 9)
+        assert await batcher.submit("m", 1) == 1
+
+    _run(scenario())
+
+
+def test_a_cancelled_request_is_left_out_of_its_batch():
+    async def scenario():
+        model = Model()
+        model.gate.clear()
+        batcher = Batcher(model.run, max_batch_size=8, wait_s=0.0)
+        blocker = asyncio.create_task(batcher.submit("m", 0))
+        await model.started.wait()
+        gone = asyncio.create_task(batcher.submit("m", 1))
+        kept = asyncio.create_task(batcher.submit("m", 2))
+        await asyncio.sleep(0)
+        gone.cancel()
+        model.gate.set()
+        assert await kept == "m:2"
+        await blocker
+        assert [p for _, p in model.batches] == [[0], [2]]
+
+    _run(scenario())
