@@ -302,7 +302,7 @@ class RouterConfig(_Strict):
 
 
 class BatchSettings(_Strict):
-    """How a detector batches concurrent requests for one model (``@serve.batch``)."""
+    """How a detector batches concurrent requests for one model (``batcher.Batcher``)."""
 
     max_batch_size: int = Field(BATCH_MAX_SIZE, ge=1, le=MAX_BATCH_SIZE)
     batch_wait_timeout_s: float = Field(BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)

@@ -36,7 +36,12 @@ from serve_app.letterbox import Frame, letterbox
 from serve_app.load_status import board
 from serve_app.manifest import ModelManifest
 from serve_app.model_cache import WeightsCache, default_cache_dir
-from serve_app.model_loader import build_yolo, inference_device, match_threads_to_reservation
+from serve_app.model_loader import (
+    build_yolo,
+    inference_device,
+    match_threads_to_reservation,
+    set_threads,
+)
 from serve_app.model_store import fetch_version
 from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
 from serve_app.results import Annotated, DetectionResult, ImageSize, encode_detections
@@ -158,8 +163,14 @@ def load_model(
     uri: str,
     settings: StoreSettings | None = None,
     cache: WeightsCache | None = None,
+    threads: int | None = None,
 ) -> LoadedModel:
-    """Fetch, verify, rebuild and warm up one model version (blocking)."""
+    """Fetch, verify, rebuild and warm up one model version (blocking).
+
+    ``threads``: the replica's inference threads, set again after the warm-up, because
+    ultralytics' predictor setup resets torch to its own choice (cores - 1) for the
+    whole process.
+    """
     import numpy as np
 
     fetched = fetch_version(uri, settings, cache)
@@ -172,6 +183,8 @@ def load_model(
     # The first predict builds ultralytics' predictor and fuses layers; pay that here.
     warm = np.zeros((WARMUP_SIDE_PX, WARMUP_SIDE_PX, 3), dtype=np.uint8)
     yolo.predict(warm, imgsz=fetched.manifest.imgsz, device=device, half=half, verbose=False)
+    if threads is not None:
+        set_threads(threads)
     return model
 
 
@@ -250,7 +263,7 @@ class Detector:
         started = time.perf_counter()
         try:
             model = await asyncio.to_thread(
-                load_model, model_id, uri, self._config.store, self._cache
+                load_model, model_id, uri, self._config.store, self._cache, self._threads
             )
         except (ModelLoadError, OSError, RuntimeError, ValueError) as exc:
             self._failed[model_id] = (time.monotonic(), str(exc))

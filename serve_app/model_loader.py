@@ -74,14 +74,21 @@ def threads_for(reserved_cpus: float) -> int:
     return max(1, math.ceil(reserved_cpus - 1e-9))
 
 
-def match_threads_to_reservation(reserved_cpus: float) -> int:
-    """Set torch's and OpenCV's thread counts to what the replica reserved."""
+def set_threads(threads: int) -> None:
+    """torch's and OpenCV's thread counts, for the whole process."""
     import cv2
     import torch
 
-    threads = threads_for(reserved_cpus)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+
+
+def match_threads_to_reservation(reserved_cpus: float) -> int:
+    """Set torch's and OpenCV's thread counts to what the replica reserved. Ultralytics
+    resets torch's whenever it sets up a predictor (each model load): ``load_model`` sets
+    them again after its warm-up."""
+    threads = threads_for(reserved_cpus)
+    set_threads(threads)
     return threads
 
 

@@ -94,3 +94,18 @@ def test_different_parameters_never_share_a_predict_call(model):
     groups = group_batch([PARAMS, PARAMS, strict, strict], prepared)
     for g in groups:
         assert len({[PARAMS, PARAMS, strict, strict][i] for i in g}) == 1
+
+
+def test_a_model_load_leaves_torch_at_the_replicas_threads():
+    # Ultralytics' predictor setup (in the warm-up) resets torch to its own NUM_THREADS
+    # (cores - 1) for the whole process; the replica's own count must win.
+    import torch
+    from ultralytics.utils import NUM_THREADS
+
+    before = torch.get_num_threads()
+    wanted = NUM_THREADS + 1
+    try:
+        load_model("demo/shapes@1", "file://models/demo/shapes/1", threads=wanted)
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
