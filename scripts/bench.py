@@ -203,7 +203,7 @@ class PlatformRun:
         raw["http_options"]["port"] = self.port
         args = raw["applications"][0]["args"]
         cpus = max(1.0, (os.cpu_count() or 2) - 0.5)
-        args["tenants"][0]["resources"]["num_cpus"] = cpus  # threads follow: ceil(cpus)
+        args["tenants"][0]["resources"]["num_cpus"] = cpus  # threads: the whole CPUs, >= 1
         args["tenants"][0]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
         args["shared_pool"]["resources"]["num_cpus"] = 0.1
         args["shared_pool"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}

@@ -68,10 +68,13 @@ def inference_device() -> tuple[str, bool]:
 
 
 def threads_for(reserved_cpus: float) -> int:
-    """Intra-op threads for a replica that reserved ``reserved_cpus`` CPUs: at least one,
-    rounded up (torch would otherwise start one per core of the whole machine, and
-    replicas sharing the machine would fight over them)."""
-    return max(1, math.ceil(reserved_cpus - 1e-9))
+    """Intra-op threads for a replica that reserved ``reserved_cpus`` CPUs: the whole CPUs
+    it reserved, at least one. Rounding down keeps the replicas of a node from running
+    more threads than it has cores (torch would otherwise start one per core of the whole
+    machine); measured on 2 cores with the router and proxy beside a 1.5-CPU detector, one
+    thread served 28 images/s at 16 concurrent requests and two threads 21.
+    """
+    return max(1, math.floor(reserved_cpus + 1e-9))
 
 
 def set_threads(threads: int) -> None:

@@ -131,4 +131,4 @@ def test_onnx_class_count_must_match_the_manifest(demo_onnx):
 def test_replica_threads_follow_the_cpus_it_reserved():
     from serve_app.model_loader import threads_for
 
-    assert [threads_for(c) for c in (0.1, 0.5, 1.0, 1.5, 2.0, 4.0)] == [1, 1, 1, 2, 2, 4]
+    assert [threads_for(c) for c in (0.1, 0.5, 1.0, 1.5, 2.0, 2.99, 4.0)] == [1, 1, 1, 1, 2, 2, 4]
