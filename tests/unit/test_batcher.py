@@ -29,6 +29,13 @@ def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
+async def _turn() -> None:
+    """Let every task that is ready run once (one pass of the event loop)."""
+    done = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(done.set_result, None)
+    await done
+
+
 def test_an_idle_replica_runs_a_request_at_once_as_a_batch_of_one():
     async def scenario():
         model = Model()
@@ -48,7 +55,7 @@ def test_what_queues_during_one_inference_is_the_next_batch():
         first = asyncio.create_task(batcher.submit("m", 0))
         await model.started.wait()  # the first batch is inferring
         rest = [asyncio.create_task(batcher.submit("m", i)) for i in range(1, 7)]
-        await asyncio.sleep(0)
+        await _turn()
         assert len(batcher) == 6  # queued, not yet batched
         model.gate.set()
         results = await asyncio.gather(first, *rest)
@@ -68,7 +75,7 @@ def test_models_are_never_mixed_and_the_oldest_goes_first():
         await model.started.wait()
         order = [("b", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5)]
         tasks = [asyncio.create_task(batcher.submit(k, p)) for k, p in order]
-        await asyncio.sleep(0)
+        await _turn()
         model.gate.set()
         await asyncio.gather(blocker, *tasks)
         assert model.batches == [("a", [0]), ("b", [1, 3]), ("a", [2, 4]), ("c", [5])]
@@ -83,7 +90,9 @@ def test_a_wait_lets_a_batch_fill_but_a_full_batch_does_not_wait():
         loop = asyncio.get_running_loop()
         started = loop.time()
         first = asyncio.create_task(batcher.submit("m", 1))
-        await asyncio.sleep(0.05)
+        for _ in range(5):  # the worker takes the first request and waits for more
+            await _turn()
+        assert len(batcher) == 0 and not model.batches and not first.done()
         second = asyncio.create_task(batcher.submit("m", 2))
         await asyncio.gather(first, second)
         assert model.batches == [("m", [1, 2])]
@@ -105,7 +114,7 @@ def test_settings_change_live():
         await model.started.wait()
         batcher.configure(max_batch_size=2, wait_s=0.0)
         tasks = [asyncio.create_task(batcher.submit("m", i)) for i in range(1, 5)]
-        await asyncio.sleep(0)
+        await _turn()
         model.gate.set()
         await asyncio.gather(blocker, *tasks)
         assert [p for _, p in model.batches] == [[0], [1, 2], [3, 4]]
@@ -144,7 +153,7 @@ def test_a_cancelled_request_is_left_out_of_its_batch():
         await model.started.wait()
         gone = asyncio.create_task(batcher.submit("m", 1))
         kept = asyncio.create_task(batcher.submit("m", 2))
-        await asyncio.sleep(0)
+        await _turn()
         gone.cancel()
         model.gate.set()
         assert await kept == "m:2"
