@@ -29,6 +29,16 @@ def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
+async def _busy(max_batch_size: int = 8, key: str = "m"):
+    """A batcher whose model is busy with a first request (payload 0) until released."""
+    model = Model()
+    model.gate.clear()
+    batcher = Batcher(model.run, max_batch_size=max_batch_size, wait_s=0.0)
+    first = asyncio.create_task(batcher.submit(key, 0))
+    await model.started.wait()
+    return model, batcher, first
+
+
 async def _turn() -> None:
     """Let every task that is ready run once (one pass of the event loop)."""
     done = asyncio.get_running_loop().create_future()
@@ -49,11 +59,7 @@ def test_an_idle_replica_runs_a_request_at_once_as_a_batch_of_one():
 
 def test_what_queues_during_one_inference_is_the_next_batch():
     async def scenario():
-        model = Model()
-        model.gate.clear()
-        batcher = Batcher(model.run, max_batch_size=4, wait_s=0.0)
-        first = asyncio.create_task(batcher.submit("m", 0))
-        await model.started.wait()  # the first batch is inferring
+        model, batcher, first = await _busy(max_batch_size=4)  # the first batch is inferring
         rest = [asyncio.create_task(batcher.submit("m", i)) for i in range(1, 7)]
         await _turn()
         assert len(batcher) == 6  # queued, not yet batched
@@ -68,11 +74,7 @@ def test_what_queues_during_one_inference_is_the_next_batch():
 
 def test_models_are_never_mixed_and_the_oldest_goes_first():
     async def scenario():
-        model = Model()
-        model.gate.clear()
-        batcher = Batcher(model.run, max_batch_size=8, wait_s=0.0)
-        blocker = asyncio.create_task(batcher.submit("a", 0))
-        await model.started.wait()
+        model, batcher, blocker = await _busy(key="a")
         order = [("b", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5)]
         tasks = [asyncio.create_task(batcher.submit(k, p)) for k, p in order]
         await _turn()
@@ -107,11 +109,7 @@ def test_a_wait_lets_a_batch_fill_but_a_full_batch_does_not_wait():
 
 def test_settings_change_live():
     async def scenario():
-        model = Model()
-        model.gate.clear()
-        batcher = Batcher(model.run, max_batch_size=8, wait_s=0.0)
-        blocker = asyncio.create_task(batcher.submit("m", 0))
-        await model.started.wait()
+        model, batcher, blocker = await _busy()
         batcher.configure(max_batch_size=2, wait_s=0.0)
         tasks = [asyncio.create_task(batcher.submit("m", i)) for i in range(1, 5)]
         await _turn()
@@ -146,11 +144,7 @@ def test_a_failing_batch_fails_its_requests_only_and_the_worker_goes_on():
 
 def test_a_cancelled_request_is_left_out_of_its_batch():
     async def scenario():
-        model = Model()
-        model.gate.clear()
-        batcher = Batcher(model.run, max_batch_size=8, wait_s=0.0)
-        blocker = asyncio.create_task(batcher.submit("m", 0))
-        await model.started.wait()
+        model, batcher, blocker = await _busy()
         gone = asyncio.create_task(batcher.submit("m", 1))
         kept = asyncio.create_task(batcher.submit("m", 2))
         await _turn()
