@@ -43,10 +43,11 @@ def asset(path: str) -> tuple[bytes, str] | None:
     return (STATIC_DIR / name).read_bytes(), MEDIA_TYPES[Path(name).suffix]
 
 
+_CONSOLE_HEADERS = {**_COMMON, "Content-Security-Policy": CONSOLE_CSP, "Cache-Control": "no-cache"}
+_API_HEADERS = {**_COMMON, "Content-Security-Policy": API_CSP}
+
+
 def security_headers(console: bool) -> dict[str, str]:
-    """Headers for every router response; the console's pages get the full CSP."""
-    headers = dict(_COMMON)
-    headers["Content-Security-Policy"] = CONSOLE_CSP if console else API_CSP
-    if console:
-        headers["Cache-Control"] = "no-cache"
-    return headers
+    """Headers for every router response; the console's pages get the full CSP. Built
+    once: this runs on every response."""
+    return _CONSOLE_HEADERS if console else _API_HEADERS
