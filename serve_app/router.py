@@ -9,6 +9,7 @@ table arrives as ``user_config``: key rotations and policy changes are applied b
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -162,6 +163,7 @@ class Router:
         # tenant -> (monotonic expiry, its own detection defaults): PUT /v1/policy on any
         # router replica is seen here within TENANT_DEFAULTS_TTL_S.
         self._defaults: dict[str, tuple[float, TenantDefaults | None]] = {}
+        self._defaults_fetches: dict[str, asyncio.Task[TenantDefaults | None]] = {}
         self._audit: AuditSink | None = None
         self._metrics = RouterMetrics.create()
 
@@ -219,20 +221,40 @@ class Router:
         return result
 
     async def _tenant_defaults(self, tenant_id: str) -> TenantDefaults | None:
-        """The tenant's own detection defaults, from the ledger, cached briefly."""
-        now = time.monotonic()
+        """The tenant's own detection defaults, from the ledger, cached briefly.
+
+        Only a tenant's first request waits for the ledger; after that an expired copy is
+        answered while one shared task refreshes it, so the hot path never waits on it.
+        """
         cached = self._defaults.get(tenant_id)
-        if cached is not None and now < cached[0]:
+        if cached is not None and time.monotonic() < cached[0]:
             return cached[1]
+        task = self._defaults_fetches.get(tenant_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fetch_defaults(tenant_id, cached))
+            self._defaults_fetches[tenant_id] = task
+            task.add_done_callback(functools.partial(self._fetched, tenant_id))
+        if cached is not None:
+            return cached[1]
+        return await asyncio.shield(task)
+
+    def _fetched(self, tenant_id: str, _: object) -> None:
+        self._defaults_fetches.pop(tenant_id, None)
+
+    async def _fetch_defaults(
+        self, tenant_id: str, cached: tuple[float, TenantDefaults | None] | None
+    ) -> TenantDefaults | None:
         try:
             async with asyncio.timeout(LEDGER_TIMEOUT_S):
                 found: TenantDefaults | None = await self._ledger.tenant_defaults.remote(tenant_id)
         except Exception as exc:
-            # Admission needs the ledger too and fails closed; here the last copy (or the
-            # operator's defaults) will do.
+            # Admission needs the ledger too and fails closed; here the last copy (kept
+            # for another TTL) or the operator's defaults will do.
             logger.warning("router: tenant defaults unavailable: %s", type(exc).__name__)
-            return cached[1] if cached is not None else None
-        self._defaults[tenant_id] = (now + TENANT_DEFAULTS_TTL_S, found)
+            if cached is None:
+                return None
+            found = cached[1]
+        self._defaults[tenant_id] = (time.monotonic() + TENANT_DEFAULTS_TTL_S, found)
         return found
 
     async def _admitted_call(
