@@ -37,10 +37,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import requests  # noqa: E402
 from ray import serve  # noqa: E402
 
-from serve_app.auth import hash_api_key  # noqa: E402
-from serve_app.ledger import QuotaLedger  # noqa: E402
-from serve_app.results import DetectionResult, ImageSize  # noqa: E402
-from serve_app.router import Router  # noqa: E402
+from serve_app.auth.keys import hash_api_key  # noqa: E402
+from serve_app.http.router import Router  # noqa: E402
+from serve_app.inference.results import DetectionResult, ImageSize  # noqa: E402
+from serve_app.quota.ledger import QuotaLedger  # noqa: E402
 
 KEY = "yk_benchmark_key"
 IMAGES = {

@@ -132,8 +132,8 @@ def raw_cells(images: list[bytes], imgsz: int, n: int) -> list[Cell]:
     import numpy as np
     import torch
 
-    from serve_app.model_loader import build_yolo
-    from serve_app.model_store import fetch_version
+    from serve_app.models.loader import build_yolo
+    from serve_app.models.store import fetch_version
 
     fetched = fetch_version("file://models/demo/shapes/1")
     model = build_yolo(fetched.manifest, fetched.weights)
@@ -373,11 +373,12 @@ def cold_start(image: bytes) -> str:
 
 
 def _demo_version(name: str) -> tuple[str, Any]:
-    from serve_app.model_store import fetch_version
-    from tenant_registry.store import ModelVersion, now_iso
+    from serve_app.models.store import fetch_version
+    from serve_app.wire import utc_iso
+    from tenant_registry.store import ModelVersion
 
     uri = "file://models/demo/shapes/1"
-    return name, ModelVersion(1, uri, "yolov8n", fetch_version(uri).manifest.sha256, now_iso())
+    return name, ModelVersion(1, uri, "yolov8n", fetch_version(uri).manifest.sha256, utc_iso())
 
 
 def _named(cell: Cell, system: str, imgsz: int) -> Cell:

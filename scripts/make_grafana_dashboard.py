@@ -3,7 +3,7 @@
     .venv/bin/python scripts/make_grafana_dashboard.py [-o configs/grafana-dashboard.json]
 
 The dashboard is generated (a unit test keeps the checked-in file in sync and checks
-that every query names a series serve_app/telemetry.py defines). Import it into Grafana
+that every query names a series serve_app/observability/metrics.py defines). Import it into Grafana
 with a Prometheus data source that scrapes every Ray node's metrics port (8080).
 """
 

@@ -36,9 +36,9 @@ os.environ.update(
 )
 
 from serve_app.config import StoreSettings  # noqa: E402
-from serve_app.model_cache import WeightsCache  # noqa: E402
-from serve_app.model_loader import build_yolo  # noqa: E402
-from serve_app.model_store import fetch_version  # noqa: E402
+from serve_app.models.cache import WeightsCache  # noqa: E402
+from serve_app.models.loader import build_yolo  # noqa: E402
+from serve_app.models.store import fetch_version  # noqa: E402
 from tenant_registry.push import prepare, push_version, upload  # noqa: E402
 from tenant_registry.render import render_config  # noqa: E402
 from tenant_registry.store import Registry  # noqa: E402

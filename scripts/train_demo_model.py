@@ -26,8 +26,8 @@ from safetensors.torch import save
 from shapes import CLASS_NAMES, render_image, yolo_label_lines
 
 from serve_app import constants
-from serve_app.manifest import build_manifest
-from serve_app.model_loader import build_yolo
+from serve_app.models.loader import build_yolo
+from serve_app.models.manifest import build_manifest
 
 TRAIN_SEED_BASE = 1_000_000
 VAL_SEED_BASE = 2_000_000

@@ -13,6 +13,7 @@ from typing import Any
 
 from ray.serve import Application
 
+from serve_app.blobs import resolve_path
 from serve_app.config import AppArgs, DeploymentSpec, deployment_name
 from serve_app.constants import (
     BATCH_MAX_SIZE,
@@ -20,10 +21,9 @@ from serve_app.constants import (
     ROUTER_DEPLOYMENT,
     SHARED_POOL_DEPLOYMENT,
 )
-from serve_app.detector import Detector
-from serve_app.ledger import QuotaLedger
-from serve_app.model_store import resolve_path
-from serve_app.router import Router
+from serve_app.http.router import Router
+from serve_app.inference.detector import Detector
+from serve_app.quota.ledger import QuotaLedger
 
 
 def deployment_options(spec: DeploymentSpec, *, batching: bool) -> dict[str, Any]:

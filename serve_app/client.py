@@ -18,7 +18,7 @@ import numpy as np
 
 from serve_app.constants import APP_NAME
 from serve_app.errors import BadParameter, unwrap_error
-from serve_app.results import DetectionResult
+from serve_app.inference.results import DetectionResult
 
 ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str] | np.ndarray
 

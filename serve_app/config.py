@@ -16,10 +16,9 @@ files, so a typo must fail here instead.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from serve_app.constants import (
     AUDIT_DIR,
@@ -36,15 +35,7 @@ from serve_app.constants import (
     TENANT_DEPLOYMENT_PREFIX,
     TENANT_ID_PATTERN,
 )
-from serve_app.jwt_auth import JwtSettings
-
-MODEL_ID_RE = re.compile(
-    r"^(?P<tenant>[a-z][a-z0-9-]{1,31})/(?P<model>[a-z][a-z0-9_-]{0,63})@(?P<version>[0-9]{1,9})$"
-)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from serve_app.wire import MODEL_ID_RE, JwtSettings, StrictModel
 
 
 def deployment_name(tenant_id: str) -> str:
@@ -57,15 +48,10 @@ def serving_deployment(tenant_id: str, tier: str) -> str:
     return SHARED_POOL_DEPLOYMENT if tier == "shared" else deployment_name(tenant_id)
 
 
-def model_id(tenant_id: str, model: str, version: int) -> str:
-    """The multiplexed model id ``<tenant>/<model>@<version>``."""
-    return f"{tenant_id}/{model}@{version}"
-
-
 # ---------------------------------------------------------------- builder args
 
 
-class AutoscalingSpec(_Strict):
+class AutoscalingSpec(StrictModel):
     """Subset of Serve's ``autoscaling_config`` that operators set per tenant."""
 
     min_replicas: int = Field(1, ge=0, description="0 lets an idle tenant scale to zero.")
@@ -81,7 +67,7 @@ class AutoscalingSpec(_Strict):
         return self
 
 
-class ResourceSpec(_Strict):
+class ResourceSpec(StrictModel):
     """What one replica reserves. Ray reserves GPU fractions; it does not isolate memory."""
 
     num_cpus: float = Field(1.0, ge=0)
@@ -111,7 +97,7 @@ _SURGE = Field(
 )
 
 
-class DeploymentSpec(_Strict):
+class DeploymentSpec(StrictModel):
     """Resources and scaling of one deployment."""
 
     resources: ResourceSpec = ResourceSpec()
@@ -132,7 +118,7 @@ class SharedPoolSpec(DeploymentSpec):
     resources: ResourceSpec = ResourceSpec(num_cpus=0.5)
 
 
-class StoreSettings(_Strict):
+class StoreSettings(StrictModel):
     """Where S3 lives. Credentials are never here: boto3 reads them from the standard
     AWS variables, profile or instance role."""
 
@@ -142,7 +128,7 @@ class StoreSettings(_Strict):
     s3_region: str | None = None
 
 
-class LedgerSpec(_Strict):
+class LedgerSpec(StrictModel):
     """The single ``quota-ledger`` replica and where it keeps monthly usage."""
 
     state_path: str = Field(
@@ -167,7 +153,7 @@ class RouterSpec(DeploymentSpec):
     max_ongoing_requests: int = Field(64, ge=1)
 
 
-class AppArgs(_Strict):
+class AppArgs(StrictModel):
     """``args`` of ``serve_app.app:build_app``.
 
     Only what needs its own deployment is here: the dedicated tenants. Shared-tier
@@ -192,7 +178,7 @@ class AppArgs(_Strict):
 # ------------------------------------------------------------ router user_config
 
 
-class DetectionPolicy(_Strict):
+class DetectionPolicy(StrictModel):
     """Bounds a tenant's per-request detection parameters are clamped into."""
 
     conf: float = Field(0.25, ge=0, le=1, description="Default confidence threshold.")
@@ -209,7 +195,7 @@ class DetectionPolicy(_Strict):
         return self
 
 
-class TenantModel(_Strict):
+class TenantModel(StrictModel):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     versions: list[int] = Field(min_length=1)
     active_version: int
@@ -226,7 +212,7 @@ class TenantModel(_Strict):
         return self
 
 
-class Quota(_Strict):
+class Quota(StrictModel):
     """Limits of one tenant; ``None`` means unlimited. Enforced by the QuotaLedger."""
 
     requests_per_s: float | None = Field(None, gt=0)
@@ -238,7 +224,7 @@ class Quota(_Strict):
 Tier = Literal["shared", "dedicated"]
 
 
-class ApiKeyRef(_Strict):
+class ApiKeyRef(StrictModel):
     """A key as the router knows it: the id (for logs, audit and last-used time) and the
     sha256 of the secret. The secret itself never enters a config."""
 
@@ -246,7 +232,7 @@ class ApiKeyRef(_Strict):
     sha256: str = Field(pattern=SHA256_HEX_PATTERN)
 
 
-class TenantEntry(_Strict):
+class TenantEntry(StrictModel):
     id: str = Field(pattern=TENANT_ID_PATTERN)
     name: str = Field(min_length=1, max_length=128)
     tier: Tier = "dedicated"
@@ -270,7 +256,7 @@ class TenantEntry(_Strict):
         return next((m for m in self.models if m.name == name), None)
 
 
-class RouterConfig(_Strict):
+class RouterConfig(StrictModel):
     """The Router's ``user_config``: the whole tenant table."""
 
     tenants: list[TenantEntry] = Field(default_factory=list)
@@ -301,14 +287,14 @@ class RouterConfig(_Strict):
 # ---------------------------------------------------------- detector user_config
 
 
-class BatchSettings(_Strict):
+class BatchSettings(StrictModel):
     """How a detector batches concurrent requests for one model (``batcher.Batcher``)."""
 
     max_batch_size: int = Field(BATCH_MAX_SIZE, ge=1, le=MAX_BATCH_SIZE)
     batch_wait_timeout_s: float = Field(BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
 
 
-class DetectorConfig(_Strict):
+class DetectorConfig(StrictModel):
     """A Detector's ``user_config``: which model ids it may load, and from where."""
 
     models: dict[str, str] = Field(default_factory=dict)

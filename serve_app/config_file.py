@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from serve_app.config import (
     AppArgs,
     DetectorConfig,
     RouterConfig,
     deployment_name,
-    model_id,
     serving_deployment,
 )
 from serve_app.constants import (
@@ -29,13 +28,10 @@ from serve_app.constants import (
     ROUTER_DEPLOYMENT,
     SHARED_POOL_DEPLOYMENT,
 )
+from serve_app.wire import StrictModel, model_id
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class HttpOptions(_Strict):
+class HttpOptions(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     request_timeout_s: float | None = None
@@ -53,7 +49,7 @@ class HttpOptions(_Strict):
         return self
 
 
-class RuntimeEnv(_Strict):
+class RuntimeEnv(StrictModel):
     """The ``runtime_env`` fields a deployment of this project may use; Ray treats an
     unknown key as a plugin name, so a misspelled ``env_var`` would not fail the file."""
 
@@ -68,7 +64,7 @@ class RuntimeEnv(_Strict):
     config: dict[str, Any] | None = None
 
 
-class DeploymentOverride(_Strict):
+class DeploymentOverride(StrictModel):
     """The deployment options this project lets a config file override."""
 
     name: str
@@ -81,7 +77,7 @@ class DeploymentOverride(_Strict):
     health_check_timeout_s: float | None = Field(None, gt=0)
 
 
-class ApplicationSpec(_Strict):
+class ApplicationSpec(StrictModel):
     name: str
     route_prefix: str = "/"
     import_path: Literal["serve_app.app:build_app"]
@@ -126,7 +122,7 @@ class ApplicationSpec(_Strict):
         return self
 
 
-class ServeConfigFile(_Strict):
+class ServeConfigFile(StrictModel):
     proxy_location: Literal["Disabled", "HeadOnly", "EveryNode"] = "EveryNode"
     http_options: HttpOptions = HttpOptions()
     logging_config: dict[str, Any] | None = None

@@ -26,7 +26,6 @@ LEDGER_DEPLOYMENT = "quota-ledger"
 # Identifiers.
 TENANT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
-MODEL_VERSION_PATTERN = r"^[0-9]{1,9}$"
 API_KEY_PREFIX = "yk_"
 API_KEY_MAX_CHARS = 256
 KEY_ID_PREFIX = "key_"
@@ -47,14 +46,20 @@ MIN_IMGSZ_PX = 32
 MAX_IMGSZ_PX = 1920
 IMGSZ_STRIDE_PX = 32
 MAX_DETECTIONS = 1000
+# Every request's IoU threshold is held inside this range.
+MIN_IOU = 0.05
+MAX_IOU = 0.95
+# A PUT /v1/policy body (a few numbers) is refused over this size.
+MAX_POLICY_BODY_BYTES = 4096
 
 # Model store and loading.
+# Relative file:// URIs are resolved against this folder (default: the project root).
+MODEL_ROOT_ENV = "YOLOSERVE_MODEL_ROOT"
 MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_MANIFEST_BYTES = 1024 * 1024
 MANIFEST_FILE = "manifest.json"
 SAFETENSORS_FILE = "model.safetensors"
 MAX_MODELS_PER_REPLICA = int(os.environ.get("YOLOSERVE_MAX_MODELS_PER_REPLICA", "4"))
-ONNX_FILE = "model.onnx"
 CACHE_DIR_ENV = "YOLOSERVE_CACHE_DIR"
 CACHE_MAX_BYTES = int(os.environ.get("YOLOSERVE_CACHE_MAX_BYTES", str(4 * 1024**3)))
 S3_CONNECT_TIMEOUT_S = 5.0
@@ -79,6 +84,8 @@ READY_TIMEOUT_S = 120.0
 READY_CACHE_S = 15.0
 
 # JWT bearer tokens and JWKS documents of tenants' identity providers.
+# Only asymmetric algorithms, named by the tenant's config, never by the token.
+JWT_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 JWT_LEEWAY_S = 30
 JWT_MAX_TOKEN_CHARS = 8192
 JWT_MAX_KID_CHARS = 128

@@ -1,6 +1,6 @@
 """Audit lines for control-plane actions: one per `tenantctl` command that changes
 something (or issues a credential), in the same format as the routers' API lines
-(``serve_app.audit``). Never a key or a token: only ids and names from the arguments
+(``serve_app.observability.audit``). Never a key or a token: only ids and names from the arguments
 below.
 """
 
@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from serve_app.audit import AuditRecord, AuditSink
+from serve_app.observability.audit import AuditRecord, AuditSink
 from tenant_registry.store import default_db_path
 
 AUDIT_LOG_ENV = "TENANTCTL_AUDIT_LOG"

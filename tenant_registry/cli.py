@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from serve_app.wire import utc_iso
 from tenant_registry import audit, cluster, kuberay, manifests, render
 from tenant_registry.errors import InvalidInput, RegistryError
 from tenant_registry.migrations import LATEST_VERSION
@@ -34,7 +35,6 @@ from tenant_registry.store import (
     Registry,
     Tenant,
     default_db_path,
-    now_iso,
 )
 
 Handler = Callable[[Registry, argparse.Namespace], int]
@@ -85,7 +85,7 @@ _UNSET: Any = object()
 def _version_from_uri(uri: str, version: int) -> ModelVersion:
     """Read and verify the version at ``uri`` so the registry records what is really there."""
     from serve_app.errors import ModelLoadError
-    from serve_app.model_store import fetch_version
+    from serve_app.models.store import fetch_version
 
     try:
         fetched = fetch_version(uri)
@@ -96,7 +96,7 @@ def _version_from_uri(uri: str, version: int) -> ModelVersion:
         uri=uri,
         architecture=fetched.manifest.architecture or fetched.manifest.format,
         sha256=fetched.manifest.sha256,
-        created_at=now_iso(),
+        created_at=utc_iso(),
     )
 
 
@@ -260,7 +260,7 @@ def cmd_key_list(reg: Registry, args: argparse.Namespace) -> int:
     data = []
     for key in keys:
         last = used.get(key.key_id)
-        last_iso = _iso(last) if last is not None else None
+        last_iso = utc_iso(last) if last is not None else None
         lines.append(
             f"{key.key_id:<18} {key.prefix:<12} {key.created_at:<26} "
             f"{key.revoked_at or '-':<26} {last_iso or ('never' if args.cluster else '?')}"
@@ -269,10 +269,6 @@ def cmd_key_list(reg: Registry, args: argparse.Namespace) -> int:
         entry["last_used_at"] = last_iso
         data.append(entry)
     return _emit(args, data, "\n".join(lines))
-
-
-def _iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
 
 
 def cmd_key_revoke(reg: Registry, args: argparse.Namespace) -> int:
@@ -398,7 +394,8 @@ def cmd_policy_set(reg: Registry, args: argparse.Namespace) -> int:
 
 def cmd_policy_show(reg: Registry, args: argparse.Namespace) -> int:
     """The operator's policy and, with --cluster, what the tenant saved for itself."""
-    from serve_app.preferences import TenantDefaults, effective_policy
+    from serve_app.inference.defaults import effective_policy
+    from serve_app.wire import TenantDefaults
 
     policy = reg.tenant(args.tenant).policy
     data: dict[str, Any] = {"policy": policy.model_dump()}

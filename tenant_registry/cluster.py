@@ -69,7 +69,7 @@ def load_status(ray_address: str, prefix: str) -> dict[str, dict[str, Any]]:
     """Model load outcomes the replicas reported, for model ids starting with ``prefix``."""
     import ray
 
-    from serve_app.load_status import BOARD_NAME, BOARD_NAMESPACE
+    from serve_app.models.load_status import BOARD_NAME, BOARD_NAMESPACE
 
     try:
         _connect(ray_address, BOARD_NAMESPACE)

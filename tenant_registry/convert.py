@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from serve_app import architectures
-from serve_app.manifest import ModelManifest, build_manifest
-from serve_app.model_loader import build_yolo
+from serve_app.models import architectures
+from serve_app.models.loader import build_yolo
+from serve_app.models.manifest import ModelManifest, build_manifest
 
 DEFAULT_IMGSZ = 640
 CHECK_CONF = 0.05

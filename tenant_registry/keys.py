@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 
-from serve_app.auth import generate_api_key, hash_api_key
+from serve_app.auth.keys import generate_api_key, hash_api_key
 
 DISPLAY_PREFIX_CHARS = 8
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from serve_app.blobs import open_store
 from serve_app.errors import ModelLoadError
-from serve_app.model_store import open_store
-from serve_app.usage import UsageCounts, UsageRow, aggregate
+from serve_app.quota.usage import UsageCounts, UsageRow, aggregate
 from tenant_registry.errors import InvalidInput
 from tenant_registry.platform import PlatformSettings
 

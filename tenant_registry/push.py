@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from serve_app.blobs import open_store
 from serve_app.config import StoreSettings
 from serve_app.constants import MANIFEST_FILE, MAX_WEIGHTS_BYTES
 from serve_app.errors import ModelLoadError
-from serve_app.manifest import ModelManifest, build_manifest, parse_manifest, verify_weights
-from serve_app.model_loader import build_yolo
-from serve_app.model_store import open_store
+from serve_app.models.loader import build_yolo
+from serve_app.models.manifest import ModelManifest, build_manifest, parse_manifest, verify_weights
+from serve_app.wire import utc_iso
 from tenant_registry.errors import InvalidInput
-from tenant_registry.store import ModelVersion, Registry, now_iso, validate_model_name
+from tenant_registry.store import ModelVersion, Registry, validate_model_name
 
 PT_REFUSED = (
     "{name} is a pickled PyTorch checkpoint; tenant .pt files are never loaded on the platform. "
@@ -137,7 +138,7 @@ def push_version(
         uri=uri,
         architecture=manifest.architecture or manifest.format,
         sha256=manifest.sha256,
-        created_at=now_iso(),
+        created_at=utc_iso(),
     )
     reg.add_model_version(tenant, model, version, activate=activate)
     return version, manifest

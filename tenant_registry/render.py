@@ -22,7 +22,6 @@ from serve_app.config import (
     TenantEntry,
     TenantModel,
     deployment_name,
-    model_id,
     serving_deployment,
 )
 from serve_app.config_file import ServeConfigFile
@@ -33,6 +32,7 @@ from serve_app.constants import (
     SHARED_POOL_DEPLOYMENT,
     ULTRALYTICS_ENV,
 )
+from serve_app.wire import model_id
 from tenant_registry.errors import InvalidInput
 from tenant_registry.platform import PlatformSettings
 from tenant_registry.store import Tenant

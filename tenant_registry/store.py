@@ -15,7 +15,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from serve_app.config import (
     Tier,
 )
 from serve_app.constants import MODEL_NAME_PATTERN, TENANT_ID_PATTERN
-from serve_app.jwt_auth import JwtSettings
+from serve_app.wire import JwtSettings, utc_iso
 from tenant_registry import keys
 from tenant_registry.errors import Conflict, InvalidInput, NotFound
 from tenant_registry.migrations import migrate
@@ -45,10 +44,6 @@ _MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 def default_db_path() -> Path:
     return Path(os.environ.get(DB_ENV, str(DEFAULT_DB)))
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def validate_tenant_id(tenant_id: str) -> str:
@@ -199,7 +194,7 @@ class Registry:
         name = validate_name(name)
         if tier not in ("shared", "dedicated"):
             raise InvalidInput("tier must be 'shared' or 'dedicated'")
-        now = now_iso()
+        now = utc_iso()
         platform = self.platform()
         policy = DetectionPolicy()
         resources, autoscaling = platform.dedicated_resources, platform.dedicated_autoscaling
@@ -230,7 +225,7 @@ class Registry:
         return [self._load(r) for r in rows]
 
     def _touch(self, db: sqlite3.Connection, tenant_id: str) -> None:
-        cur = db.execute("UPDATE tenants SET updated_at = ? WHERE id = ?", (now_iso(), tenant_id))
+        cur = db.execute("UPDATE tenants SET updated_at = ? WHERE id = ?", (utc_iso(), tenant_id))
         if cur.rowcount == 0:
             raise NotFound(f"no tenant {tenant_id[:40]!r}: see `tenantctl tenant list`")
 
@@ -268,7 +263,7 @@ class Registry:
             tenant_id=tenant_id,
             prefix=keys.display_prefix(plaintext),
             sha256=keys.digest(plaintext),
-            created_at=now_iso(),
+            created_at=utc_iso(),
             revoked_at=None,
         )
         with self._write() as db:
@@ -287,7 +282,7 @@ class Registry:
                 raise NotFound(f"no key {key_id[:40]!r}: see `tenantctl key list TENANT`")
             if row["revoked_at"] is None:
                 db.execute(
-                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (now_iso(), key_id)
+                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (utc_iso(), key_id)
                 )
             self._touch(db, row["tenant_id"])
         return next(k for k in self.tenant(row["tenant_id"]).keys if k.key_id == key_id)

@@ -132,8 +132,8 @@ def export_demo_onnx(out_dir) -> bytes:
     """The demo model exported to ONNX by ultralytics (what a tenant would upload)."""
     import os
 
-    from serve_app.model_loader import build_yolo
-    from serve_app.model_store import fetch_version
+    from serve_app.models.loader import build_yolo
+    from serve_app.models.store import fetch_version
 
     demo = fetch_version("file://models/demo/shapes/1")
     yolo = build_yolo(demo.manifest, demo.weights)

@@ -18,13 +18,14 @@ IMAGE = (SAMPLES / "shapes_03.png").read_bytes()
 
 
 def demo_model(name: str = "shapes"):
-    from serve_app.model_store import fetch_version
-    from tenant_registry.store import ModelVersion, now_iso
+    from serve_app.models.store import fetch_version
+    from serve_app.wire import utc_iso
+    from tenant_registry.store import ModelVersion
 
     uri = "file://models/demo/shapes/1"
     manifest = fetch_version(uri).manifest
     return name, ModelVersion(
-        version=1, uri=uri, architecture="yolov8n", sha256=manifest.sha256, created_at=now_iso()
+        version=1, uri=uri, architecture="yolov8n", sha256=manifest.sha256, created_at=utc_iso()
     )
 
 

@@ -23,8 +23,8 @@ def make_app(imgsz: int):  # type: ignore[no-untyped-def]
     import numpy as np
     from fastapi import Body, FastAPI, HTTPException
 
-    from serve_app.model_loader import build_yolo
-    from serve_app.model_store import fetch_version
+    from serve_app.models.loader import build_yolo
+    from serve_app.models.store import fetch_version
 
     fetched = fetch_version("file://models/demo/shapes/1")
     model = build_yolo(fetched.manifest, fetched.weights)

@@ -13,7 +13,7 @@ import os
 import pytest
 import yaml
 
-from serve_app.auth import hash_api_key
+from serve_app.auth.keys import hash_api_key
 from tests.conftest import (
     ROOT,
     delete_yolo_app,

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from serve_app.auth import hash_api_key
+from serve_app.auth.keys import hash_api_key
 from serve_app.client import DetectionClient
 from serve_app.errors import BadParameter, Unauthenticated, UnknownModel, UnsupportedMediaType
 from tests.conftest import SAMPLES, ground_truth, matched_shapes, wait_for

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from serve_app.blobs import open_store
 from serve_app.config import StoreSettings
 from serve_app.errors import ModelLoadError
-from serve_app.model_cache import WeightsCache
-from serve_app.model_store import fetch_version, open_store
+from serve_app.models.cache import WeightsCache
+from serve_app.models.store import fetch_version
 from tests.conftest import DEMO_MODEL, free_port
 
 

@@ -19,13 +19,14 @@ from serve_app.client import DetectionClient
 from serve_app.config import BatchSettings
 from serve_app.constants import MAX_WEIGHTS_BYTES
 from serve_app.errors import ModelUnavailable
-from serve_app.load_status import BOARD_NAME, BOARD_NAMESPACE
-from serve_app.manifest import build_manifest, sha256_hex
+from serve_app.models.load_status import BOARD_NAME, BOARD_NAMESPACE
+from serve_app.models.manifest import build_manifest, sha256_hex
+from serve_app.wire import utc_iso
 from tenant_registry.cli import main
 from tenant_registry.cluster import load_status
 from tenant_registry.push import push_version
 from tenant_registry.render import render_config
-from tenant_registry.store import ModelVersion, Registry, now_iso
+from tenant_registry.store import ModelVersion, Registry
 from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, wait_for
 from tests.integration.conftest import delete_app, deploy
 
@@ -105,7 +106,7 @@ class App:
                 uri=f"s3://{BUCKET}/{prefix}",
                 architecture="yolov8n",
                 sha256=manifest.get("sha256", "0" * 64),
-                created_at=now_iso(),
+                created_at=utc_iso(),
             ),
         )
         return number

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from serve_app.admission import Allowances, Refund, uses_allowances
 from serve_app.config import Quota
 from serve_app.constants import ALLOWANCE_MAX, ALLOWANCE_TTL_S
+from serve_app.quota.allowances import Allowances, Refund, uses_allowances
 
 
 def test_tokens_are_spent_locally_until_gone():

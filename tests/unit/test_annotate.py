@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from serve_app.annotate import PALETTE, ascii_label, draw_detections, wants_annotation
 from serve_app.errors import BadParameter
-from serve_app.results import Detection
+from serve_app.inference.annotate import PALETTE, ascii_label, draw_detections, wants_annotation
+from serve_app.inference.results import Detection
 
 
 def _det(class_id: int, name: str, box: tuple[float, float, float, float]) -> Detection:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from serve_app.audit import AuditRecord, AuditSink
+from serve_app.observability.audit import AuditRecord, AuditSink
 
 FIELDS = {
     "ts", "request_id", "tenant", "credential", "source_ip", "action", "model", "version",

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from serve_app.auth import KeyTable, bearer_token, generate_api_key, hash_api_key
+from serve_app.auth.keys import KeyTable, bearer_token, generate_api_key, hash_api_key
 from serve_app.errors import Unauthenticated
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve_app.batcher import Batcher
+from serve_app.inference.batcher import Batcher
 
 
 class Model:

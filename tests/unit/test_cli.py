@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from serve_app.auth import hash_api_key
+from serve_app.auth.keys import hash_api_key
 from tenant_registry.cli import main
 
 
@@ -101,8 +101,8 @@ def test_jwt_settings_and_minted_tokens_round_trip(ctl, tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from serve_app.auth.tenants import TenantTable
     from serve_app.config import RouterConfig
-    from serve_app.tenants import TenantTable
 
     key = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "op.key").write_bytes(

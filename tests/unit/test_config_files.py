@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from serve_app.auth import hash_api_key
+from serve_app.auth.keys import hash_api_key
 from serve_app.config_file import ServeConfigFile, load_serve_config
 from tests.conftest import DEMO_KEY, ROOT
 

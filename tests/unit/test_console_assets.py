@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from serve_app.console import CONSOLE_FILES, STATIC_DIR, asset, security_headers
+from serve_app.http.console import CONSOLE_FILES, STATIC_DIR, asset, security_headers
 
 
 class _Tags(HTMLParser):

@@ -1,5 +1,5 @@
 """configs/grafana-dashboard.json: in sync with its generator, and every query names a
-series that serve_app/telemetry.py really exports."""
+series that serve_app/observability/metrics.py really exports."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_checked_in_dashboard_is_the_generators_output():
 
 def test_every_query_names_an_exported_series():
     defined = set(
-        re.findall(r'"(yoloserve_[a-z_]+)"', (ROOT / "serve_app" / "telemetry.py").read_text())
+        re.findall(r'"(yoloserve_[a-z_]+)"', (ROOT / "serve_app" / "observability" / "metrics.py").read_text())
     )
     assert len(defined) >= 12
     used = set()

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from serve_app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
-from serve_app.images import decode_image, inspect_image, sniff_format
+from serve_app.inference.images import decode_image, inspect_image, sniff_format
 from tests.conftest import png_header_only
 
 
@@ -86,7 +86,7 @@ def test_a_bomb_pillow_itself_would_refuse_is_still_a_clear_413():
     import pytest
 
     from serve_app.errors import PayloadTooLarge
-    from serve_app.images import inspect_image
+    from serve_app.inference.images import inspect_image
     from tests.conftest import png_header_only
 
     with pytest.raises(PayloadTooLarge, match="downscale"):

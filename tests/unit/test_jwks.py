@@ -14,10 +14,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from serve_app.auth.jwks import JwksCache, JwksError, JwksPool, parse_jwks
+from serve_app.auth.tokens import JwtVerifier
 from serve_app.constants import JWKS_CACHE_TTL_S, JWKS_MAX_STALE_S, JWKS_MIN_REFETCH_S
 from serve_app.errors import Unauthenticated
-from serve_app.jwks import JwksCache, JwksError, JwksPool, check_jwks_url, parse_jwks
-from serve_app.jwt_auth import JwtSettings, JwtVerifier
+from serve_app.wire import JwtSettings, check_jwks_url
 
 RS = frozenset({"RS256"})
 ISSUER = "https://idp.acme.test"

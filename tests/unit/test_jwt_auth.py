@@ -12,8 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from serve_app.auth.tokens import JwtVerifier, looks_like_jwt
 from serve_app.errors import Unauthenticated
-from serve_app.jwt_auth import JwtSettings, JwtVerifier, looks_like_jwt
+from serve_app.wire import JwtSettings
 
 NOW = int(time.time())
 
@@ -167,10 +168,10 @@ def test_config_refuses_symmetric_algorithms_and_shared_issuers(keys):
 
 
 def test_tenant_table_accepts_jwts_and_api_keys_alike(keys):
-    from serve_app.auth import hash_api_key
+    from serve_app.auth.keys import hash_api_key
+    from serve_app.auth.tenants import TenantTable
     from serve_app.config import RouterConfig
     from serve_app.errors import Forbidden
-    from serve_app.tenants import TenantTable
 
     def entry(tid, status="active", issuer="https://idp.acme.test"):
         return {

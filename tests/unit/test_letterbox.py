@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ultralytics.data.augment import LetterBox
 
-from serve_app.letterbox import letterbox
+from serve_app.inference.letterbox import letterbox
 
 SHAPES = [(392, 635), (633, 461), (279, 569), (1, 3000), (3000, 1), (320, 320), (17, 23)]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import cv2
 import pytest
 
-from serve_app.detector import group_batch, load_model, prepare
 from serve_app.errors import BadParameter
-from serve_app.policy import InferenceParams
-from serve_app.results import DetectionResult
+from serve_app.inference.loaded_model import group_batch, load_model, prepare
+from serve_app.inference.policy import InferenceParams
+from serve_app.inference.results import DetectionResult
 from tests.conftest import SAMPLES
 
 PARAMS = InferenceParams(

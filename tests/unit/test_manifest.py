@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from serve_app import architectures
 from serve_app.errors import ModelLoadError
-from serve_app.manifest import build_manifest, parse_manifest, sha256_hex, verify_weights
+from serve_app.models import architectures
+from serve_app.models.manifest import build_manifest, parse_manifest, sha256_hex, verify_weights
 
 WEIGHTS = b"\x00" * 100
 

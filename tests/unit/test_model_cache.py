@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.errors import ModelLoadError
-from serve_app.model_cache import WeightsCache
+from serve_app.models.cache import WeightsCache
 
 
 def _sha(data: bytes) -> str:

@@ -11,9 +11,9 @@ from safetensors.torch import load as load_st
 from safetensors.torch import save as save_st
 
 from serve_app.errors import ModelLoadError
-from serve_app.manifest import build_manifest
-from serve_app.model_loader import build_yolo
-from serve_app.model_store import fetch_version
+from serve_app.models.loader import build_yolo
+from serve_app.models.manifest import build_manifest
+from serve_app.models.store import fetch_version
 from tests.conftest import SAMPLES, ground_truth, matched_shapes
 
 
@@ -129,6 +129,6 @@ def test_onnx_class_count_must_match_the_manifest(demo_onnx):
 
 
 def test_replica_threads_follow_the_cpus_it_reserved():
-    from serve_app.model_loader import threads_for
+    from serve_app.models.loader import threads_for
 
     assert [threads_for(c) for c in (0.1, 0.5, 1.0, 1.5, 2.0, 2.99, 4.0)] == [1, 1, 1, 1, 2, 2, 4]

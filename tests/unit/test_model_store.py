@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
+from serve_app.blobs import resolve_file_uri
 from serve_app.errors import ModelLoadError
-from serve_app.model_store import fetch_version, resolve_file_uri
+from serve_app.models.store import fetch_version
 from tests.conftest import DEMO_MODEL, ROOT
 
 

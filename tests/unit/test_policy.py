@@ -4,7 +4,13 @@ import pytest
 
 from serve_app.config import DetectionPolicy
 from serve_app.errors import BadParameter
-from serve_app.policy import InferenceParams, check_known, clamp, resolve_classes, resolve_imgsz
+from serve_app.inference.policy import (
+    InferenceParams,
+    check_known,
+    clamp,
+    resolve_classes,
+    resolve_imgsz,
+)
 
 POLICY = DetectionPolicy(conf=0.3, min_conf=0.1, iou=0.6, max_det=50, max_imgsz=640)
 NAMES = ["circle", "square", "triangle"]

@@ -11,7 +11,7 @@ import sys
 import cv2
 import pytest
 
-from serve_app.model_store import fetch_version
+from serve_app.models.store import fetch_version
 from tenant_registry.cli import main
 from tenant_registry.convert import convert_pt, max_box_difference
 from tenant_registry.errors import InvalidInput
@@ -22,7 +22,7 @@ from tests.conftest import DEMO_MODEL, ROOT, SAMPLES
 @pytest.fixture(scope="module")
 def demo_pt(tmp_path_factory):
     """A real ultralytics checkpoint (a pickle) of the demo model, as a tenant has one."""
-    from serve_app.model_loader import build_yolo
+    from serve_app.models.loader import build_yolo
 
     demo = fetch_version("file://models/demo/shapes/1")
     path = tmp_path_factory.mktemp("pt") / "shapes.pt"

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from serve_app.config import Quota
 from serve_app.errors import QuotaExceeded, unwrap_error
-from serve_app.quota import LEASE_TTL_S, TenantState, admit, release, seconds_to_next_month
+from serve_app.quota.gcra import LEASE_TTL_S, TenantState, admit, release, seconds_to_next_month
 
 EPOCH = datetime(2026, 11, 25, 12, tzinfo=UTC).timestamp()
 
@@ -100,7 +100,7 @@ def test_typed_errors_keep_retry_after_and_headers_across_pickle():
 
 
 def test_grant_charges_the_batch_up_front_and_never_beyond_the_bucket():
-    from serve_app.quota import grant
+    from serve_app.quota.gcra import grant
 
     quota = Quota(requests_per_s=10, burst=8)
     state = TenantState()
@@ -114,7 +114,7 @@ def test_grant_charges_the_batch_up_front_and_never_beyond_the_bucket():
 
 
 def test_granted_batches_admit_no_more_than_admit_would():
-    from serve_app.quota import grant
+    from serve_app.quota.gcra import grant
 
     quota = Quota(requests_per_s=20, burst=10)
     one_by_one, batched = TenantState(), TenantState()
@@ -127,7 +127,7 @@ def test_granted_batches_admit_no_more_than_admit_would():
 
 
 def test_refund_gives_back_rate_and_monthly_room():
-    from serve_app.quota import grant, refund
+    from serve_app.quota.gcra import grant, refund
 
     quota = Quota(requests_per_s=10, burst=4, monthly_images=100)
     state = TenantState()
@@ -139,7 +139,7 @@ def test_refund_gives_back_rate_and_monthly_room():
 
 
 def test_monthly_quota_bounds_a_grant():
-    from serve_app.quota import grant
+    from serve_app.quota.gcra import grant
 
     quota = Quota(monthly_images=5)
     state = TenantState()
@@ -151,7 +151,7 @@ def test_monthly_quota_bounds_a_grant():
 def test_capped_tenants_are_never_granted_batches():
     import pytest
 
-    from serve_app.quota import grant
+    from serve_app.quota.gcra import grant
 
     with pytest.raises(ValueError, match="one request at a time"):
         grant(TenantState(), Quota(max_concurrent=2), 4, 0.0, EPOCH)

@@ -5,7 +5,7 @@ import copy
 import pytest
 import yaml
 
-from serve_app.auth import hash_api_key
+from serve_app.auth.keys import hash_api_key
 from tenant_registry.errors import InvalidInput
 from tenant_registry.render import render_config, to_yaml, validate_config
 from tenant_registry.store import ModelVersion, Registry

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from serve_app.results import DetectionResult, ImageSize, encode_detections
+from serve_app.inference.results import DetectionResult, ImageSize, encode_detections
 
 NAMES = ["circle", "square", "triangle"]
 

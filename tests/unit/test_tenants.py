@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from serve_app.auth import hash_api_key
+from serve_app.auth.keys import hash_api_key
+from serve_app.auth.tenants import TenantTable, catalog, select_model
 from serve_app.config import RouterConfig, TenantEntry
 from serve_app.errors import BadParameter, Forbidden, Unauthenticated, UnknownModel
-from serve_app.tenants import TenantTable, catalog, select_model
 
 
 def _config(**acme_overrides) -> RouterConfig:

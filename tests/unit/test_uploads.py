@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from serve_app.errors import BadParameter
-from serve_app.uploads import image_bytes
+from serve_app.http.uploads import image_bytes
 
 IMAGE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\r\n--not-the-boundary\r\n"
 

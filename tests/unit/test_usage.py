@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from serve_app.admission import Refund
 from serve_app.config import Quota
-from serve_app.ledger_store import LedgerStore
-from serve_app.settlement import Settler
-from serve_app.usage import UsageCounts, UsageMeter, UsageRow, aggregate, hour_key
+from serve_app.quota.allowances import Refund
+from serve_app.quota.ledger_store import LedgerStore
+from serve_app.quota.settlement import Settler
+from serve_app.quota.usage import UsageCounts, UsageMeter, UsageRow, aggregate, hour_key
 
 T0 = 1_795_000_000.0  # 2026-11-18T07:06:40Z
 
@@ -114,8 +114,8 @@ def test_export_watermark_moves_only_forward(tmp_path):
 
 
 def test_ledger_exports_json_lines_that_tenantctl_usage_adds_up(tmp_path, capsys):
-    from serve_app.ledger import QuotaLedger
-    from serve_app.usage import Settlement
+    from serve_app.quota.ledger import QuotaLedger
+    from serve_app.quota.usage import Settlement
     from tenant_registry.cli import main
 
     usage_uri = f"file://{tmp_path / 'usage'}"
@@ -152,7 +152,7 @@ def test_ledger_exports_json_lines_that_tenantctl_usage_adds_up(tmp_path, capsys
 def test_ledger_leases_admissions_and_durable_monthly_counts(tmp_path):
     """The ledger class itself (no Ray): admit/release for capped tenants, grants, and a
     monthly count that is on disk the moment a grant is answered."""
-    from serve_app.ledger import QuotaLedger
+    from serve_app.quota.ledger import QuotaLedger
 
     path = str(tmp_path / "ledger.db")
     ledger = QuotaLedger.func_or_class(path, f"file://{tmp_path / 'usage'}")

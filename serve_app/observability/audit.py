@@ -19,20 +19,12 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from serve_app.constants import AUDIT_MAX_FIELD_CHARS
+from serve_app.wire import utc_iso
 
 logger = logging.getLogger("ray.serve")
-
-
-def utc_iso(epoch_s: float) -> str:
-    return (
-        datetime.fromtimestamp(epoch_s, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def _cap(value: object) -> str:
@@ -74,7 +66,7 @@ class AuditRecord:
         name, _, version = (model or "").partition("@")
         latency = 0.0 if started_s is None else round((time.perf_counter() - started_s) * 1e3, 2)
         return cls(
-            ts=utc_iso(now),
+            ts=utc_iso(now, "milliseconds"),
             request_id=_cap(request_id),
             tenant=_cap(tenant),
             credential=_cap(credential),

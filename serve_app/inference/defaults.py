@@ -12,23 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from serve_app.config import DetectionPolicy
+from serve_app.constants import MAX_IOU, MAX_POLICY_BODY_BYTES, MIN_IOU
 from serve_app.errors import BadParameter
-from serve_app.policy import MAX_IOU, MIN_IOU
-
-MAX_POLICY_BODY_BYTES = 4096
-
-
-class TenantDefaults(BaseModel):
-    """What a tenant may set; ``None`` keeps the operator's default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    conf: float | None = Field(None, ge=0, le=1)
-    iou: float | None = Field(None, ge=MIN_IOU, le=MAX_IOU)
-    max_det: int | None = Field(None, ge=1)
+from serve_app.wire import TenantDefaults
 
 
 def parse_defaults(body: bytes, policy: DetectionPolicy) -> TenantDefaults:

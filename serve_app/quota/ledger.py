@@ -22,6 +22,7 @@ from typing import Any
 
 from ray import serve
 
+from serve_app.blobs import open_store
 from serve_app.config import Quota, StoreSettings
 from serve_app.constants import (
     KEY_ID_PREFIX,
@@ -29,10 +30,7 @@ from serve_app.constants import (
     USAGE_EXPORT_S,
     USAGE_REPORT_HOURS,
 )
-from serve_app.ledger_store import LedgerStore
-from serve_app.model_store import open_store
-from serve_app.preferences import TenantDefaults
-from serve_app.quota import (
+from serve_app.quota.gcra import (
     Decision,
     TenantState,
     admit,
@@ -42,7 +40,9 @@ from serve_app.quota import (
     release,
     seconds_to_next_month,
 )
-from serve_app.usage import Settlement, hour_key, usage_lines
+from serve_app.quota.ledger_store import LedgerStore
+from serve_app.quota.usage import Settlement, hour_key, usage_lines
+from serve_app.wire import TenantDefaults
 
 logger = logging.getLogger("ray.serve")
 

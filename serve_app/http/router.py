@@ -23,12 +23,11 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from serve_app import console, images, policy
-from serve_app.admission import Allowances, uses_allowances
-from serve_app.annotate import wants_annotation
-from serve_app.audit import AuditRecord, AuditSink
-from serve_app.auth import bearer_token
-from serve_app.config import RouterConfig, TenantEntry, model_id
+from serve_app.auth.jwks import JwksPool
+from serve_app.auth.keys import bearer_token
+from serve_app.auth.tenants import ModelChoice, Principal, TenantTable, catalog, select_model
+from serve_app.blobs import resolve_path
+from serve_app.config import RouterConfig, TenantEntry
 from serve_app.constants import (
     ALLOWANCE_TTL_S,
     DETECT_TIMEOUT_S,
@@ -36,6 +35,7 @@ from serve_app.constants import (
     MAX_BODY_BYTES,
     MAX_CACHED_HANDLES,
     MAX_IMAGE_BYTES,
+    MAX_POLICY_BODY_BYTES,
     READY_CACHE_S,
     READY_TIMEOUT_S,
     RETRY_AFTER_S,
@@ -54,22 +54,23 @@ from serve_app.errors import (
     error_body,
     unwrap_error,
 )
-from serve_app.jwks import JwksPool
-from serve_app.model_store import resolve_path
-from serve_app.preferences import (
-    MAX_POLICY_BODY_BYTES,
-    TenantDefaults,
+from serve_app.http import console
+from serve_app.http.uploads import image_bytes
+from serve_app.inference import images, policy
+from serve_app.inference.annotate import wants_annotation
+from serve_app.inference.defaults import (
     effective_policy,
     parse_defaults,
     policy_view,
 )
-from serve_app.quota import Decision
-from serve_app.results import Annotated, DetectionResult
-from serve_app.settlement import Settler
-from serve_app.telemetry import RouterMetrics
-from serve_app.tenants import ModelChoice, Principal, TenantTable, catalog, select_model
-from serve_app.uploads import image_bytes
-from serve_app.usage import NO_MODEL, Settlement
+from serve_app.inference.results import Annotated, DetectionResult
+from serve_app.observability.audit import AuditRecord, AuditSink
+from serve_app.observability.metrics import RouterMetrics
+from serve_app.quota.allowances import Allowances, uses_allowances
+from serve_app.quota.gcra import Decision
+from serve_app.quota.settlement import Settler
+from serve_app.quota.usage import NO_MODEL, Settlement
+from serve_app.wire import TenantDefaults, model_id
 
 logger = logging.getLogger("ray.serve")
 ALLOWED_METHODS = {"/v1/detect": "POST", "/v1/models": "GET", "/v1/usage": "GET"}

@@ -11,9 +11,9 @@ import math
 from typing import TYPE_CHECKING
 
 import serve_app.constants  # noqa: F401  (forces YOLO_OFFLINE before ultralytics loads)
-from serve_app import architectures
 from serve_app.errors import ModelLoadError
-from serve_app.manifest import ModelManifest
+from serve_app.models import architectures
+from serve_app.models.manifest import ModelManifest
 
 if TYPE_CHECKING:
     from ultralytics import YOLO

@@ -14,7 +14,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from serve_app import architectures
 from serve_app.constants import (
     IMGSZ_STRIDE_PX,
     MAX_IMGSZ_PX,
@@ -24,6 +23,7 @@ from serve_app.constants import (
     SHA256_HEX_PATTERN,
 )
 from serve_app.errors import ModelLoadError
+from serve_app.models import architectures
 
 MAX_CLASSES = 1000
 WEIGHTS_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx"}

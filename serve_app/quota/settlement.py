@@ -18,10 +18,10 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from serve_app.admission import Refund
 from serve_app.config import Quota
 from serve_app.constants import KEY_ID_PREFIX, MAX_PENDING_SETTLEMENTS
-from serve_app.usage import Settlement, UsageMeter
+from serve_app.quota.allowances import Refund
+from serve_app.quota.usage import Settlement, UsageMeter
 
 logger = logging.getLogger("ray.serve")
 Send = Callable[[Settlement], Awaitable[object]]

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from serve_app.errors import BadParameter
-from serve_app.results import Detection
+from serve_app.inference.results import Detection
 
 JPEG_QUALITY = 90
 MAX_LABEL_CHARS = 40

@@ -11,41 +11,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ray import serve
 
-from serve_app.annotate import draw_detections
-from serve_app.batcher import Batcher
-from serve_app.config import DetectorConfig, StoreSettings
+from serve_app.config import DetectorConfig
 from serve_app.constants import (
     BATCH_MAX_SIZE,
     BATCH_WAIT_TIMEOUT_S,
     FAILED_LOAD_RETRY_S,
     MAX_MODELS_PER_REPLICA,
     MODEL_LOAD_RETRY_AFTER_S,
-    WARMUP_SIDE_PX,
 )
 from serve_app.errors import ModelLoadError, ModelUnavailable, ServeAppError, UnknownModel
-from serve_app.images import decode_image
-from serve_app.letterbox import Frame, letterbox
-from serve_app.load_status import board
-from serve_app.manifest import ModelManifest
-from serve_app.model_cache import WeightsCache, default_cache_dir
-from serve_app.model_loader import (
-    build_yolo,
+from serve_app.inference.annotate import draw_detections
+from serve_app.inference.batcher import Batcher
+from serve_app.inference.loaded_model import (
+    LoadedModel,
+    Prepared,
+    group_batch,
+    load_model,
+    prepare,
+    prepare_keeping_original,
+)
+from serve_app.inference.policy import InferenceParams
+from serve_app.inference.results import Annotated, DetectionResult
+from serve_app.models.cache import WeightsCache, default_cache_dir
+from serve_app.models.load_status import board
+from serve_app.models.loader import (
     inference_device,
     match_threads_to_reservation,
-    set_threads,
 )
-from serve_app.model_store import fetch_version
-from serve_app.policy import InferenceParams, resolve_classes, resolve_imgsz
-from serve_app.results import Annotated, DetectionResult, ImageSize, encode_detections
-from serve_app.telemetry import DetectorMetrics
+from serve_app.observability.metrics import DetectorMetrics
+from serve_app.wire import ModelId
 
 logger = logging.getLogger("ray.serve")
 
@@ -57,135 +56,11 @@ def _torch_threads() -> int:
 
 
 def _tenant_of(model_id: str) -> str:
-    return model_id.split("/", 1)[0]
+    return ModelId.parse(model_id).tenant
 
 
 # A request's result, the batch's inference ms and the request's share of it, or an error.
 _Outcome = tuple[DetectionResult, float, float] | ServeAppError
-
-# A decoded image letterboxed for its model, and how to map boxes back onto it.
-Prepared = tuple[Any, Frame]
-
-
-def prepare(data: bytes, imgsz: int) -> Prepared:
-    """Decode and letterbox one upload (blocking; runs beside inference)."""
-    return letterbox(decode_image(data), imgsz)
-
-
-def _prepare_keeping_original(data: bytes, imgsz: int) -> tuple[Any, Prepared]:
-    original = decode_image(data)
-    return original, letterbox(original, imgsz)
-
-
-def group_batch(params: list[InferenceParams], prepared: list[Prepared]) -> list[list[int]]:
-    """Indices of the requests that can share one predict call: same parameters and
-    same letterboxed shape, so each gets exactly the result it would have had alone."""
-    groups: dict[tuple[InferenceParams, tuple[int, ...]], list[int]] = {}
-    for i, (p, (array, _)) in enumerate(zip(params, prepared, strict=True)):
-        groups.setdefault((p, tuple(array.shape)), []).append(i)
-    return list(groups.values())
-
-
-@dataclass
-class LoadedModel:
-    """One multiplexed model version in a replica."""
-
-    model_id: str
-    manifest: ModelManifest
-    yolo: Any  # ultralytics.YOLO; not thread-safe, hence the lock
-    device: str
-    half: bool
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    on_release: Callable[[str], None] | None = None  # counts LRU evictions
-    _released: bool = False
-
-    @property
-    def label(self) -> str:
-        return self.model_id.split("/", 1)[1]
-
-    def imgsz(self, params: InferenceParams) -> int:
-        return resolve_imgsz(params, self.manifest.imgsz)
-
-    def detect(self, prepared: list[Prepared], params: InferenceParams) -> list[DetectionResult]:
-        """One predict call over letterboxed images of one shape (``group_batch``)."""
-        raw = self.predict([array for array, _ in prepared], params)
-        return [self._encode(frame, res) for (_, frame), res in zip(prepared, raw, strict=True)]
-
-    def _encode(self, frame: Frame, res: Any) -> DetectionResult:
-        boxes = res.boxes
-        return DetectionResult(
-            model=self.label,
-            image=ImageSize(width=frame.width, height=frame.height),
-            detections=encode_detections(
-                frame.unscale(boxes.xyxy.tolist()),
-                boxes.conf.tolist(),
-                [int(c) for c in boxes.cls.tolist()],
-                self.manifest.class_names,
-                frame.width,
-                frame.height,
-            ),
-            timing_ms={},
-        )
-
-    def predict(self, images: list[Any], params: InferenceParams) -> list[Any]:
-        classes = resolve_classes(params, self.manifest.class_names)
-        with self.lock:
-            return list(
-                self.yolo.predict(
-                    images,
-                    imgsz=self.imgsz(params),
-                    conf=params.conf,
-                    iou=params.iou,
-                    max_det=params.max_det,
-                    classes=classes,
-                    device=self.device,
-                    half=self.half,
-                    verbose=False,
-                )
-            )
-
-    def __del__(self) -> None:
-        # Serve calls __del__ on eviction and the GC may call it again: idempotent.
-        if self._released:
-            return
-        self._released = True
-        self.yolo = None
-        if self.on_release is not None:
-            self.on_release(self.model_id)
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
-
-
-def load_model(
-    model_id: str,
-    uri: str,
-    settings: StoreSettings | None = None,
-    cache: WeightsCache | None = None,
-    threads: int | None = None,
-) -> LoadedModel:
-    """Fetch, verify, rebuild and warm up one model version (blocking).
-
-    ``threads``: the replica's inference threads, set again after the warm-up, because
-    ultralytics' predictor setup resets torch to its own choice (cores - 1) for the
-    whole process.
-    """
-    import numpy as np
-
-    fetched = fetch_version(uri, settings, cache)
-    yolo = build_yolo(fetched.manifest, fetched.weights)
-    device, half = inference_device()
-    half = half and fetched.manifest.format == "safetensors"  # ONNX graphs fix their own dtype
-    model = LoadedModel(
-        model_id=model_id, manifest=fetched.manifest, yolo=yolo, device=device, half=half
-    )
-    # The first predict builds ultralytics' predictor and fuses layers; pay that here.
-    warm = np.zeros((WARMUP_SIDE_PX, WARMUP_SIDE_PX, 3), dtype=np.uint8)
-    yolo.predict(warm, imgsz=fetched.manifest.imgsz, device=device, half=half, verbose=False)
-    if threads is not None:
-        set_threads(threads)
-    return model
 
 
 @serve.deployment(max_ongoing_requests=16, health_check_period_s=10)
@@ -306,7 +181,7 @@ class Detector:
             model = await self.get_model(model_id)
             if annotate:
                 original, prepared = await asyncio.to_thread(
-                    _prepare_keeping_original, image, model.imgsz(params)
+                    prepare_keeping_original, image, model.imgsz(params)
                 )
             else:
                 prepared = await asyncio.to_thread(prepare, image, model.imgsz(params))

@@ -6,13 +6,9 @@ import pytest
 
 from serve_app.config import DetectionPolicy
 from serve_app.errors import BadParameter
-from serve_app.policy import clamp
-from serve_app.preferences import (
-    TenantDefaults,
-    effective_policy,
-    parse_defaults,
-    policy_view,
-)
+from serve_app.inference.defaults import effective_policy, parse_defaults, policy_view
+from serve_app.inference.policy import clamp
+from serve_app.wire import TenantDefaults
 
 POLICY = DetectionPolicy(conf=0.25, min_conf=0.1, iou=0.7, max_det=50)
 

@@ -1,13 +1,10 @@
-"""Where model versions live, behind one small interface: ``file://`` and ``s3://``.
+"""Blob stores behind one small interface: ``file://`` folders and ``s3://`` prefixes.
 
-A version is a folder (``file://``) or key prefix (``s3://bucket/prefix``) holding
-``manifest.json`` and the weights. ``fetch_version`` reads both, bounded in size,
-and verifies the weights against the manifest's sha256 before anyone parses them;
-with a ``WeightsCache`` the weights come from the node-local cache when present.
-
-Relative ``file://`` URIs (``file://models/demo/shapes/1``) are resolved against
-``YOLOSERVE_MODEL_ROOT`` or, by default, the project root (the folder holding the
-``serve_app`` package). Replicas and ``serve deploy``'s controller do not run in
+Model versions (``serve_app.models.store``) and the ledger's usage export
+(``serve_app.quota.ledger``) both read and write named files through it, so it lives
+below both. Relative ``file://`` URIs (``file://models/demo/shapes/1``) are resolved
+against ``YOLOSERVE_MODEL_ROOT`` or, by default, the project root (the folder holding
+the ``serve_app`` package). Replicas and ``serve deploy``'s controller do not run in
 the operator's working directory, so the shell's cwd is never used.
 """
 
@@ -22,23 +19,18 @@ from typing import Any, Protocol
 
 from serve_app.config import StoreSettings
 from serve_app.constants import (
-    MANIFEST_FILE,
-    MAX_MANIFEST_BYTES,
-    MAX_WEIGHTS_BYTES,
+    MODEL_ROOT_ENV,
     S3_CONNECT_TIMEOUT_S,
     S3_MAX_ATTEMPTS,
     S3_READ_TIMEOUT_S,
 )
 from serve_app.errors import ModelLoadError
-from serve_app.manifest import ModelManifest, parse_manifest, verify_weights
-from serve_app.model_cache import WeightsCache
 
-MODEL_ROOT_ENV = "YOLOSERVE_MODEL_ROOT"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ModelStore(Protocol):
-    """Reads and writes named files of one model version."""
+class BlobStore(Protocol):
+    """Reads and writes named files under one folder or key prefix."""
 
     def read(self, name: str, max_bytes: int) -> bytes: ...
 
@@ -185,8 +177,8 @@ def resolve_file_uri(uri: str) -> Path:
     return path if path.is_absolute() else (model_root() / path).resolve()
 
 
-def open_store(uri: str, settings: StoreSettings | None = None) -> ModelStore:
-    """The store for one version URI."""
+def open_store(uri: str, settings: StoreSettings | None = None) -> BlobStore:
+    """The store for one folder URI (``file://`` or ``s3://``)."""
     if uri.startswith("file://"):
         return FileStore(resolve_file_uri(uri))
     if uri.startswith("s3://"):
@@ -197,31 +189,3 @@ def open_store(uri: str, settings: StoreSettings | None = None) -> ModelStore:
             bucket=bucket, prefix=prefix.strip("/"), settings=settings or StoreSettings()
         )
     raise ModelLoadError(f"unsupported model store URI {uri!r}: use file:// or s3://")
-
-
-@dataclass(frozen=True)
-class FetchedVersion:
-    manifest: ModelManifest
-    weights: bytes
-
-
-def fetch_version(
-    uri: str, settings: StoreSettings | None = None, cache: WeightsCache | None = None
-) -> FetchedVersion:
-    """Read and verify one model version.
-
-    Raises:
-        ModelLoadError: Missing files, an invalid manifest, or weights whose size or
-            sha256 differ from the manifest.
-    """
-    store = open_store(uri, settings)
-    manifest = parse_manifest(store.read(MANIFEST_FILE, MAX_MANIFEST_BYTES))
-    limit = min(manifest.size_bytes, MAX_WEIGHTS_BYTES)
-    if cache is None:
-        weights = store.read(manifest.weights_file, limit)
-    else:
-        weights = cache.get_or_fetch(
-            manifest.sha256, lambda: store.read(manifest.weights_file, limit)
-        )
-    verify_weights(manifest, weights)
-    return FetchedVersion(manifest=manifest, weights=weights)

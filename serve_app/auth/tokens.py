@@ -23,53 +23,14 @@ from typing import Any
 
 import jwt
 from jwt import PyJWTError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serve_app.auth.jwks import JwksCache, JwksPool
 from serve_app.constants import JWT_LEEWAY_S, JWT_MAX_KID_CHARS, JWT_MAX_TOKEN_CHARS
 from serve_app.errors import Unauthenticated
-from serve_app.jwks import JwksCache, JwksPool, check_jwks_url
+from serve_app.wire import JwtSettings, load_public_key
 
-ALLOWED_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub")
 _INVALID = "invalid token: check its issuer, audience, expiry and signature"
-
-
-class JwtSettings(BaseModel):
-    """One tenant's identity provider."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    issuer: str = Field(min_length=1, max_length=512)
-    audience: str = Field(min_length=1, max_length=512)
-    algorithms: tuple[str, ...] = ("RS256",)
-    public_keys_pem: tuple[str, ...] = ()
-    jwks_url: str | None = Field(None, max_length=2048)
-
-    @field_validator("public_keys_pem")
-    @classmethod
-    def _parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for pem in value:
-            _load_public_key(pem)  # a key that does not parse fails the config, not a request
-        return value
-
-    @field_validator("jwks_url")
-    @classmethod
-    def _https(cls, value: str | None) -> str | None:
-        return None if value is None else check_jwks_url(value)
-
-    @model_validator(mode="after")
-    def _some_keys(self) -> JwtSettings:
-        if not self.public_keys_pem and self.jwks_url is None:
-            raise ValueError("give public_keys_pem, jwks_url or both")
-        return self
-
-    @field_validator("algorithms")
-    @classmethod
-    def _allowlisted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [a for a in value if a not in ALLOWED_ALGORITHMS]
-        if not value or bad:
-            raise ValueError(f"algorithms must be among {sorted(ALLOWED_ALGORITHMS)}, got {bad}")
-        return value
 
 
 @dataclass(frozen=True)
@@ -100,7 +61,7 @@ class JwtVerifier:
         for tenant, settings in settings_by_tenant.items():
             if settings.issuer in self._by_issuer:
                 raise ValueError(f"issuer {settings.issuer!r} is configured for two tenants")
-            keys = tuple(_load_public_key(pem) for pem in settings.public_keys_pem)
+            keys = tuple(load_public_key(pem) for pem in settings.public_keys_pem)
             cache = None
             if settings.jwks_url is not None:
                 algorithms = frozenset(settings.algorithms)
@@ -143,12 +104,3 @@ class JwtVerifier:
                 continue
             return issuer.tenant, claims
         raise Unauthenticated(_INVALID)
-
-
-def _load_public_key(pem: str) -> Any:
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    try:
-        return load_pem_public_key(pem.encode())
-    except ValueError as exc:
-        raise ValueError(f"not a PEM public key: {exc}") from None

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from serve_app.auth import KeyTable
-from serve_app.config import RouterConfig, TenantEntry, model_id
+from serve_app.auth.jwks import JwksPool
+from serve_app.auth.keys import KeyTable
+from serve_app.auth.tokens import JwtVerifier, looks_like_jwt
+from serve_app.config import RouterConfig, TenantEntry
 from serve_app.errors import BadParameter, Forbidden, UnknownModel
-from serve_app.jwks import JwksPool
-from serve_app.jwt_auth import JwtVerifier, looks_like_jwt
+from serve_app.wire import model_id
 
 # Never echoes the name asked for: the answer for another tenant's model must be
 # byte-identical to the answer for a model that exists nowhere.

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from serve_app.usage import UsageCounts, UsageRow
+from serve_app.quota.usage import UsageCounts, UsageRow
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS usage (tenant TEXT NOT NULL, month TEXT NOT NULL, "

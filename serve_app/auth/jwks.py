@@ -18,7 +18,6 @@ JWKS must never become something a token can be "verified" with.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import time
@@ -46,22 +45,6 @@ Clock = Callable[[], float]
 
 class JwksError(Exception):
     """The document could not be fetched or is not a JWKS."""
-
-
-def check_jwks_url(url: str) -> str:
-    """A JWKS URL must be HTTPS; plain HTTP only to a loopback address (tests, sidecars)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and parts.hostname:
-        host = parts.hostname
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if loopback:
-            return url
-    raise ValueError(f"jwks_url must be an https:// URL (http only to loopback), got {url[:80]!r}")
 
 
 def parse_jwks(document: bytes, algorithms: frozenset[str]) -> dict[str | None, Any]:

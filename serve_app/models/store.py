@@ -1,0 +1,50 @@
+"""Where model versions live, behind one small interface: ``file://`` and ``s3://``.
+
+A version is a folder (``file://``) or key prefix (``s3://bucket/prefix``) holding
+``manifest.json`` and the weights. ``fetch_version`` reads both, bounded in size,
+and verifies the weights against the manifest's sha256 before anyone parses them;
+with a ``WeightsCache`` the weights come from the node-local cache when present.
+
+Relative ``file://`` URIs (``file://models/demo/shapes/1``) are resolved against
+``YOLOSERVE_MODEL_ROOT`` or, by default, the project root (the folder holding the
+``serve_app`` package). Replicas and ``serve deploy``'s controller do not run in
+the operator's working directory, so the shell's cwd is never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from serve_app.blobs import open_store
+from serve_app.config import StoreSettings
+from serve_app.constants import MANIFEST_FILE, MAX_MANIFEST_BYTES, MAX_WEIGHTS_BYTES
+from serve_app.models.cache import WeightsCache
+from serve_app.models.manifest import ModelManifest, parse_manifest, verify_weights
+
+
+@dataclass(frozen=True)
+class FetchedVersion:
+    manifest: ModelManifest
+    weights: bytes
+
+
+def fetch_version(
+    uri: str, settings: StoreSettings | None = None, cache: WeightsCache | None = None
+) -> FetchedVersion:
+    """Read and verify one model version.
+
+    Raises:
+        ModelLoadError: Missing files, an invalid manifest, or weights whose size or
+            sha256 differ from the manifest.
+    """
+    store = open_store(uri, settings)
+    manifest = parse_manifest(store.read(MANIFEST_FILE, MAX_MANIFEST_BYTES))
+    limit = min(manifest.size_bytes, MAX_WEIGHTS_BYTES)
+    if cache is None:
+        weights = store.read(manifest.weights_file, limit)
+    else:
+        weights = cache.get_or_fetch(
+            manifest.sha256, lambda: store.read(manifest.weights_file, limit)
+        )
+    verify_weights(manifest, weights)
+    return FetchedVersion(manifest=manifest, weights=weights)
