@@ -118,9 +118,9 @@ def measure_loads(settings: StoreSettings, uri: str, loads: int) -> None:
 def measure_swaps(s3_url: str, swaps: int) -> None:
     import ray
     from ray import serve
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     from serve_app.client import DetectionClient
+    from serve_app.ray_compat import serve_submission_client
 
     ctx = ray.init(
         num_cpus=2,
@@ -130,7 +130,7 @@ def measure_swaps(s3_url: str, swaps: int) -> None:
         logging_level="ERROR",
         log_to_driver=False,
     )
-    sdk = ServeSubmissionClient(f"http://{ctx.dashboard_url}")
+    sdk = serve_submission_client(f"http://{ctx.dashboard_url}")
     reg = Registry(Path(tempfile.mkdtemp(prefix="reg-")) / "registry.db")
     base = reg.platform()
     reg.set_platform(

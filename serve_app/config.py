@@ -16,6 +16,7 @@ files, so a typo must fail here instead.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -219,6 +220,14 @@ class Quota(StrictModel):
     burst: int | None = Field(None, ge=1)
     max_concurrent: int | None = Field(None, ge=1)
     monthly_images: int | None = Field(None, ge=0)
+
+    @property
+    def burst_size(self) -> int:
+        """Requests that may arrive at once: ``burst``, else the rate rounded up (2.5/s
+        allows 3). The ledger and the routers' allowances both use this one rule."""
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(self.requests_per_s or 1))
 
 
 Tier = Literal["shared", "dedicated"]

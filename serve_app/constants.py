@@ -79,6 +79,9 @@ RETRY_AFTER_S = 1
 MAX_CACHED_HANDLES = 4096
 # Multipart framing around an image is small; allow it on top of the image limit.
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
+# A multipart form needs one part (the image), maybe a few more from a browser.
+MAX_FORM_PARTS = 16
+MAX_FORM_PART_HEADERS = 8
 READY_TIMEOUT_S = 120.0
 # Probes come every few seconds; a recent success stands for this long.
 READY_CACHE_S = 15.0
@@ -123,6 +126,11 @@ MAX_PENDING_SETTLEMENTS = 2000
 ALLOWANCE_TTL_S = 0.25
 ALLOWANCE_MAX = 32
 ALLOWANCE_BURST_SHARE = 4
+# A router's settle loop that dies is restarted after this back-off, doubling up to the
+# maximum; at shutdown the last settlement is tried this many times.
+SETTLE_RESTART_MIN_S = 0.5
+SETTLE_RESTART_MAX_S = 30.0
+SETTLE_FLUSH_ATTEMPTS = 3
 
 # Detector.
 WARMUP_SIDE_PX = 64

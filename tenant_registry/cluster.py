@@ -29,10 +29,10 @@ def _auth_headers() -> dict[str, str]:
 
 
 def _client(address: str) -> Any:
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from serve_app.ray_compat import serve_submission_client
 
     try:
-        return ServeSubmissionClient(address, headers=_auth_headers())
+        return serve_submission_client(address, headers=_auth_headers())
     except Exception as exc:
         raise ClusterError(
             f"cannot reach the Ray dashboard at {address} ({type(exc).__name__}): start the "

@@ -173,9 +173,9 @@ def stop_local_ray() -> None:
 
 def deploy_config(context, config: dict) -> None:
     """Submit a Serve config to the cluster the way ``serve deploy`` does."""
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from serve_app.ray_compat import serve_submission_client
 
-    ServeSubmissionClient(f"http://{context.dashboard_url}").deploy_applications(config)
+    serve_submission_client(f"http://{context.dashboard_url}").deploy_applications(config)
 
 
 def delete_yolo_app() -> None:

@@ -44,6 +44,7 @@ from serve_app.models.loader import (
     match_threads_to_reservation,
 )
 from serve_app.observability.metrics import DetectorMetrics
+from serve_app.ray_compat import held_models, set_models_per_replica
 from serve_app.wire import ModelId
 
 logger = logging.getLogger("ray.serve")
@@ -104,13 +105,8 @@ class Detector:
                 logger.warning("preload of %s failed: %s", mid, type(exc).__name__)
 
     def _set_lru_size(self, size: int) -> None:
-        # Serve fixes max_num_models_per_replica at decoration time; its per-replica
-        # wrapper (created on the first load) reads this attribute on every load, so
-        # setting it applies a new LRU size without a restart (checked on Ray 2.60).
         self._lru_size = size
-        wrapper = getattr(self, "__serve_multiplex_wrapper", None)
-        if wrapper is not None:
-            wrapper.max_num_models_per_replica = size
+        set_models_per_replica(self, size)
 
     def _report(self, model_id: str, outcome: str, reason: str = "") -> None:
         try:
@@ -250,9 +246,11 @@ class Detector:
     def loaded_models(self) -> dict[str, Any]:
         """The model ids this replica holds, its LRU size and how many loads it has done:
         for operators, tests and the multiplexing benchmark."""
-        wrapper = getattr(self, "__serve_multiplex_wrapper", None)
-        held = sorted(wrapper.models) if wrapper is not None else []
-        return {"models": held, "max_models": self._lru_size, "loads": self._loads_done}
+        return {
+            "models": held_models(self),
+            "max_models": self._lru_size,
+            "loads": self._loads_done,
+        }
 
     def batching(self) -> dict[str, Any]:
         """The batch settings in force (they change with user_config, no restart) and
@@ -264,6 +262,7 @@ class Detector:
             "batches": stats.batches,
             "images": stats.images,
             "largest_batch": stats.largest,
+            "in_flight": self._in_flight,
         }
 
     def placement(self) -> dict[str, Any]:

@@ -71,6 +71,22 @@ class RouterMetrics:
             ),
         )
 
+    def record_detection(
+        self,
+        tenant: str,
+        model: str,
+        total_ms: float,
+        timing_ms: dict[str, float],
+        compute_s: float,
+    ) -> None:
+        """One answered detect call: its latency, inference time, image and compute."""
+        by_model = {"tenant": tenant, "model": model}
+        self.latency_s.observe(total_ms / 1e3, tags={"tenant": tenant})
+        self.inference_s.observe(timing_ms.get("inference", 0.0) / 1e3, tags=by_model)
+        self.images.inc(tags=by_model)
+        if compute_s > 0:
+            self.compute_s.inc(compute_s, tags=by_model)
+
 
 @dataclass(frozen=True)
 class DetectorMetrics:

@@ -70,8 +70,7 @@ class Allowances:
             demand = max(allowance.used_last_window, allowance.used_in_window, 1)
         cap = ALLOWANCE_MAX
         if quota.requests_per_s is not None:
-            burst = quota.burst if quota.burst is not None else max(1, int(quota.requests_per_s))
-            cap = min(cap, max(1, burst // ALLOWANCE_BURST_SHARE))
+            cap = min(cap, max(1, quota.burst_size // ALLOWANCE_BURST_SHARE))
         return max(1, min(demand, cap))
 
     def store(self, tenant: str, granted: int, month: str, now: float) -> list[Refund]:

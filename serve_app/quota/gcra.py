@@ -9,7 +9,6 @@ next request. A request of cost n at time t is admitted iff
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,12 +51,6 @@ class TenantState:
     monthly: dict[str, int] = field(default_factory=dict)  # "YYYY-MM" -> images admitted
 
 
-def burst_of(quota: Quota) -> int:
-    if quota.burst is not None:
-        return quota.burst
-    return max(1, math.ceil(quota.requests_per_s or 1))
-
-
 def admit(
     state: TenantState, quota: Quota, images: int, now_mono: float, now_epoch: float
 ) -> Decision:
@@ -93,7 +86,7 @@ def admit(
     reset = 0.0
     if quota.requests_per_s is not None:
         interval = 1.0 / quota.requests_per_s
-        burst = burst_of(quota)
+        burst = quota.burst_size
         tolerance = burst * interval
         new_tat = max(state.tat, now_mono) + images * interval
         over = new_tat - now_mono - tolerance
@@ -125,7 +118,7 @@ def _rate_room(state: TenantState, quota: Quota, now_mono: float) -> int | None:
     if quota.requests_per_s is None:
         return None
     interval = 1.0 / quota.requests_per_s
-    tolerance = burst_of(quota) * interval
+    tolerance = quota.burst_size * interval
     backlog = max(state.tat, now_mono) - now_mono
     return max(0, int((tolerance - backlog) / interval + 1e-9))
 

@@ -120,9 +120,9 @@ class App:
 
 def _pool_replicas(context) -> set[tuple[str, int]]:
     """(replica id, pid) of the shared pool's running replicas, as Serve reports them."""
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from serve_app.ray_compat import serve_submission_client
 
-    details = ServeSubmissionClient(f"http://{context.dashboard_url}").get_serve_details()
+    details = serve_submission_client(f"http://{context.dashboard_url}").get_serve_details()
     replicas = details["applications"]["yolo"]["deployments"]["shared-pool"]["replicas"]
     return {(r["replica_id"], r["pid"]) for r in replicas}
 

@@ -98,9 +98,9 @@ ABSURD_QUERIES = [
 
 
 def _replica_pids(context) -> dict[str, set[int]]:
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from serve_app.ray_compat import serve_submission_client
 
-    details = ServeSubmissionClient(f"http://{context.dashboard_url}").get_serve_details()
+    details = serve_submission_client(f"http://{context.dashboard_url}").get_serve_details()
     deployments = details["applications"]["yolo"]["deployments"]
     return {
         name: {r["pid"] for r in d["replicas"] if r["state"] == "RUNNING"}

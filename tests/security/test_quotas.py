@@ -23,9 +23,9 @@ from tests.security.conftest import (
 
 
 def _router_replicas(context) -> int:
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from serve_app.ray_compat import serve_submission_client
 
-    details = ServeSubmissionClient(f"http://{context.dashboard_url}").get_serve_details()
+    details = serve_submission_client(f"http://{context.dashboard_url}").get_serve_details()
     replicas = details["applications"]["yolo"]["deployments"]["router"]["replicas"]
     return sum(r["state"] == "RUNNING" for r in replicas)
 

@@ -1,57 +1,162 @@
-"""Router-local allowances (pure; a fake clock is just numbers)."""
+"""A router replica's admission and settlement (``quota.admission``) against a fake
+ledger: allowances, leases, fail-closed, a settle loop that survives, a final flush."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
+
 from serve_app.config import Quota
-from serve_app.constants import ALLOWANCE_MAX, ALLOWANCE_TTL_S
-from serve_app.quota.allowances import Allowances, Refund, uses_allowances
+from serve_app.errors import Overloaded, QuotaExceeded
+from serve_app.quota import admission as admission_module
+from serve_app.quota.admission import Admission
+from serve_app.quota.gcra import Decision
+from tests.unit.fakes import FakeHandle
+
+RATE = Quota(requests_per_s=100, burst=40)
+CAPPED = Quota(max_concurrent=1)
 
 
-def test_tokens_are_spent_locally_until_gone():
-    allowances = Allowances()
-    assert not allowances.take("acme", 0.0)  # nothing granted yet: ask the ledger
-    assert allowances.store("acme", 3, "2026-11", 0.0) == []
-    assert [allowances.take("acme", 0.01) for _ in range(3)] == [True, True, False]
+def _ledger(**overrides):
+    settled = []
+    answers = {
+        "grant": lambda tenant, quota, want: Decision(allowed=True, granted=want, month="2026-11"),
+        "admit": lambda tenant, quota, n: Decision(allowed=True, lease_id="lease-1"),
+        "release": lambda tenant, lease: None,
+        "settle": settled.append,
+        **overrides,
+    }
+    ledger = FakeHandle(answers)
+    ledger.settled = settled
+    return ledger
 
 
-def test_unspent_tokens_expire_and_are_refunded_once():
-    allowances = Allowances()
-    allowances.take("acme", 0.0)
-    allowances.store("acme", 5, "2026-11", 0.0)
-    assert allowances.take("acme", 0.01)
-    assert allowances.expired(ALLOWANCE_TTL_S / 2) == []
-    late = ALLOWANCE_TTL_S + 0.01
-    assert not allowances.take("acme", late)  # expired tokens are not spent
-    assert allowances.expired(late) == [Refund("acme", 3, "2026-11")]
-    assert allowances.expired(late + 1) == []
+def _names(ledger):
+    return [name for name, _, _ in ledger.calls]
 
 
-def test_a_new_grant_refunds_what_it_replaces():
-    allowances = Allowances()
-    allowances.store("acme", 4, "2026-11", 0.0)
-    assert allowances.store("acme", 2, "2026-11", 0.1) == [Refund("acme", 3, "2026-11")]
+def test_allowances_spare_the_ledger_most_calls():
+    async def run():
+        ledger = _ledger()
+        admission = Admission(ledger, lambda: {"acme": RATE})
+        for _ in range(30):
+            assert await admission.admit("acme", RATE, "key_a") is None
+        await admission.close()
+        return ledger
+
+    ledger = asyncio.run(run())
+    grants = _names(ledger).count("grant")
+    assert 1 <= grants < 30  # allowances were granted in batches and spent locally
 
 
-def test_the_batch_follows_demand_and_its_caps():
-    allowances = Allowances()
-    unlimited = Quota()
-    assert allowances.want("acme", unlimited) == 1  # no history: one at a time
-    for i in range(100):  # 100 requests within one window
-        allowances.take("acme", i * ALLOWANCE_TTL_S / 200)
-    assert allowances.want("acme", unlimited) == ALLOWANCE_MAX
-    small_burst = Quota(requests_per_s=100, burst=8)
-    assert allowances.want("acme", small_burst) == 2  # a quarter of the burst
-    assert allowances.want("acme", Quota(requests_per_s=2, burst=2)) == 1
+def test_capped_tenants_get_a_lease_and_release_it():
+    async def run():
+        ledger = _ledger()
+        admission = Admission(ledger, lambda: {"acme": CAPPED})
+        lease = await admission.admit("acme", CAPPED, "key_a")
+        await admission.release("acme", lease)
+        await admission.close()
+        return ledger, lease
+
+    ledger, lease = asyncio.run(run())
+    assert lease == "lease-1"
+    assert ("release", None, ("acme", "lease-1")) in ledger.calls
 
 
-def test_drain_returns_everything_for_a_table_change():
-    allowances = Allowances()
-    allowances.store("acme", 4, "2026-11", 0.0)
-    allowances.store("globex", 1, "2026-11", 0.0)  # spent by its own request
-    assert allowances.drain() == [Refund("acme", 3, "2026-11")]
-    assert not allowances.take("acme", 0.01)
+def test_a_refusal_is_429_with_retry_after_and_ratelimit_headers():
+    refuse = Decision(
+        allowed=False, code="rate_limited", limit=40, remaining=0, reset_s=1.2, retry_after_s=0.3
+    )
+
+    async def run():
+        admission = Admission(_ledger(grant=lambda *a: refuse), dict)
+        try:
+            await admission.admit("acme", RATE, "key_a")
+        finally:
+            await admission.close()
+
+    with pytest.raises(QuotaExceeded) as caught:
+        asyncio.run(run())
+    assert caught.value.retry_after_s == 1  # rounded up, at least one second
+    assert caught.value.headers == {
+        "RateLimit-Limit": "40",
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": "2",
+    }
+    assert "slow down" in caught.value.message
 
 
-def test_capped_tenants_do_not_use_allowances():
-    assert uses_allowances(Quota(requests_per_s=5))
-    assert not uses_allowances(Quota(max_concurrent=2))
+def test_an_unreachable_ledger_fails_closed_with_503():
+    def down(*_):
+        raise ConnectionError("ledger gone")
+
+    async def run():
+        admission = Admission(_ledger(admit=down), dict)
+        try:
+            await admission.admit("acme", CAPPED, "key_a")
+        finally:
+            await admission.close()
+
+    with pytest.raises(Overloaded, match="admission control is unavailable"):
+        asyncio.run(run())
+
+
+def test_the_settle_loop_is_restarted_when_it_dies(monkeypatch):
+    monkeypatch.setattr(admission_module, "ALLOWANCE_TTL_S", 0.01)
+    monkeypatch.setattr(admission_module, "SETTLE_RESTART_MIN_S", 0.01)
+    failures = [RuntimeError("broken table"), RuntimeError("still broken")]
+
+    def quotas():
+        if failures:
+            raise failures.pop(0)
+        return {"acme": RATE}
+
+    async def run():
+        delivered = asyncio.Event()
+        ledger = _ledger(settle=lambda s: (ledger.settled.append(s), delivered.set()))
+        admission = Admission(ledger, quotas)
+        admission.start()
+        admission.meter.record("acme", "demo@1", 200, time.time(), 1, 0.02)
+        await asyncio.wait_for(delivered.wait(), 10)
+        restarts = admission.restarts
+        await admission.close()
+        return ledger, restarts
+
+    ledger, restarts = asyncio.run(run())
+    assert restarts == 2
+    [settlement] = ledger.settled
+    assert [(row.tenant, row.counts.images) for row in settlement.usage] == [("acme", 1)]
+
+
+def test_close_flushes_usage_and_refunds_unspent_allowances():
+    async def run():
+        ten = Decision(allowed=True, granted=10, month="2026-11")
+        ledger = _ledger(grant=lambda *_: ten)
+        admission = Admission(ledger, lambda: {"acme": RATE})
+        await admission.admit("acme", RATE, "key_a")  # spends 1 of the 10 granted
+        admission.meter.record("acme", "demo@1", 200, time.time(), 1, 0.02)
+        left = await admission.close()
+        return ledger, left
+
+    ledger, left = asyncio.run(run())
+    assert left == 0
+    usage = [row for s in ledger.settled for row in s.usage]
+    refunds = [r for s in ledger.settled for r in s.refunds]
+    keys = [k for s in ledger.settled for k in s.key_uses]
+    assert [row.counts.images for row in usage] == [1]
+    assert [(r[0], r[2], r[3]) for r in refunds] == [("acme", 9, "2026-11")]
+    assert keys and keys[0][:2] == ("key_a", "acme")
+
+
+def test_close_reports_what_an_absent_ledger_did_not_get():
+    def down(_):
+        raise ConnectionError("ledger gone")
+
+    async def run():
+        admission = Admission(_ledger(settle=down), dict)
+        admission.meter.record("acme", "demo@1", 200, time.time(), 1, 0.02)
+        return await admission.close()
+
+    assert asyncio.run(run()) == 1

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from serve_app.inference.batcher import Batcher
+from tests.unit.fakes import loop_turn
 
 
 class Model:
@@ -39,13 +40,6 @@ async def _busy(max_batch_size: int = 8, key: str = "m"):
     return model, batcher, first
 
 
-async def _turn() -> None:
-    """Let every task that is ready run once (one pass of the event loop)."""
-    done = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().call_soon(done.set_result, None)
-    await done
-
-
 def test_an_idle_replica_runs_a_request_at_once_as_a_batch_of_one():
     async def scenario():
         model = Model()
@@ -61,7 +55,7 @@ def test_what_queues_during_one_inference_is_the_next_batch():
     async def scenario():
         model, batcher, first = await _busy(max_batch_size=4)  # the first batch is inferring
         rest = [asyncio.create_task(batcher.submit("m", i)) for i in range(1, 7)]
-        await _turn()
+        await loop_turn()
         assert len(batcher) == 6  # queued, not yet batched
         model.gate.set()
         results = await asyncio.gather(first, *rest)
@@ -77,7 +71,7 @@ def test_models_are_never_mixed_and_the_oldest_goes_first():
         model, batcher, blocker = await _busy(key="a")
         order = [("b", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5)]
         tasks = [asyncio.create_task(batcher.submit(k, p)) for k, p in order]
-        await _turn()
+        await loop_turn()
         model.gate.set()
         await asyncio.gather(blocker, *tasks)
         assert model.batches == [("a", [0]), ("b", [1, 3]), ("a", [2, 4]), ("c", [5])]
@@ -93,7 +87,7 @@ def test_a_wait_lets_a_batch_fill_but_a_full_batch_does_not_wait():
         started = loop.time()
         first = asyncio.create_task(batcher.submit("m", 1))
         for _ in range(5):  # the worker takes the first request and waits for more
-            await _turn()
+            await loop_turn()
         assert len(batcher) == 0 and not model.batches and not first.done()
         second = asyncio.create_task(batcher.submit("m", 2))
         await asyncio.gather(first, second)
@@ -112,7 +106,7 @@ def test_settings_change_live():
         model, batcher, blocker = await _busy()
         batcher.configure(max_batch_size=2, wait_s=0.0)
         tasks = [asyncio.create_task(batcher.submit("m", i)) for i in range(1, 5)]
-        await _turn()
+        await loop_turn()
         model.gate.set()
         await asyncio.gather(blocker, *tasks)
         assert [p for _, p in model.batches] == [[0], [1, 2], [3, 4]]
@@ -147,7 +141,7 @@ def test_a_cancelled_request_is_left_out_of_its_batch():
         model, batcher, blocker = await _busy()
         gone = asyncio.create_task(batcher.submit("m", 1))
         kept = asyncio.create_task(batcher.submit("m", 2))
-        await _turn()
+        await loop_turn()
         gone.cancel()
         model.gate.set()
         assert await kept == "m:2"

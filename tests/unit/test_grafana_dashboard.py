@@ -28,7 +28,10 @@ def test_checked_in_dashboard_is_the_generators_output():
 
 def test_every_query_names_an_exported_series():
     defined = set(
-        re.findall(r'"(yoloserve_[a-z_]+)"', (ROOT / "serve_app" / "observability" / "metrics.py").read_text())
+        re.findall(
+            r'"(yoloserve_[a-z_]+)"',
+            (ROOT / "serve_app" / "observability" / "metrics.py").read_text(),
+        )
     )
     assert len(defined) >= 12
     used = set()

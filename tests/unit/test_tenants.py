@@ -5,9 +5,10 @@ import asyncio
 import pytest
 
 from serve_app.auth.keys import hash_api_key
-from serve_app.auth.tenants import TenantTable, catalog, select_model
+from serve_app.auth.tenants import TenantTable
 from serve_app.config import RouterConfig, TenantEntry
 from serve_app.errors import BadParameter, Forbidden, Unauthenticated, UnknownModel
+from serve_app.inference.catalog import catalog, select_model
 
 
 def _config(**acme_overrides) -> RouterConfig:

@@ -1,0 +1,65 @@
+"""One API call's bookkeeping: its audit line and its request counter.
+
+A ``Call`` is filled in as the request proceeds (who, which model); ``CallLog.finish``
+counts it and writes its audit line, which never fails the call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from serve_app.auth.tenants import Principal
+from serve_app.observability.audit import AuditRecord, AuditSink
+from serve_app.observability.metrics import RouterMetrics
+from serve_app.ray_compat import request_id
+
+
+@dataclass
+class Call:
+    """What the audit line of one call needs."""
+
+    action: str
+    started: float
+    request_id: str | None
+    source_ip: str | None
+    tenant: str | None = None
+    credential: str | None = None
+    model: str | None = None
+
+    @classmethod
+    def start(cls, action: str, source_ip: str | None) -> Call:
+        return cls(action[:40], time.perf_counter(), request_id(), source_ip)
+
+    def identify(self, principal: Principal) -> None:
+        self.tenant, self.credential = principal.tenant.id, principal.credential
+
+    def record(self, status: int, outcome: str) -> AuditRecord:
+        return AuditRecord.build(
+            action=self.action,
+            outcome=outcome,
+            status=status,
+            started_s=self.started,
+            request_id=self.request_id,
+            tenant=self.tenant,
+            credential=self.credential,
+            source_ip=self.source_ip,
+            model=self.model,
+        )
+
+
+class CallLog:
+    """Counts calls by tenant, route and status, and audits API calls."""
+
+    def __init__(self, metrics: RouterMetrics) -> None:
+        self.metrics = metrics
+        self.sink: AuditSink | None = None  # set by reconfigure (the audit dir is config)
+
+    def finish(self, call: Call, route: str, status: int, outcome: str) -> None:
+        """Count the call and write its audit line."""
+        self.count(call.tenant or "-", route, status)
+        if self.sink is not None and not self.sink.write(call.record(status, outcome)):
+            self.metrics.audit_failures.inc()
+
+    def count(self, tenant: str, route: str, status: int) -> None:
+        self.metrics.requests.inc(tags={"tenant": tenant, "route": route, "status": str(status)})

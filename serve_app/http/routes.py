@@ -1,0 +1,82 @@
+"""The HTTP route table: Starlette ``Route`` matching, our own responses.
+
+Each route names one handler. ``match`` returns the route for a request or, when the
+path exists but not for this method, the methods it does allow (a 405 with ``Allow``).
+Starlette adds ``HEAD`` to every ``GET`` route, probes included. Matching is all this
+borrows from Starlette's router: handlers take a ``Request`` and return a ``Response``
+inside the Serve replica, with no ASGI plumbing per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
+
+from serve_app.constants import RETRY_AFTER_S
+from serve_app.errors import MethodNotAllowed, NotFound, ServeAppError, error_body
+
+Handler = Callable[..., Awaitable[Response]]
+
+NO_SUCH_ROUTE = (
+    "no such route; the API is POST /v1/detect, GET /v1/models, GET /v1/usage and "
+    "GET or PUT /v1/policy; the web console is at /console"
+)
+
+
+class ApiRoute(Route):
+    """A route with what the router needs to know before calling its handler.
+
+    ``public`` routes (probes, console files) take no credential and are not audited;
+    ``label`` names the route in metrics and audit lines (never the raw path).
+    """
+
+    def __init__(
+        self, path: str, endpoint: Handler, methods: Sequence[str], *, public: bool = False
+    ) -> None:
+        super().__init__(path, endpoint, methods=list(methods))
+        self.handler = endpoint
+        self.public = public
+        self.label = path
+
+
+def match(routes: Sequence[ApiRoute], scope: Scope) -> ApiRoute:
+    """The route for this request.
+
+    Raises:
+        MethodNotAllowed: The path exists, the method does not (carries ``Allow``).
+        NotFound: No such path (the path is not echoed).
+    """
+    allowed: set[str] = set()
+    for route in routes:
+        found, _ = route.matches(scope)
+        if found is Match.FULL:
+            return route
+        if found is Match.PARTIAL:
+            allowed |= route.methods or set()
+    if allowed:
+        allow = ", ".join(sorted(allowed))
+        raise MethodNotAllowed(
+            f"{scope['method'][:16]} is not allowed here; use {allow}", headers={"Allow": allow}
+        )
+    raise NotFound(NO_SUCH_ROUTE)
+
+
+def error_response(error: ServeAppError) -> JSONResponse:
+    """The one place API errors become HTTP responses: JSON body, ``Retry-After`` on
+    every 429 and 503, ``WWW-Authenticate`` on every 401."""
+    headers = dict(error.headers)
+    if error.status in (429, 503):
+        headers["Retry-After"] = str(error.retry_after_s or RETRY_AFTER_S)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="yolo"'
+    return JSONResponse(error_body(error), status_code=error.status, headers=headers)
+
+
+def internal_error() -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": "internal", "message": "internal error; it has been logged"}},
+        status_code=500,
+    )

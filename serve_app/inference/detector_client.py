@@ -1,0 +1,131 @@
+"""How a router reaches the detectors: which deployment, which model, what if it fails.
+
+* A tenant's models run on its own deployment (``tenant-<id>``) or the shared pool.
+* ``handle.options(multiplexed_model_id=...)`` is made once per model id and kept
+  (up to ``MAX_CACHED_HANDLES``): Serve routes each call to a replica holding that model.
+* A version that cannot be loaded (a broken upload) falls back to the tenant's previous
+  version, so the tenant stays served while the operator looks at the failure.
+* Errors: the detector returns client errors (400/404/413/415/422) as values; Ray's own
+  errors on the way (replica died, back-pressure, unavailable) become a 503 with
+  ``Retry-After`` (``ray_compat.is_unavailable``), never a 500.
+
+Handles are duck-typed (``handle.options(...).detect.remote(...)``), so this is
+unit-tested with fake handles and no Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from serve_app.config import TenantEntry
+from serve_app.constants import DETECT_TIMEOUT_S, MAX_CACHED_HANDLES, RETRY_AFTER_S
+from serve_app.errors import ModelUnavailable, Overloaded, ServeAppError, unwrap_error
+from serve_app.inference.catalog import ModelChoice
+from serve_app.inference.policy import InferenceParams
+from serve_app.inference.results import Annotated, DetectionResult
+from serve_app.ray_compat import is_unavailable
+
+logger = logging.getLogger("ray.serve")
+Outcome = DetectionResult | Annotated
+
+
+class DetectorClient:
+    """The router's way to the ``Detector`` deployments.
+
+    Args:
+        detectors: Dedicated tenants' deployment handles, by tenant id.
+        shared_pool: The shared pool's deployment handle.
+    """
+
+    def __init__(self, detectors: Mapping[str, Any], shared_pool: Any) -> None:
+        self._detectors = detectors
+        self._shared_pool = shared_pool
+        self._by_model: dict[tuple[str, str], Any] = {}
+
+    def deployment_for(self, tenant: TenantEntry) -> Any:
+        """The deployment handle that runs ``tenant``'s models.
+
+        Raises:
+            ModelUnavailable: A dedicated tenant whose deployment is not there yet (the
+                tenant table arrived before the redeploy that adds it).
+        """
+        if tenant.tier == "shared":
+            return self._shared_pool
+        handle = self._detectors.get(tenant.id)
+        if handle is None:
+            raise ModelUnavailable("your detector is still being deployed; retry shortly")
+        return handle
+
+    def for_model(self, tenant: TenantEntry, model_id: str) -> Any:
+        """``handle.options(multiplexed_model_id=model_id)``, made once per model id."""
+        deployment = self.deployment_for(tenant)
+        key = (deployment.deployment_name, model_id)
+        found = self._by_model.get(key)
+        if found is None:
+            if len(self._by_model) >= MAX_CACHED_HANDLES:
+                self._by_model.clear()
+            found = self._by_model[key] = deployment.options(multiplexed_model_id=model_id)
+        return found
+
+    async def detect(
+        self,
+        tenant: TenantEntry,
+        choice: ModelChoice,
+        image: bytes,
+        params: InferenceParams,
+        annotate: bool = False,
+    ) -> Outcome:
+        """Detect with the chosen version, or its fallback if that one cannot load."""
+        try:
+            return await self._call(tenant, choice, image, params, annotate)
+        except ModelUnavailable:
+            fallback = choice.fallback_choice()
+            if fallback is None:
+                raise
+            return await self._call(tenant, fallback, image, params, annotate)
+
+    async def _call(
+        self,
+        tenant: TenantEntry,
+        choice: ModelChoice,
+        image: bytes,
+        params: InferenceParams,
+        annotate: bool,
+    ) -> Outcome:
+        detector = self.for_model(tenant, choice.id_for(tenant.id))
+        response = (
+            detector.detect.remote(image, params, True)
+            if annotate
+            else detector.detect.remote(image, params)
+        )
+        try:
+            async with asyncio.timeout(DETECT_TIMEOUT_S):
+                outcome: Outcome | ServeAppError = await response
+        except TimeoutError:
+            response.cancel()
+            raise Overloaded("detection timed out; retry later", retry_after_s=5) from None
+        except Exception as exc:
+            raise as_api_error(exc) from None
+        if isinstance(outcome, ServeAppError):
+            raise outcome
+        return outcome
+
+
+def as_api_error(exc: BaseException) -> BaseException:
+    """The typed API error for an exception from a handle call: the detector's own
+    error, a 503 for Ray's unavailability errors, else ``exc`` itself (a bug: 500)."""
+    api_error = unwrap_error(exc)
+    if api_error is not None:
+        return api_error
+    if is_unavailable(exc):
+        logger.warning("router: detector unavailable: %s", type(exc).__name__)
+        # Overloaded, not ModelUnavailable: a dead replica is no reason to answer with
+        # the previous model version.
+        return Overloaded(
+            "the detector serving your model is restarting; retry shortly",
+            retry_after_s=RETRY_AFTER_S,
+        )
+    return exc

@@ -1,0 +1,189 @@
+"""A router replica's side of quota enforcement: admit, release, meter, settle.
+
+``Admission`` admits each request from the replica's local allowance when it has one
+(``allowances.py``), else by asking the ledger: a batch for the allowance or, for
+tenants with a concurrency cap, exactly this request and a lease to release after it.
+It fails closed: a ledger that does not answer in time is a 503, never an admission
+without metering.
+
+Usage, refunds and key use accumulate in a ``Settler`` and go to the ledger from a
+background loop that starts with the replica, is restarted with back-off if it ever
+dies, and is flushed once more when the replica shuts down.
+
+The ledger is anything with Serve-handle-shaped methods (``ledger.admit.remote(...)``
+returning an awaitable), so this is unit-tested with a fake ledger and no Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from serve_app.config import Quota
+from serve_app.constants import (
+    ALLOWANCE_TTL_S,
+    LEDGER_TIMEOUT_S,
+    RETRY_AFTER_S,
+    SETTLE_FLUSH_ATTEMPTS,
+    SETTLE_RESTART_MAX_S,
+    SETTLE_RESTART_MIN_S,
+)
+from serve_app.errors import Overloaded, QuotaExceeded
+from serve_app.quota.allowances import Allowances, uses_allowances
+from serve_app.quota.gcra import Decision
+from serve_app.quota.settlement import Settler
+from serve_app.quota.usage import Settlement
+
+logger = logging.getLogger("ray.serve")
+Quotas = Callable[[], dict[str, Quota]]
+
+QUOTA_MESSAGES = {
+    "rate_limited": "request rate over your quota; slow down and retry after Retry-After seconds",
+    "too_many_concurrent": "too many requests in flight for your account; wait for some to finish",
+    "monthly_quota_exceeded": "monthly image quota used up; it resets at the start of next month",
+}
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """IETF ``RateLimit-*`` fields for a ledger decision."""
+    headers = {}
+    if decision.limit is not None:
+        headers["RateLimit-Limit"] = str(decision.limit)
+    if decision.remaining is not None:
+        headers["RateLimit-Remaining"] = str(decision.remaining)
+    headers["RateLimit-Reset"] = str(max(0, math.ceil(decision.reset_s)))
+    return headers
+
+
+class Admission:
+    """Admission control and metering for one router replica.
+
+    Args:
+        ledger: The ``QuotaLedger`` handle (or a fake with the same methods).
+        quotas: Current quota of every tenant, by id (read at each settlement).
+        origin: Prefix of this replica's settlement batch ids.
+    """
+
+    def __init__(self, ledger: Any, quotas: Quotas, origin: str = "router") -> None:
+        self._ledger = ledger
+        self._quotas = quotas
+        self._allowances = Allowances()
+        self.settler = Settler(origin=origin)
+        self.restarts = 0  # times the settle loop died and was started again
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def meter(self) -> Any:
+        return self.settler.meter
+
+    def start(self) -> None:
+        """Start the settle loop on the running event loop (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    def reset(self) -> None:
+        """Quotas may have changed, or a tenant was suspended: spend nothing granted
+        under the old table."""
+        self.settler.refund(self._allowances.drain())
+
+    async def admit(self, tenant_id: str, quota: Quota, credential: str) -> str | None:
+        """Admit one request; returns the lease to ``release`` for capped tenants.
+
+        Raises:
+            QuotaExceeded: The tenant is over a limit (429 with ``Retry-After``).
+            Overloaded: The ledger did not answer in time (503: fail closed).
+        """
+        self.start()
+        self.settler.key_used(credential, tenant_id, time.time())
+        if not uses_allowances(quota):
+            decision = await self._decide(self._ledger.admit.remote(tenant_id, quota, 1))
+            return decision.lease_id
+        if self._allowances.take(tenant_id, time.monotonic()):
+            return None
+        want = self._allowances.want(tenant_id, quota)
+        decision = await self._decide(self._ledger.grant.remote(tenant_id, quota, want))
+        now = time.monotonic()
+        self.settler.refund(
+            self._allowances.store(tenant_id, decision.granted, decision.month, now)
+        )
+        return None
+
+    async def release(self, tenant_id: str, lease: str) -> None:
+        """Give back a concurrency lease before answering: a client that sends its next
+        request the moment it has this answer must find the slot free. A lease the
+        ledger never hears about expires on its own (``LEASE_TTL_S``)."""
+        try:
+            async with asyncio.timeout(LEDGER_TIMEOUT_S):
+                await self._ledger.release.remote(tenant_id, lease)
+        except Exception as exc:
+            logger.warning("router: lease release failed (%s); it will expire", type(exc).__name__)
+
+    async def _decide(self, call: Any) -> Decision:
+        """Await a ledger decision; 503 if it does not come in time, 429 if it says no."""
+        try:
+            async with asyncio.timeout(LEDGER_TIMEOUT_S):  # no extra task, unlike wait_for
+                decision: Decision = await call
+        except Exception as exc:
+            logger.error("router: quota ledger unavailable: %s", type(exc).__name__)
+            raise Overloaded(
+                "admission control is unavailable; retry shortly", retry_after_s=RETRY_AFTER_S
+            ) from None
+        if not decision.allowed:
+            raise QuotaExceeded(
+                QUOTA_MESSAGES[decision.code],
+                reason=decision.code,
+                retry_after_s=max(1, math.ceil(decision.retry_after_s)),
+                headers=rate_limit_headers(decision),
+            )
+        return decision
+
+    async def _supervise(self) -> None:
+        """Run the settle loop; if it dies, log it and start it again after a back-off
+        (doubling up to ``SETTLE_RESTART_MAX_S``), so metering never stops for good."""
+        backoff = SETTLE_RESTART_MIN_S
+        while True:
+            try:
+                await self._settle_loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.restarts += 1
+                logger.exception("router: settle loop died; restarting in %.1f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, SETTLE_RESTART_MAX_S)
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ALLOWANCE_TTL_S)
+            await self.settle()
+
+    async def settle(self) -> int:
+        """Refund expired allowances and send what is owed; returns how many are left."""
+        self.settler.refund(self._allowances.expired(time.monotonic()))
+        return await self.settler.settle(self._quotas(), self._send)
+
+    async def _send(self, settlement: Settlement) -> None:
+        async with asyncio.timeout(LEDGER_TIMEOUT_S):
+            await self._ledger.settle.remote(settlement)
+
+    async def close(self) -> int:
+        """Stop the loop, refund every allowance and flush what is owed (graceful
+        shutdown). Returns the settlements still undelivered (logged)."""
+        if self._task is not None:
+            self._task.cancel()
+        self.settler.refund(self._allowances.drain())
+        left = len(self.settler)
+        try:
+            for _ in range(SETTLE_FLUSH_ATTEMPTS):
+                left = await self.settle()
+                if not left:
+                    break
+        except Exception as exc:
+            logger.error("router: final settlement failed: %s", type(exc).__name__)
+        if left:
+            logger.error("router: %d settlements undelivered at shutdown", left)
+        return left

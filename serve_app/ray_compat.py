@@ -1,0 +1,81 @@
+"""Everything version-sensitive about Ray, in one place.
+
+The platform relies on three Ray internals that no public API offers, and on which
+of Ray's exceptions mean "that replica is gone or full, try again":
+
+* the request id Serve gives each call (``ray.serve.context._get_serve_request_context``),
+  written into audit lines so they match ``X-Request-Id``;
+* the per-replica multiplex wrapper ``@serve.multiplexed`` hangs on the deployment
+  object (``__serve_multiplex_wrapper``): its LRU size can be changed live and it
+  knows which models a replica holds;
+* the dashboard's Serve REST client (``ServeSubmissionClient``), which ``serve deploy``
+  itself uses.
+
+``RAY_VERSION`` is the version these were read from; ``tests/unit/test_ray_compat.py``
+fails when the installed Ray differs or any of them moved, so an upgrade is a
+deliberate re-check of this file rather than a surprise in production.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RAY_VERSION = "2.60.0"
+MULTIPLEX_WRAPPER_ATTR = "__serve_multiplex_wrapper"
+
+
+def request_id() -> str | None:
+    """The id Serve gave the current request (``X-Request-Id`` over HTTP)."""
+    from ray.serve.context import _get_serve_request_context
+
+    found: str | None = _get_serve_request_context().request_id
+    return found or None
+
+
+def multiplex_wrapper(replica: object) -> Any | None:
+    """The multiplex wrapper of a deployment instance; None before its first model load."""
+    return getattr(replica, MULTIPLEX_WRAPPER_ATTR, None)
+
+
+def held_models(replica: object) -> list[str]:
+    """Model ids a replica holds, sorted."""
+    wrapper = multiplex_wrapper(replica)
+    return sorted(wrapper.models) if wrapper is not None else []
+
+
+def set_models_per_replica(replica: object, size: int) -> None:
+    """Apply a new LRU size without a restart.
+
+    Serve fixes ``max_num_models_per_replica`` at decoration time, but the per-replica
+    wrapper (created on the first load) reads this attribute on every load.
+    """
+    wrapper = multiplex_wrapper(replica)
+    if wrapper is not None:
+        wrapper.max_num_models_per_replica = size
+
+
+def serve_submission_client(address: str, headers: dict[str, str] | None = None) -> Any:
+    """Ray's client for the dashboard's Serve REST API (what ``serve deploy`` uses)."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    return ServeSubmissionClient(address, headers=headers or {})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for Ray's errors meaning the replica died, is unreachable or refused the
+    call for back-pressure: the request did not fail, the serving did, and the
+    client should retry (503 with Retry-After), never see a 500."""
+    from ray import exceptions as core
+    from ray.serve import exceptions as serve_errors
+
+    transient = (
+        core.RayActorError,  # includes ActorDiedError
+        core.ActorUnavailableError,
+        core.WorkerCrashedError,
+        core.NodeDiedError,
+        core.ObjectLostError,
+        serve_errors.BackPressureError,
+        serve_errors.DeploymentUnavailableError,
+        serve_errors.ReplicaUnavailableError,
+    )
+    return isinstance(exc, transient)

@@ -1,0 +1,135 @@
+"""The router's way to the detectors (``inference.detector_client``) with fake handles:
+which deployment, one handle per model id, version fallback, and Ray's own failures
+answered as 503 with Retry-After, never 500."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from ray import exceptions as ray_errors
+from ray.serve import exceptions as serve_errors
+
+from serve_app.config import TenantEntry
+from serve_app.errors import ModelUnavailable, Overloaded, UndecodableImage
+from serve_app.inference import detector_client as client_module
+from serve_app.inference.catalog import select_model
+from serve_app.inference.detector_client import DetectorClient
+from serve_app.inference.policy import InferenceParams
+from serve_app.inference.results import DetectionResult, ImageSize
+from tests.unit.fakes import FakeHandle
+
+PARAMS = InferenceParams(0.25, 0.7, 100, None, 1920, None, None)
+
+
+def _tenant(tier: str = "dedicated", tenant_id: str = "acme") -> TenantEntry:
+    return TenantEntry.model_validate(
+        {
+            "id": tenant_id,
+            "name": tenant_id,
+            "tier": tier,
+            "models": [
+                {"name": "pcb", "versions": [1, 2], "active_version": 2, "fallback_version": 1}
+            ],
+            "default_model": "pcb",
+        }
+    )
+
+
+def _result(model: str) -> DetectionResult:
+    return DetectionResult(
+        model=model, image=ImageSize(width=8, height=8), detections=[], timing_ms={}
+    )
+
+
+def _detector(detect) -> FakeHandle:
+    return FakeHandle({"detect": detect}, deployment_name="tenant-acme")
+
+
+def _run(client: DetectorClient, query: dict[str, str] | None = None, tenant=None):
+    tenant = tenant or _tenant()
+    choice = select_model(tenant, query or {})
+    return asyncio.run(client.detect(tenant, choice, b"img", PARAMS))
+
+
+def test_each_tier_reaches_its_deployment_and_a_missing_one_is_503():
+    own, pool = _detector(lambda *_: None), FakeHandle({}, deployment_name="shared-pool")
+    client = DetectorClient({"acme": own}, pool)
+    assert client.deployment_for(_tenant()) is own
+    assert client.deployment_for(_tenant("shared", "initech")) is pool
+    with pytest.raises(ModelUnavailable, match="still being deployed"):
+        client.deployment_for(_tenant("dedicated", "globex"))
+
+
+def test_one_handle_per_model_id_carries_that_id():
+    own = _detector(lambda *_: _result("pcb@2"))
+    client = DetectorClient({"acme": own}, FakeHandle({}))
+    _run(client)
+    _run(client)
+    assert own.options_made == 1
+    assert [model for _, model, _ in own.calls] == ["acme/pcb@2", "acme/pcb@2"]
+
+
+def test_a_version_that_cannot_load_falls_back_to_the_previous_one():
+    answers = iter([ModelUnavailable("could not be loaded"), _result("pcb@1")])
+
+    def detect(*_):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    own = _detector(detect)
+    assert _run(DetectorClient({"acme": own}, FakeHandle({}))).model == "pcb@1"
+    assert [model for _, model, _ in own.calls] == ["acme/pcb@2", "acme/pcb@1"]
+
+    def broken(*_):
+        raise ModelUnavailable("could not be loaded")
+
+    pinned = _detector(broken)
+    with pytest.raises(ModelUnavailable):  # a pinned version has no fallback
+        _run(DetectorClient({"acme": pinned}, FakeHandle({})), {"version": "2"})
+    assert len(pinned.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ray_errors.ActorDiedError(),
+        ray_errors.ActorUnavailableError("replica unreachable", None),
+        serve_errors.BackPressureError(num_queued_requests=10, max_queued_requests=10),
+        serve_errors.DeploymentUnavailableError(None),
+    ],
+    ids=type,
+)
+def test_rays_own_failures_are_503_with_retry_after_and_no_fallback(error):
+    def detect(*_):
+        raise error
+
+    own = _detector(detect)
+    with pytest.raises(Overloaded) as caught:
+        _run(DetectorClient({"acme": own}, FakeHandle({})))
+    assert caught.value.status == 503 and caught.value.retry_after_s
+    assert len(own.calls) == 1  # a dead replica is no reason to answer with version 1
+
+
+def test_client_errors_come_back_typed_and_bugs_are_not_disguised():
+    client = DetectorClient({"acme": _detector(lambda *_: UndecodableImage("bad"))}, FakeHandle({}))
+    with pytest.raises(UndecodableImage):
+        _run(client)
+
+    def bug(*_):
+        raise KeyError("a bug in a detector")
+
+    with pytest.raises(KeyError):
+        _run(DetectorClient({"acme": _detector(bug)}, FakeHandle({})))
+
+
+def test_a_detection_that_takes_too_long_is_cancelled_and_503(monkeypatch):
+    monkeypatch.setattr(client_module, "DETECT_TIMEOUT_S", 0.05)
+
+    async def never(*_):
+        await asyncio.Event().wait()
+
+    with pytest.raises(Overloaded, match="timed out"):
+        _run(DetectorClient({"acme": _detector(never)}, FakeHandle({})))

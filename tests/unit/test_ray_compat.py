@@ -1,0 +1,62 @@
+"""The Ray internals ``serve_app.ray_compat`` relies on are still where it was written
+against. When this fails after a Ray upgrade, re-read ``ray_compat.py`` against the new
+Ray (and its integration tests) before changing ``RAY_VERSION``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import ray
+import ray.serve.api
+
+from serve_app import ray_compat
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_installed_ray_is_the_one_ray_compat_was_checked_against():
+    assert ray.__version__ == ray_compat.RAY_VERSION, (
+        f"Ray {ray.__version__} is installed; serve_app/ray_compat.py was checked against "
+        f"{ray_compat.RAY_VERSION}: re-check each internal it uses, then update RAY_VERSION"
+    )
+
+
+def test_the_private_names_still_exist():
+    context = importlib.import_module("ray.serve.context")
+    assert callable(context._get_serve_request_context)
+    assert "request_id" in inspect.signature(context._RequestContext).parameters
+    # @serve.multiplexed hangs its per-replica wrapper on the instance under this name.
+    assert f'"{ray_compat.MULTIPLEX_WRAPPER_ATTR}"' in inspect.getsource(ray.serve.api)
+    multiplex = importlib.import_module("ray.serve.multiplex")
+    wrapper_source = inspect.getsource(multiplex._ModelMultiplexWrapper)
+    assert "self.max_num_models_per_replica" in wrapper_source
+    assert "self.models" in wrapper_source
+    sdk = importlib.import_module("ray.dashboard.modules.serve.sdk")
+    for method in ("deploy_applications", "get_serve_details", "delete_applications"):
+        assert callable(getattr(sdk.ServeSubmissionClient, method))
+
+
+def test_no_module_outside_ray_compat_touches_those_internals():
+    private = ("_get_serve_request_context", "__serve_multiplex_wrapper", "ServeSubmissionClient")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("serve_app", "tenant_registry", "scripts", "tests", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        if path.name not in ("ray_compat.py", "test_ray_compat.py")
+        and any(name in path.read_text() for name in private)
+    ]
+    assert offenders == []
+
+
+def test_unavailability_errors_are_told_apart_from_bugs():
+    from ray import exceptions as core
+    from ray.serve import exceptions as serve_errors
+
+    assert ray_compat.is_unavailable(core.ActorDiedError())
+    assert ray_compat.is_unavailable(
+        serve_errors.BackPressureError(num_queued_requests=1, max_queued_requests=1)
+    )
+    assert not ray_compat.is_unavailable(KeyError("bug"))
+    assert not ray_compat.is_unavailable(core.RayTaskError("f", "tb", KeyError("bug")))
