@@ -375,7 +375,7 @@ def cold_start(image: bytes) -> str:
 def _demo_version(name: str) -> tuple[str, Any]:
     from serve_app.models.store import fetch_version
     from serve_app.wire import utc_iso
-    from tenant_registry.store import ModelVersion
+    from tenant_registry.records import ModelVersion
 
     uri = "file://models/demo/shapes/1"
     return name, ModelVersion(1, uri, "yolov8n", fetch_version(uri).manifest.sha256, utc_iso())

@@ -25,7 +25,8 @@ from serve_app.config import (
     RouterSpec,
     SharedPoolSpec,
 )
-from tenant_registry.store import ModelVersion, Registry
+from tenant_registry.records import ModelVersion
+from tenant_registry.store import Registry
 
 MODEL_BUCKET = "s3://yoloserve-models"
 # sha256 of models/demo/shapes/1/model.safetensors, which the example tenants start with

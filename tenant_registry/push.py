@@ -21,7 +21,8 @@ from serve_app.models.loader import build_yolo
 from serve_app.models.manifest import ModelManifest, build_manifest, parse_manifest, verify_weights
 from serve_app.wire import utc_iso
 from tenant_registry.errors import InvalidInput
-from tenant_registry.store import ModelVersion, Registry, validate_model_name
+from tenant_registry.records import ModelVersion, validate_model_name
+from tenant_registry.store import Registry
 
 PT_REFUSED = (
     "{name} is a pickled PyTorch checkpoint; tenant .pt files are never loaded on the platform. "

@@ -35,7 +35,7 @@ from serve_app.constants import (
 from serve_app.wire import model_id
 from tenant_registry.errors import InvalidInput
 from tenant_registry.platform import PlatformSettings
-from tenant_registry.store import Tenant
+from tenant_registry.records import Tenant
 
 HEADER = (
     "# Rendered by `tenantctl render` from the tenant registry. Do not edit by hand:\n"

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from serve_app.config import (
     AutoscalingSpec,
@@ -27,107 +23,30 @@ from serve_app.config import (
     ResourceSpec,
     Tier,
 )
-from serve_app.constants import MODEL_NAME_PATTERN, TENANT_ID_PATTERN
 from serve_app.wire import JwtSettings, utc_iso
 from tenant_registry import keys
 from tenant_registry.errors import Conflict, InvalidInput, NotFound
 from tenant_registry.migrations import migrate
 from tenant_registry.platform import PlatformSettings
+from tenant_registry.records import (
+    ApiKey,
+    ModelVersion,
+    Tenant,
+    TenantModel,
+    validate_model_name,
+    validate_name,
+    validate_tenant_id,
+    validated,
+)
+from tenant_registry.rows import insert_version, read_tenant, write_policy, write_resources
 
 DB_ENV = "TENANTCTL_DB"
 DEFAULT_DB = Path("var") / "registry.db"
 BUSY_TIMEOUT_MS = 30_000
-MAX_NAME_CHARS = 128
-_TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
-_MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 
 def default_db_path() -> Path:
     return Path(os.environ.get(DB_ENV, str(DEFAULT_DB)))
-
-
-def validate_tenant_id(tenant_id: str) -> str:
-    if not _TENANT_ID_RE.fullmatch(tenant_id):
-        raise InvalidInput(
-            f"invalid tenant id {tenant_id[:40]!r}: use 2-32 characters, lowercase letters, "
-            "digits and '-', starting with a letter (e.g. acme-eu)"
-        )
-    return tenant_id
-
-
-def validate_name(name: str) -> str:
-    if not name.strip() or len(name) > MAX_NAME_CHARS or not name.isprintable():
-        raise InvalidInput(
-            f"invalid tenant name: use 1-{MAX_NAME_CHARS} printable characters (no newlines)"
-        )
-    return name.strip()
-
-
-def validate_model_name(name: str) -> str:
-    if not _MODEL_NAME_RE.fullmatch(name):
-        raise InvalidInput(
-            f"invalid model name {name[:40]!r}: lowercase letters, digits, '_' and '-', "
-            "starting with a letter"
-        )
-    return name
-
-
-def _validated(model: type[Any], values: dict[str, Any], what: str) -> Any:
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInput(f"invalid {what}: {problems}") from None
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    key_id: str
-    tenant_id: str
-    prefix: str
-    sha256: str
-    created_at: str
-    revoked_at: str | None
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    version: int
-    uri: str
-    architecture: str
-    sha256: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class TenantModel:
-    name: str
-    active_version: int | None
-    previous_version: int | None
-    is_default: bool
-    versions: tuple[ModelVersion, ...]
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: str
-    name: str
-    tier: Tier
-    status: str
-    created_at: str
-    updated_at: str
-    quota: Quota
-    policy: DetectionPolicy
-    resources: ResourceSpec
-    autoscaling: AutoscalingSpec
-    keys: tuple[ApiKey, ...] = field(default_factory=tuple)
-    models: tuple[TenantModel, ...] = field(default_factory=tuple)
-    jwt: JwtSettings | None = None
-
-    def active_keys(self) -> list[ApiKey]:
-        return sorted((k for k in self.keys if k.revoked_at is None), key=lambda k: k.key_id)
 
 
 class Registry:
@@ -207,22 +126,22 @@ class Registry:
                 (tenant_id, name, tier, now, now),
             )
             db.execute("INSERT INTO quotas(tenant_id) VALUES (?)", (tenant_id,))
-            self._store_policy(db, tenant_id, policy)
-            self._store_resources(db, tenant_id, resources, autoscaling)
+            write_policy(db, tenant_id, policy)
+            write_resources(db, tenant_id, resources, autoscaling)
             if default_model is not None:
                 model_name, version = default_model
-                self._insert_version(db, tenant_id, model_name, version, activate=True)
+                insert_version(db, tenant_id, model_name, version, activate=True)
         return self.tenant(tenant_id)
 
     def tenant(self, tenant_id: str) -> Tenant:
         row = self._conn.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
         if row is None:
             raise NotFound(f"no tenant {tenant_id[:40]!r}: see `tenantctl tenant list`")
-        return self._load(row)
+        return read_tenant(self._conn, row)
 
     def tenants(self) -> list[Tenant]:
         rows = self._conn.execute("SELECT * FROM tenants ORDER BY id").fetchall()
-        return [self._load(r) for r in rows]
+        return [read_tenant(self._conn, r) for r in rows]
 
     def _touch(self, db: sqlite3.Connection, tenant_id: str) -> None:
         cur = db.execute("UPDATE tenants SET updated_at = ? WHERE id = ?", (utc_iso(), tenant_id))
@@ -291,7 +210,7 @@ class Registry:
 
     def set_quota(self, tenant_id: str, **changes: Any) -> Quota:
         current = self.tenant(tenant_id).quota.model_dump()
-        quota: Quota = _validated(Quota, {**current, **changes}, "quota")
+        quota: Quota = validated(Quota, {**current, **changes}, "quota")
         with self._write() as db:
             self._touch(db, tenant_id)
             db.execute(
@@ -309,15 +228,15 @@ class Registry:
 
     def set_policy(self, tenant_id: str, **changes: Any) -> DetectionPolicy:
         current = self.tenant(tenant_id).policy.model_dump()
-        policy: DetectionPolicy = _validated(DetectionPolicy, {**current, **changes}, "policy")
+        policy: DetectionPolicy = validated(DetectionPolicy, {**current, **changes}, "policy")
         with self._write() as db:
             self._touch(db, tenant_id)
-            self._store_policy(db, tenant_id, policy)
+            write_policy(db, tenant_id, policy)
         return policy
 
     def set_resources(self, tenant_id: str, **changes: Any) -> Tenant:
         tenant = self.tenant(tenant_id)
-        resources: ResourceSpec = _validated(
+        resources: ResourceSpec = validated(
             ResourceSpec,
             {
                 **tenant.resources.model_dump(),
@@ -325,7 +244,7 @@ class Registry:
             },
             "resources",
         )
-        autoscaling: AutoscalingSpec = _validated(
+        autoscaling: AutoscalingSpec = validated(
             AutoscalingSpec,
             {
                 **tenant.autoscaling.model_dump(),
@@ -335,48 +254,8 @@ class Registry:
         )
         with self._write() as db:
             self._touch(db, tenant_id)
-            self._store_resources(db, tenant_id, resources, autoscaling)
+            write_resources(db, tenant_id, resources, autoscaling)
         return self.tenant(tenant_id)
-
-    @staticmethod
-    def _store_policy(db: sqlite3.Connection, tenant_id: str, policy: DetectionPolicy) -> None:
-        classes = json.dumps(policy.allowed_classes) if policy.allowed_classes is not None else None
-        db.execute(
-            "INSERT INTO policies(tenant_id, conf, min_conf, iou, max_det, allowed_classes, "
-            "max_imgsz) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(tenant_id) DO UPDATE SET "
-            "conf = excluded.conf, min_conf = excluded.min_conf, iou = excluded.iou, "
-            "max_det = excluded.max_det, allowed_classes = excluded.allowed_classes, "
-            "max_imgsz = excluded.max_imgsz",
-            (
-                tenant_id,
-                policy.conf,
-                policy.min_conf,
-                policy.iou,
-                policy.max_det,
-                classes,
-                policy.max_imgsz,
-            ),
-        )
-
-    @staticmethod
-    def _store_resources(
-        db: sqlite3.Connection, tenant_id: str, resources: ResourceSpec, scaling: AutoscalingSpec
-    ) -> None:
-        db.execute(
-            "INSERT INTO resources(tenant_id, num_cpus, num_gpus, min_replicas, max_replicas, "
-            "target_ongoing_requests) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(tenant_id) DO UPDATE "
-            "SET num_cpus = excluded.num_cpus, num_gpus = excluded.num_gpus, "
-            "min_replicas = excluded.min_replicas, max_replicas = excluded.max_replicas, "
-            "target_ongoing_requests = excluded.target_ongoing_requests",
-            (
-                tenant_id,
-                resources.num_cpus,
-                resources.num_gpus,
-                scaling.min_replicas,
-                scaling.max_replicas,
-                scaling.target_ongoing_requests,
-            ),
-        )
 
     # ----------------------------------------------------------------------- jwt
 
@@ -385,7 +264,7 @@ class Registry:
         and/or JWKS URL)."""
         current = self.tenant(tenant_id).jwt
         merged = {**(current.model_dump() if current else {}), **values}
-        settings: JwtSettings = _validated(JwtSettings, merged, "jwt settings")
+        settings: JwtSettings = validated(JwtSettings, merged, "jwt settings")
         with self._write() as db:
             self._touch(db, tenant_id)
             other = db.execute(
@@ -425,7 +304,7 @@ class Registry:
         validate_model_name(model)
         with self._write() as db:
             self._touch(db, tenant_id)
-            self._insert_version(db, tenant_id, model, version, activate=activate)
+            insert_version(db, tenant_id, model, version, activate=activate)
         return self.model(tenant_id, model)
 
     def next_version(self, tenant_id: str, model: str) -> int:
@@ -434,49 +313,6 @@ class Registry:
             (tenant_id, model),
         ).fetchone()
         return int(row["v"] or 0) + 1
-
-    @staticmethod
-    def _insert_version(
-        db: sqlite3.Connection, tenant_id: str, model: str, version: ModelVersion, *, activate: bool
-    ) -> None:
-        db.execute(
-            "INSERT INTO models(tenant_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (tenant_id, model),
-        )
-        if db.execute(
-            "SELECT 1 FROM model_versions WHERE tenant_id = ? AND model = ? AND version = ?",
-            (tenant_id, model, version.version),
-        ).fetchone():
-            raise Conflict(f"{tenant_id}/{model} already has version {version.version}")
-        db.execute(
-            "INSERT INTO model_versions(tenant_id, model, version, uri, architecture, sha256, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                tenant_id,
-                model,
-                version.version,
-                version.uri,
-                version.architecture,
-                version.sha256,
-                version.created_at,
-            ),
-        )
-        row = db.execute(
-            "SELECT active_version FROM models WHERE tenant_id = ? AND name = ?", (tenant_id, model)
-        ).fetchone()
-        if activate or row["active_version"] is None:
-            db.execute(
-                "UPDATE models SET previous_version = active_version, active_version = ? "
-                "WHERE tenant_id = ? AND name = ?",
-                (version.version, tenant_id, model),
-            )
-        if not db.execute(
-            "SELECT 1 FROM models WHERE tenant_id = ? AND is_default = 1", (tenant_id,)
-        ).fetchone():
-            db.execute(
-                "UPDATE models SET is_default = 1 WHERE tenant_id = ? AND name = ?",
-                (tenant_id, model),
-            )
 
     def model(self, tenant_id: str, model: str) -> TenantModel:
         found = next((m for m in self.tenant(tenant_id).models if m.name == model), None)
@@ -507,82 +343,3 @@ class Registry:
                 f"{tenant_id}/{model} has no earlier active version: use `model activate`"
             )
         return self.activate(tenant_id, model, current.previous_version)
-
-    # -------------------------------------------------------------------- loading
-
-    def _load(self, row: sqlite3.Row) -> Tenant:
-        tid = row["id"]
-        q = self._conn.execute("SELECT * FROM quotas WHERE tenant_id = ?", (tid,)).fetchone()
-        p = self._conn.execute("SELECT * FROM policies WHERE tenant_id = ?", (tid,)).fetchone()
-        r = self._conn.execute("SELECT * FROM resources WHERE tenant_id = ?", (tid,)).fetchone()
-        key_rows = self._conn.execute(
-            "SELECT * FROM api_keys WHERE tenant_id = ? ORDER BY created_at, key_id", (tid,)
-        ).fetchall()
-        models = []
-        for m in self._conn.execute(
-            "SELECT * FROM models WHERE tenant_id = ? ORDER BY name", (tid,)
-        ).fetchall():
-            versions = tuple(
-                ModelVersion(
-                    version=v["version"],
-                    uri=v["uri"],
-                    architecture=v["architecture"],
-                    sha256=v["sha256"],
-                    created_at=v["created_at"],
-                )
-                for v in self._conn.execute(
-                    "SELECT * FROM model_versions WHERE tenant_id = ? AND model = ? "
-                    "ORDER BY version",
-                    (tid, m["name"]),
-                ).fetchall()
-            )
-            models.append(
-                TenantModel(
-                    name=m["name"],
-                    active_version=m["active_version"],
-                    previous_version=m["previous_version"],
-                    is_default=bool(m["is_default"]),
-                    versions=versions,
-                )
-            )
-        j = self._conn.execute("SELECT * FROM jwt_settings WHERE tenant_id = ?", (tid,)).fetchone()
-        jwt_settings = None
-        if j is not None:
-            jwt_settings = JwtSettings(
-                issuer=j["issuer"],
-                audience=j["audience"],
-                algorithms=tuple(json.loads(j["algorithms"])),
-                public_keys_pem=tuple(json.loads(j["public_keys"])),
-                jwks_url=j["jwks_url"],
-            )
-        return Tenant(
-            jwt=jwt_settings,
-            id=tid,
-            name=row["name"],
-            tier=row["tier"],
-            status=row["status"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            quota=Quota(
-                requests_per_s=q["requests_per_s"],
-                burst=q["burst"],
-                max_concurrent=q["max_concurrent"],
-                monthly_images=q["monthly_images"],
-            ),
-            policy=DetectionPolicy(
-                conf=p["conf"],
-                min_conf=p["min_conf"],
-                iou=p["iou"],
-                max_det=p["max_det"],
-                allowed_classes=json.loads(p["allowed_classes"]) if p["allowed_classes"] else None,
-                max_imgsz=p["max_imgsz"],
-            ),
-            resources=ResourceSpec(num_cpus=r["num_cpus"], num_gpus=r["num_gpus"]),
-            autoscaling=AutoscalingSpec(
-                min_replicas=r["min_replicas"],
-                max_replicas=r["max_replicas"],
-                target_ongoing_requests=r["target_ongoing_requests"],
-            ),
-            keys=tuple(ApiKey(**dict(k)) for k in key_rows),
-            models=tuple(models),
-        )

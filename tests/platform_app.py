@@ -20,7 +20,7 @@ IMAGE = (SAMPLES / "shapes_03.png").read_bytes()
 def demo_model(name: str = "shapes"):
     from serve_app.models.store import fetch_version
     from serve_app.wire import utc_iso
-    from tenant_registry.store import ModelVersion
+    from tenant_registry.records import ModelVersion
 
     uri = "file://models/demo/shapes/1"
     manifest = fetch_version(uri).manifest

@@ -5,9 +5,11 @@ import sqlite3
 
 import pytest
 
+from tenant_registry import store
 from tenant_registry.errors import Conflict, InvalidInput, NotFound
 from tenant_registry.migrations import LATEST_VERSION, MIGRATIONS, migrate, schema_version
-from tenant_registry.store import ModelVersion, Registry
+from tenant_registry.records import ModelVersion
+from tenant_registry.store import Registry
 
 SHA = "ab" * 32
 
@@ -180,7 +182,7 @@ def test_a_failed_write_leaves_nothing_behind(reg, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(Registry, "_store_resources", staticmethod(boom))
+    monkeypatch.setattr(store, "write_resources", boom)  # mid-transaction, after the tenant row
     with pytest.raises(RuntimeError):
         reg.create_tenant("acme", "Acme", "dedicated")
     assert reg._conn.execute("SELECT COUNT(*) FROM tenants").fetchone()[0] == 0

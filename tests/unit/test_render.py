@@ -7,8 +7,9 @@ import yaml
 
 from serve_app.auth.keys import hash_api_key
 from tenant_registry.errors import InvalidInput
+from tenant_registry.records import ModelVersion
 from tenant_registry.render import render_config, to_yaml, validate_config
-from tenant_registry.store import ModelVersion, Registry
+from tenant_registry.store import Registry
 
 V1 = ModelVersion(
     version=1,

@@ -1,0 +1,129 @@
+"""``tenantctl render | apply | validate | status``: from the registry to a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from serve_app.constants import APP_NAME
+from tenant_registry import cluster, kuberay, manifests, render
+from tenant_registry.cli.common import Command, arg, emit
+from tenant_registry.errors import RegistryError
+from tenant_registry.store import Registry
+
+
+def _rendered(reg: Registry) -> dict[str, Any]:
+    return render.render_config(reg.tenants(), reg.platform())
+
+
+def render_config(reg: Registry, args: argparse.Namespace) -> int:
+    if args.format == "rayservice":
+        text = kuberay.render_rayservice(_rendered(reg), reg.platform().kuberay)
+        manifests.validate_manifest(yaml.safe_load(text))  # never hand out a bad manifest
+    else:
+        text = render.to_yaml(_rendered(reg))
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+def apply(reg: Registry, args: argparse.Namespace) -> int:
+    config = _rendered(reg)
+    if args.dry_run:
+        print(render.to_yaml(config), end="")
+        return 0
+    cluster.deploy(config, args.address)
+    tenants = config["applications"][0]["deployments"][0]["user_config"]["tenants"]
+    print(f"applied {len(tenants)} tenants to {args.address}", file=sys.stderr)
+    return 0
+
+
+def validate(reg: Registry | None, args: argparse.Namespace) -> int:
+    """A Serve config, or a RayService / RayJob / RayCluster manifest (it has a kind)."""
+    raw = render.load_yaml(Path(args.file))
+    if isinstance(raw, dict) and "kind" in raw:
+        kind = manifests.validate_manifest(raw)
+        print(f"{args.file}: valid {kind}", file=sys.stderr)
+        return 0
+    parsed = render.validate_config(raw)
+    apps = ", ".join(a.name for a in parsed.applications)
+    print(f"{args.file}: valid Serve config ({apps})", file=sys.stderr)
+    return 0
+
+
+def status(reg: Registry, args: argparse.Namespace) -> int:
+    tenants = reg.tenants()
+    counts = {
+        "total": len(tenants),
+        "shared": sum(t.tier == "shared" for t in tenants),
+        "dedicated": sum(t.tier == "dedicated" for t in tenants),
+        "suspended": sum(t.status == "suspended" for t in tenants),
+        "not_servable": [t.id for t in tenants if not render.servable(t)],
+    }
+    data: dict[str, Any] = {"registry": str(reg.path), "tenants": counts}
+    try:
+        app = cluster.serve_details(args.address).get("applications", {}).get(APP_NAME)
+        data["cluster"] = {
+            "address": args.address,
+            "app_status": app["status"] if app else "NOT_DEPLOYED",
+            "deployments": {
+                name: {"status": d["status"], "replicas": len(d.get("replicas", []))}
+                for name, d in (app or {}).get("deployments", {}).items()
+            },
+        }
+    except RegistryError as exc:
+        data["cluster"] = {"address": args.address, "error": str(exc)}
+    lines = [
+        f"registry {data['registry']}: {counts['total']} tenants ({counts['shared']} shared, "
+        f"{counts['dedicated']} dedicated, {counts['suspended']} suspended)"
+    ]
+    cl = data["cluster"]
+    if "error" in cl:
+        lines.append(f"cluster: {cl['error']}")
+    else:
+        lines.append(f"cluster {cl['address']}: app {cl['app_status']}")
+        lines += [
+            f"  {n:<28} {d['status']:<12} {d['replicas']} replicas"
+            for n, d in sorted(cl["deployments"].items())
+        ]
+    return emit(args, data, "\n".join(lines))
+
+
+ADDRESS = arg("--address", default=cluster.default_address(), help="Ray dashboard URL")
+
+COMMANDS = [
+    Command(
+        ("render",),
+        render_config,
+        "write the Serve config or RayService of the registry",
+        [
+            arg("-o", "--output"),
+            arg(
+                "--format",
+                choices=("serve", "rayservice"),
+                default="serve",
+                help="a Serve config for `serve deploy` (default) or a KubeRay RayService manifest",
+            ),
+        ],
+    ),
+    Command(
+        ("apply",),
+        apply,
+        "render, validate and submit to a running cluster",
+        [ADDRESS, arg("--dry-run", action="store_true", help="print what would be submitted")],
+    ),
+    Command(
+        ("validate",),
+        validate,  # type: ignore[arg-type]  # needs no registry: main() calls it without one
+        "strictly validate a Serve config, RayService, RayJob or RayCluster file",
+        [arg("file")],
+    ),
+    Command(("status",), status, "registry summary and the cluster's view", [ADDRESS], read=True),
+]
