@@ -17,7 +17,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "configs" / "grafana-dashboard.json"
 T = '{tenant=~"$tenant"}'
-TL = 'tenant=~"$tenant"'
 
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Requests/s by tenant and status", "reqps", [

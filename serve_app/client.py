@@ -66,13 +66,6 @@ class DetectionClient:
             raise _typed(exc) from None
         return result
 
-    async def detect_async(self, image: ImageInput, **params: Any) -> DetectionResult:
-        try:
-            result: DetectionResult = await self.submit(image, **params)
-        except Exception as exc:
-            raise _typed(exc) from None
-        return result
-
     def models(self) -> dict[str, object]:
         """The caller's models, as ``GET /v1/models`` returns them."""
         return self._ask("list_models")

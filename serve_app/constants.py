@@ -137,3 +137,27 @@ WARMUP_SIDE_PX = 64
 MODEL_LOAD_RETRY_AFTER_S = 30
 # A version that failed to load is not tried again for this long (per replica).
 FAILED_LOAD_RETRY_S = 30.0
+
+# Moved here from the modules that use them (limits and output precision).
+# A JWT subject names the caller inside its tenant in audit lines; capped.
+JWT_MAX_SUBJECT_CHARS = 128
+# Histogram buckets of the exported metrics.
+METRIC_LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+METRIC_LOAD_BUCKETS_S = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+METRIC_BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32]
+# A concurrency lease nobody releases (a router died mid-request) expires after this.
+LEASE_TTL_S = 120.0
+# annotate=true: JPEG quality and the longest label drawn.
+ANNOTATE_JPEG_QUALITY = 90
+ANNOTATE_MAX_LABEL_CHARS = 40
+# Precision of detection results (pixels, confidence).
+BBOX_DECIMALS = 1
+CONFIDENCE_DECIMALS = 4
+# Query-string bounds: class names in ?classes=, characters of a number.
+MAX_CLASS_TOKENS = 1000
+MAX_NUMBER_CHARS = 32
+# A failed load's reason as the operator sees it, capped.
+LOAD_REASON_MAX_CHARS = 300
+# A model manifest's class list: how many, how long each name.
+MAX_CLASSES = 1000
+MAX_CLASS_NAME_CHARS = 64

@@ -15,7 +15,7 @@ from serve_app.config import (
     SharedPoolSpec,
     StoreSettings,
 )
-from serve_app.constants import APP_NAME, AUDIT_DIR, MODEL_NAME_PATTERN
+from serve_app.constants import AUDIT_DIR, MODEL_NAME_PATTERN
 from tenant_registry.kuberay import KubeRaySettings
 
 
@@ -53,7 +53,3 @@ class PlatformSettings(BaseModel):
         default_factory=KubeRaySettings,
         description="The KubeRay cluster of `tenantctl render --format rayservice`.",
     )
-
-    @property
-    def app_name(self) -> str:
-        return APP_NAME

@@ -11,10 +11,10 @@ from serve_app.auth.jwks import JwksPool
 from serve_app.auth.keys import KeyTable
 from serve_app.auth.tokens import JwtVerifier, looks_like_jwt
 from serve_app.config import RouterConfig, TenantEntry
+from serve_app.constants import JWT_MAX_SUBJECT_CHARS
 from serve_app.errors import Forbidden
 
 # A JWT subject is the caller's identity inside its tenant; capped for logs and audit.
-_MAX_SUBJECT_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class TenantTable:
         """Who an API key or JWT belongs to (401 if no one, 403 if the tenant is suspended)."""
         if looks_like_jwt(credential):
             tenant_id, claims = await self._jwt.verify(credential)
-            credential_id = "jwt:" + str(claims["sub"])[:_MAX_SUBJECT_CHARS]
+            credential_id = "jwt:" + str(claims["sub"])[:JWT_MAX_SUBJECT_CHARS]
         else:
             tenant_id, credential_id = self._keys.authenticate(credential)
         tenant = self._by_id[tenant_id]

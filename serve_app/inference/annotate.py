@@ -12,12 +12,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from serve_app.constants import ANNOTATE_JPEG_QUALITY, ANNOTATE_MAX_LABEL_CHARS
 from serve_app.errors import BadParameter
 from serve_app.inference.results import Detection
 
-JPEG_QUALITY = 90
-MAX_LABEL_CHARS = 40
-# BGR, one per class id (cycled): distinct on photos and on flat backgrounds.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
     (10, 249, 72), (23, 204, 146), (134, 219, 61), (211, 188, 0), (209, 85, 0),
@@ -41,7 +39,11 @@ def wants_annotation(raw: str | None) -> bool:
 def ascii_label(text: str) -> str:
     """Printable ASCII only, capped: what OpenCV can draw, and nothing to interpret."""
     safe = "".join(c if " " <= c <= "~" else "?" for c in text)
-    return safe if len(safe) <= MAX_LABEL_CHARS else safe[: MAX_LABEL_CHARS - 3] + "..."
+    return (
+        safe
+        if len(safe) <= ANNOTATE_MAX_LABEL_CHARS
+        else safe[: ANNOTATE_MAX_LABEL_CHARS - 3] + "..."
+    )
 
 
 def draw_detections(image: np.ndarray, detections: Sequence[Detection]) -> bytes:
@@ -68,7 +70,7 @@ def draw_detections(image: np.ndarray, detections: Sequence[Detection]) -> bytes
             1,
             cv2.LINE_AA,
         )
-    ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, ANNOTATE_JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV encodes any 3-channel uint8 array
         raise RuntimeError("JPEG encoding failed")
     return bytes(encoded.tobytes())

@@ -11,14 +11,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from serve_app.config import DetectionPolicy
-from serve_app.constants import IMGSZ_STRIDE_PX, MAX_IMGSZ_PX, MAX_IOU, MIN_IMGSZ_PX, MIN_IOU
+from serve_app.constants import (
+    IMGSZ_STRIDE_PX,
+    MAX_CLASS_TOKENS,
+    MAX_IMGSZ_PX,
+    MAX_IOU,
+    MAX_NUMBER_CHARS,
+    MIN_IMGSZ_PX,
+    MIN_IOU,
+)
 from serve_app.errors import BadParameter
 
 DETECTION_PARAMS = frozenset({"conf", "iou", "max_det", "classes", "imgsz"})
 SELECTION_PARAMS = frozenset({"model", "version"})
 OUTPUT_PARAMS = frozenset({"annotate"})
-MAX_CLASS_TOKENS = 1000
-MAX_NUMBER_CHARS = 32
 
 
 @dataclass(frozen=True)

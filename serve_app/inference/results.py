@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BBOX_DECIMALS = 1
-CONFIDENCE_DECIMALS = 4
+from serve_app.constants import BBOX_DECIMALS, CONFIDENCE_DECIMALS
 
 
 class Detection(BaseModel):

@@ -12,9 +12,10 @@ from typing import Any
 
 import ray
 
+from serve_app.constants import LOAD_REASON_MAX_CHARS
+
 BOARD_NAME = "yoloserve-load-status"
 BOARD_NAMESPACE = "yoloserve"
-MAX_REASON_CHARS = 300
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -25,7 +26,7 @@ class LoadStatusBoard:
     def report(self, model_id: str, outcome: str, reason: str = "") -> None:
         self._status[model_id] = {
             "outcome": outcome,
-            "reason": reason[:MAX_REASON_CHARS],
+            "reason": reason[:LOAD_REASON_MAX_CHARS],
             "at": time.time(),
         }
 

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from serve_app.constants import (
     IMGSZ_STRIDE_PX,
+    MAX_CLASS_NAME_CHARS,
+    MAX_CLASSES,
     MAX_IMGSZ_PX,
     MAX_MANIFEST_BYTES,
     MAX_WEIGHTS_BYTES,
@@ -25,9 +27,7 @@ from serve_app.constants import (
 from serve_app.errors import ModelLoadError
 from serve_app.models import architectures
 
-MAX_CLASSES = 1000
 WEIGHTS_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx"}
-MAX_CLASS_NAME_CHARS = 64
 
 
 class ModelManifest(BaseModel):

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 
 from ray.serve import metrics
 
+from serve_app.constants import (
+    METRIC_BATCH_SIZE_BUCKETS,
+    METRIC_LATENCY_BUCKETS_S,
+    METRIC_LOAD_BUCKETS_S,
+)
+
 # Prometheus convention: durations in seconds, the unit spelled out in the name.
-LATENCY_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-LOAD_S = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
-BATCH_SIZES = [1, 2, 4, 8, 16, 32]
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,13 @@ class RouterMetrics:
             latency_s=metrics.Histogram(
                 "yoloserve_request_latency_seconds",
                 description="End-to-end latency of detect calls in the router.",
-                boundaries=LATENCY_S,
+                boundaries=METRIC_LATENCY_BUCKETS_S,
                 tag_keys=("tenant",),
             ),
             inference_s=metrics.Histogram(
                 "yoloserve_inference_latency_seconds",
                 description="Model inference time of the predict call a request was part of.",
-                boundaries=LATENCY_S,
+                boundaries=METRIC_LATENCY_BUCKETS_S,
                 tag_keys=("tenant", "model"),
             ),
             images=metrics.Counter(
@@ -107,7 +110,7 @@ class DetectorMetrics:
             load_s=metrics.Histogram(
                 "yoloserve_model_load_seconds",
                 description="Fetch + verify + build + warm-up time of a model version.",
-                boundaries=LOAD_S,
+                boundaries=METRIC_LOAD_BUCKETS_S,
                 tag_keys=("scope", "tenant"),
             ),
             images=metrics.Counter(
@@ -118,7 +121,7 @@ class DetectorMetrics:
             batch_size=metrics.Histogram(
                 "yoloserve_batch_size",
                 description="Requests per batch handed to one model.",
-                boundaries=BATCH_SIZES,
+                boundaries=METRIC_BATCH_SIZE_BUCKETS,
                 tag_keys=("scope",),
             ),
             queue_depth=metrics.Gauge(

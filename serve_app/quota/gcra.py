@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from serve_app.config import Quota
+from serve_app.constants import LEASE_TTL_S
 
 # A lease not released within this long (a crashed router) is reclaimed.
-LEASE_TTL_S = 120.0
 
 
 @dataclass(frozen=True)

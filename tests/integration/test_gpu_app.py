@@ -196,3 +196,65 @@ def test_batch_settings_change_live_without_a_restart(gpu_app):
     assert client.detect(SAMPLES / "shapes_02.jpg").detections  # still serving
     deploy(gpu_app["context"], gpu_app["config"])  # restore for other tests
     wait_for(lambda: batching()["max_batch_size"] == 8, 120, "the default batch size back")
+
+
+def test_a_detector_killed_mid_request_is_a_503_with_retry_after(gpu_app, tmp_path):
+    """Ray's own failure on the way to a replica is not the client's fault and not a bug:
+    503 with Retry-After (it was a 500), and the platform serves again afterwards."""
+    import threading
+
+    import numpy as np
+    import ray
+    import requests
+    from PIL import Image
+    from ray import serve
+    from ray.util.state import get_actor
+
+    handle = serve.get_deployment_handle("tenant-acme", "yolo")
+    big = tmp_path / "big.png"  # big noisy images at a big size: a second or more of work
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 255, (1280, 1280, 3), dtype=np.uint8)).save(big)
+    url = f"http://127.0.0.1:{gpu_app['config']['http_options']['port']}/v1/detect"
+    responses: list[requests.Response] = []
+
+    def post() -> None:
+        responses.append(
+            requests.post(
+                url,
+                data=big.read_bytes(),
+                params={"imgsz": "1280", "conf": "0.01"},
+                headers={"Authorization": f"Bearer {tenant_key('acme')}"},
+                timeout=120,
+            )
+        )
+
+    actor_id = handle.placement.remote().result()["actor_id"]
+    replica = ray.get_actor(get_actor(actor_id).name, namespace="serve")
+    clients = [threading.Thread(target=post) for _ in range(4)]
+    for client in clients:
+        client.start()
+    wait_for(
+        lambda: handle.batching.remote().result()["in_flight"] >= 2,
+        60,
+        "requests in flight in the replica",
+        poll_s=0.02,
+    )
+    ray.kill(replica, no_restart=True)
+    for client in clients:
+        client.join(120)
+    statuses = sorted(r.status_code for r in responses)
+    assert len(statuses) == 4 and set(statuses) <= {200, 503}, statuses
+    killed = [r for r in responses if r.status_code == 503]
+    assert killed, "the kill landed after every request had finished"
+    for response in killed:
+        assert response.json()["error"]["code"] == "overloaded"
+        assert int(response.headers["Retry-After"]) >= 1
+
+    def serving_again() -> bool:
+        try:
+            return handle.placement.remote().result(timeout_s=10)["actor_id"] != actor_id
+        except Exception:
+            return False
+
+    wait_for(serving_again, 180, "Serve to replace the killed replica")
+    assert DetectionClient(api_key=tenant_key("acme")).detect(SAMPLES / "shapes_02.jpg").detections

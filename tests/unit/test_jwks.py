@@ -6,7 +6,9 @@ The HTTP side (a real JWKS server, a real router) is in tests/security.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 import time
 
 import jwt
@@ -14,9 +16,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from serve_app.auth.jwks import JwksCache, JwksError, JwksPool, parse_jwks
+from serve_app.auth.jwks import JwksCache, JwksError, JwksPool, http_fetch, parse_jwks
 from serve_app.auth.tokens import JwtVerifier
-from serve_app.constants import JWKS_CACHE_TTL_S, JWKS_MAX_STALE_S, JWKS_MIN_REFETCH_S
+from serve_app.constants import (
+    JWKS_CACHE_TTL_S,
+    JWKS_MAX_BYTES,
+    JWKS_MAX_STALE_S,
+    JWKS_MIN_REFETCH_S,
+)
 from serve_app.errors import Unauthenticated
 from serve_app.wire import JwtSettings, check_jwks_url
 
@@ -214,3 +221,46 @@ def test_the_pool_keeps_caches_across_table_rebuilds(rsa_keys):
     for _ in range(3):  # three reconfigures
         asyncio.run(JwtVerifier({"acme": settings}, jwks=pool).verify(token))
     assert source.calls == 1
+
+
+class _IdP(http.server.BaseHTTPRequestHandler):
+    """A loopback identity provider with one well-behaved and three hostile paths."""
+
+    def do_GET(self) -> None:
+        if self.path == "/jwks":
+            body = b'{"keys": []}'
+            self.send_response(200)
+        elif self.path == "/huge":
+            body = b" " * (JWKS_MAX_BYTES + 10)
+            self.send_response(200)
+        elif self.path == "/moved":
+            body = b""
+            self.send_response(302)
+            self.send_header("Location", "http://example.invalid/jwks")
+        else:
+            body = b"no"
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def idp():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IdP)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_the_real_fetch_reads_a_document_and_refuses_errors_giants_and_redirects(idp):
+    assert asyncio.run(http_fetch(f"{idp}/jwks")) == b'{"keys": []}'
+    for path, reason in (("/gone", "HTTP 404"), ("/huge", "larger than"), ("/moved", "HTTP 302")):
+        with pytest.raises(JwksError, match=reason):
+            asyncio.run(http_fetch(idp + path))
+    with pytest.raises(JwksError, match="fetch failed"):
+        asyncio.run(http_fetch("http://127.0.0.1:9/jwks"))  # nothing listens on the discard port

@@ -28,6 +28,7 @@ RANKS = {
     "inference": 12,
     "http": 13,
     "app": 20,
+    "legacy": 20,
     "client": 20,
 }
 MAX_LINES = 400

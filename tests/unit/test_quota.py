@@ -4,8 +4,9 @@ import pickle
 from datetime import UTC, datetime
 
 from serve_app.config import Quota
+from serve_app.constants import LEASE_TTL_S
 from serve_app.errors import QuotaExceeded, unwrap_error
-from serve_app.quota.gcra import LEASE_TTL_S, TenantState, admit, release, seconds_to_next_month
+from serve_app.quota.gcra import TenantState, admit, release, seconds_to_next_month
 
 EPOCH = datetime(2026, 11, 25, 12, tzinfo=UTC).timestamp()
 

@@ -94,6 +94,7 @@ def test_bad_or_missing_key_is_401(served, headers):
         timeout=30,
     )
     _error(resp, 401, "unauthenticated")
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_random_bytes_are_415(served):
@@ -134,6 +135,22 @@ def test_unknown_route_is_404_and_wrong_method_405(served):
     _error(requests.get(f"{served['url']}/v1/nothing", timeout=30), 404, "not_found")
     resp = requests.get(f"{served['url']}/v1/detect", headers=AUTH, timeout=30)
     assert "use POST" in _error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == "POST"
+    resp = requests.delete(f"{served['url']}/v1/policy", headers=AUTH, timeout=30)
+    _error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == "GET, HEAD, PUT"
+    resp = requests.post(f"{served['url']}/healthz", timeout=30)  # probes too
+    assert (resp.status_code, resp.headers["Allow"]) == (405, "GET, HEAD")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/console", "/v1/models"])
+def test_head_is_answered_wherever_get_is(served, path):
+    got = requests.get(f"{served['url']}{path}", headers=AUTH, timeout=60)
+    head = requests.head(f"{served['url']}{path}", headers=AUTH, timeout=60)
+    assert got.status_code == head.status_code == 200
+    assert head.content == b""
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    assert head.headers["X-Content-Type-Options"] == "nosniff"
 
 
 @pytest.mark.parametrize(

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import DEMO_KEY, SAMPLES, wait_for
 
 METRICS_URL = "http://127.0.0.1:8080/metrics"
 AUTH = {"Authorization": f"Bearer {DEMO_KEY}"}
-SERIES = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{[^}]*\})?\s+(?P<value>\S+)")
 
 
 def scrape() -> str:
@@ -22,16 +21,14 @@ def scrape() -> str:
 
 
 def value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        match = SERIES.match(line)
-        if not match or match["name"] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match["value"])
-    return total
+    """Sum of the samples of ``name`` whose labels include ``labels``, read by
+    prometheus_client's own exposition parser (which also fails on a malformed scrape)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def settled_scrape(quiet_s: float = 15.0) -> str:
