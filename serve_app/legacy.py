@@ -11,10 +11,11 @@ So that neither side meets a name it cannot import:
 * the classes that cross a handle keep their old ``__module__``, so what a new replica
   sends names only modules an old replica has.
 
-Nothing else changes: the aliases are the very same module objects. Remove this file
-(and its import in ``serve_app/__init__.py``) one release after the move, once no
-replica of the flat layout can still be running. ``tests/unit/test_legacy.py`` checks
-every class that crosses a handle.
+Nothing else changes: the aliases are the very same module objects. Unwinding takes two
+releases: the next one stops setting ``__module__`` (this release reads the new names
+natively) but keeps the aliases (it must read what this release sends); the one after
+deletes this file and its import in ``serve_app/__init__.py``.
+``tests/unit/test_legacy.py`` checks every class that crosses a handle.
 """
 
 from __future__ import annotations

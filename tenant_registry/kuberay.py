@@ -14,9 +14,10 @@ from string import Template
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from serve_app.constants import ULTRALYTICS_ENV
+from serve_app.wire import StrictModel
 
 # Ray in the cluster's image: the one pyproject pins (a test checks both agree).
 RAY_VERSION = "2.60.0"
@@ -26,10 +27,8 @@ PROJECT_DIR = "/home/ray/yoloserve"  # where the image holds this project
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$"
 
 
-class KubeRaySettings(BaseModel):
+class KubeRaySettings(StrictModel):
     """The Kubernetes side of production; ``tenantctl platform set --k8s-*``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field("yoloserve", pattern=_DNS_LABEL, description="RayService name.")
     image: str = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from serve_app.config import (
     AutoscalingSpec,
@@ -16,13 +16,12 @@ from serve_app.config import (
     StoreSettings,
 )
 from serve_app.constants import AUDIT_DIR, MODEL_NAME_PATTERN
+from serve_app.wire import StrictModel
 from tenant_registry.kuberay import KubeRaySettings
 
 
-class PlatformSettings(BaseModel):
+class PlatformSettings(StrictModel):
     """Set by ``tenantctl init`` / ``tenantctl platform set``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from serve_app.constants import BBOX_DECIMALS, CONFIDENCE_DECIMALS
+from serve_app.wire import StrictModel
 
 
-class Detection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Detection(StrictModel):
     class_id: int = Field(ge=0)
     class_name: str
     confidence: float = Field(ge=0, le=1)
@@ -26,17 +25,13 @@ class Detection(BaseModel):
     )
 
 
-class ImageSize(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ImageSize(StrictModel):
     width: int
     height: int
 
 
-class DetectionResult(BaseModel):
+class DetectionResult(StrictModel):
     """Body of a successful ``POST /v1/detect``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(description="The model that answered, <model>@<version>.")
     image: ImageSize

@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serve_app.constants import (
     IMGSZ_STRIDE_PX,
@@ -26,14 +26,13 @@ from serve_app.constants import (
 )
 from serve_app.errors import ModelLoadError
 from serve_app.models import architectures
+from serve_app.wire import StrictModel
 
 WEIGHTS_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx"}
 
 
-class ModelManifest(BaseModel):
+class ModelManifest(StrictModel):
     """``manifest.json`` of a model version."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = 1
     architecture: str | None = Field(
