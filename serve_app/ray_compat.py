@@ -18,17 +18,25 @@ deliberate re-check of this file rather than a surprise in production.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 RAY_VERSION = "2.60.0"
 MULTIPLEX_WRAPPER_ATTR = "__serve_multiplex_wrapper"
 
 
-def request_id() -> str | None:
-    """The id Serve gave the current request (``X-Request-Id`` over HTTP)."""
+@functools.cache
+def _request_context() -> Callable[[], Any]:
+    # Imported on first use: tenantctl imports this module and must not load Ray Serve.
     from ray.serve.context import _get_serve_request_context
 
-    found: str | None = _get_serve_request_context().request_id
+    return _get_serve_request_context  # type: ignore[no-any-return]
+
+
+def request_id() -> str | None:
+    """The id Serve gave the current request (``X-Request-Id`` over HTTP)."""
+    found: str | None = _request_context()().request_id
     return found or None
 
 

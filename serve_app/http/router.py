@@ -63,7 +63,11 @@ class Router:
             self._calls.finish(call, "other", exc.status, exc.code)
             return self._secured(error_response(exc))
         if route.public:
-            response = await route.handler(request)
+            try:
+                response = await route.handler(request)
+            except Exception:
+                logger.exception("router: unexpected error on %s", route.label)
+                response = internal_error()
             self._calls.count("-", route.label, response.status_code)
             return self._secured(response, route.label.startswith("/console"))
         call = Call.start(f"{request.method} {route.label}", ip)
