@@ -45,9 +45,9 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         (f"sum by (tenant, reason) (rate(ray_yoloserve_quota_rejections_total{T}[1m]))",
          "{{tenant}} {{reason}}"),
     ]),
-    ("Model loads, load failures, evictions", "short", [
-        (f"sum by (tenant, outcome) (increase(ray_yoloserve_model_loads_total{T}[15m]))",
-         "{{tenant}} {{outcome}}"),
+    ("Model loads, load failures, evictions (by engine)", "short", [
+        (f"sum by (tenant, outcome, engine) (increase(ray_yoloserve_model_loads_total{T}[15m]))",
+         "{{tenant}} {{outcome}} {{engine}}"),
     ]),
     ("Model load time p95", "s", [
         (f"histogram_quantile(0.95, sum by (tenant, le) "

@@ -63,6 +63,14 @@ MAX_MODELS_PER_REPLICA = int(os.environ.get("YOLOSERVE_MAX_MODELS_PER_REPLICA", 
 CACHE_DIR_ENV = "YOLOSERVE_CACHE_DIR"
 CACHE_MAX_BYTES = int(os.environ.get("YOLOSERVE_CACHE_MAX_BYTES", str(4 * 1024**3)))
 S3_CONNECT_TIMEOUT_S = 5.0
+# Engine of CPU replicas: "onnxruntime" (compiled at load, verified against torch, torch
+# if it does not match) or "torch". GPU replicas run torch fp16.
+CPU_ENGINE = os.environ.get("YOLOSERVE_CPU_ENGINE", "onnxruntime")
+# A compiled graph serves only if, on the probe set, every candidate box is within this
+# many pixels of torch's and every class score within this much.
+ENGINE_MAX_BOX_DIFF_PX = 1.0
+ENGINE_MAX_SCORE_DIFF = 0.01
+ENGINE_PROBE_SEED = 20261130
 S3_READ_TIMEOUT_S = 60.0
 S3_MAX_ATTEMPTS = 3
 

@@ -85,6 +85,7 @@ class Detector:
         self._batcher = Batcher(self._run_batch, BATCH_MAX_SIZE, BATCH_WAIT_TIMEOUT_S)
         self._loads_done = 0  # successful loads by this replica, for benchmarks
         self._lru_size = MAX_MODELS_PER_REPLICA
+        self._engines: dict[str, str] = {}  # model id -> the engine running it here
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Swap the catalog, then load the ``preload`` models.
@@ -138,7 +139,7 @@ class Detector:
             )
         except (ModelLoadError, OSError, RuntimeError, ValueError) as exc:
             self._failed[model_id] = (time.monotonic(), str(exc))
-            self._count_load(model_id, "failed")
+            self._count_load(model_id, "failed", "-")
             logger.error("model %s failed to load: %s", model_id, exc)
             self._report(model_id, "failed", str(exc))
             raise ModelUnavailable(
@@ -146,15 +147,16 @@ class Detector:
                 retry_after_s=MODEL_LOAD_RETRY_AFTER_S,
             ) from None
         self._failed.pop(model_id, None)
-        self._count_load(model_id, "loaded")
+        self._count_load(model_id, "loaded", model.engine.name)
+        self._engines[model_id] = model.engine.name
         self._loads_done += 1
-        model.on_release = lambda mid: self._count_load(mid, "evicted")
+        model.on_release = self._evicted
         elapsed_ms = (time.perf_counter() - started) * 1e3
         self._metrics.load_s.observe(
             elapsed_ms / 1e3, tags={"scope": self._scope, "tenant": _tenant_of(model_id)}
         )
         logger.info("model %s loaded in %.0f ms", model_id, elapsed_ms)
-        self._report(model_id, "loaded")
+        self._report(model_id, "loaded", f"{model.engine.name}: {model.engine.reason}")
         return model
 
     async def detect(
@@ -230,9 +232,13 @@ class Detector:
         self._metrics.batch_size.observe(len(requests), tags={"scope": self._scope})
         return out
 
-    def _count_load(self, model_id: str, outcome: str) -> None:
-        tags = {"scope": self._scope, "tenant": _tenant_of(model_id), "outcome": outcome}
+    def _count_load(self, model_id: str, outcome: str, engine: str) -> None:
+        tenant = _tenant_of(model_id)
+        tags = {"scope": self._scope, "tenant": tenant, "outcome": outcome, "engine": engine}
         self._metrics.loads.inc(tags=tags)
+
+    def _evicted(self, model_id: str) -> None:
+        self._count_load(model_id, "evicted", self._engines.pop(model_id, "-"))
 
     def _queue(self, delta: int) -> None:
         self._in_flight += delta

@@ -19,8 +19,10 @@ from serve_app.inference.images import decode_image
 from serve_app.inference.letterbox import Frame, letterbox
 from serve_app.inference.policy import InferenceParams, resolve_classes, resolve_imgsz
 from serve_app.inference.results import DetectionResult, ImageSize, encode_detections
-from serve_app.models.cache import WeightsCache
-from serve_app.models.loader import build_yolo, inference_device, set_threads
+from serve_app.models import engine
+from serve_app.models.cache import WeightsCache, default_cache_dir
+from serve_app.models.engine import Engine
+from serve_app.models.loader import inference_device, set_threads
 from serve_app.models.manifest import ModelManifest
 from serve_app.models.store import fetch_version
 from serve_app.wire import ModelId
@@ -57,6 +59,7 @@ class LoadedModel:
     yolo: Any  # ultralytics.YOLO; not thread-safe, hence the lock
     device: str
     half: bool
+    engine: Engine  # what runs it here, and why
     lock: threading.Lock = field(default_factory=threading.Lock)
     on_release: Callable[[str], None] | None = None  # counts LRU evictions
     _released: bool = False
@@ -127,20 +130,28 @@ def load_model(
     cache: WeightsCache | None = None,
     threads: int | None = None,
 ) -> LoadedModel:
-    """Fetch, verify, rebuild and warm up one model version (blocking).
+    """Fetch, verify, build on this hardware's engine and warm up one version (blocking).
 
-    ``threads``: the replica's inference threads, set again after the warm-up, because
-    ultralytics' predictor setup resets torch to its own choice (cores - 1) for the
-    whole process.
+    ``threads``: the replica's inference threads (ONNX Runtime's, and torch's, set again
+    after the warm-up because ultralytics' predictor setup resets torch to its own choice,
+    cores - 1, for the whole process).
     """
     import numpy as np
 
+    cache = cache or WeightsCache(default_cache_dir())
     fetched = fetch_version(uri, settings, cache)
-    yolo = build_yolo(fetched.manifest, fetched.weights)
     device, half = inference_device()
-    half = half and fetched.manifest.format == "safetensors"  # ONNX graphs fix their own dtype
+    yolo, chosen, device = engine.build(
+        fetched.manifest, fetched.weights, device, cache, threads or 1
+    )
+    half = half and chosen.name == engine.TORCH  # ONNX graphs fix their own dtype
     model = LoadedModel(
-        model_id=model_id, manifest=fetched.manifest, yolo=yolo, device=device, half=half
+        model_id=model_id,
+        manifest=fetched.manifest,
+        yolo=yolo,
+        device=device,
+        half=half,
+        engine=chosen,
     )
     # The first predict builds ultralytics' predictor and fuses layers; pay that here.
     warm = np.zeros((WARMUP_SIDE_PX, WARMUP_SIDE_PX, 3), dtype=np.uint8)

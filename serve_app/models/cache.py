@@ -1,4 +1,4 @@
-"""Node-local cache of model weights, keyed by sha256 and bounded in bytes.
+"""Node-local cache of model weights (and graphs compiled from them), bounded in bytes.
 
 Several replicas on one node may ask for the same weights at once: a per-digest
 ``flock`` makes one of them download while the others wait and then read the
@@ -64,21 +64,41 @@ class WeightsCache:
                 raise ModelLoadError(
                     f"weights sha256 {digest[:12]}… does not match the manifest's {sha256[:12]}…"
                 )
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".partial-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            self._write(path, data)
         self.evict(keep=sha256)
         return data
 
+    def derived(self, key: str, build: Callable[[], bytes], suffix: str) -> Path:
+        """The file ``{key}{suffix}`` made by ``build`` (a compiled graph, say), built once
+        per node; its own digest is kept beside it, so a file corrupted on disk is rebuilt
+        rather than used. Returns the path (engines open files, not bytes)."""
+        path = self.root / f"{key}{suffix}"
+        digest_path = path.with_name(path.name + ".sha256")
+        with self._locked(key):
+            fresh = path.is_file() and digest_path.is_file()
+            if fresh and hashlib.sha256(path.read_bytes()).hexdigest() == digest_path.read_text():
+                os.utime(path)
+                return path
+            data = build()
+            self._write(digest_path, hashlib.sha256(data).hexdigest().encode())
+            self._write(path, data)
+        self.evict(keep=key)
+        return path
+
+    def _write(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".partial-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
     def evict(self, keep: str | None = None) -> list[str]:
-        """Drop least recently used files until the cache fits; returns dropped digests."""
+        """Drop least recently used files until the cache fits; returns dropped keys."""
         files = []
-        for entry in self.root.glob("*.bin"):
+        for entry in [*self.root.glob("*.bin"), *self.root.glob("*.onnx")]:
             with contextlib.suppress(FileNotFoundError):
                 stat = entry.stat()
                 files.append((stat.st_mtime, stat.st_size, entry))
@@ -90,6 +110,7 @@ class WeightsCache:
             if entry.stem == keep:
                 continue
             entry.unlink(missing_ok=True)
+            entry.with_name(entry.name + ".sha256").unlink(missing_ok=True)
             total -= size
             dropped.append(entry.stem)
         return dropped

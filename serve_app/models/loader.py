@@ -20,14 +20,13 @@ if TYPE_CHECKING:
 
 
 def build_yolo(manifest: ModelManifest, weights: bytes) -> YOLO:
-    """A ready-to-predict ``YOLO`` for verified ``weights`` described by ``manifest``.
+    """A ready-to-predict torch ``YOLO`` for verified safetensors ``weights``.
 
     Raises:
-        ModelLoadError: The tensors do not fit the architecture, or the file cannot be
-            parsed (safetensors) or opened by ONNX Runtime (onnx).
+        ModelLoadError: The file cannot be parsed, or its tensors do not fit the
+            architecture.
     """
-    if manifest.format == "onnx":
-        return _build_onnx(manifest, weights)
+    assert manifest.format == "safetensors"  # ONNX uploads: serve_app.models.engine
     assert manifest.architecture is not None  # the manifest validator guarantees it
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
@@ -93,42 +92,3 @@ def match_threads_to_reservation(reserved_cpus: float) -> int:
     threads = threads_for(reserved_cpus)
     set_threads(threads)
     return threads
-
-
-def _build_onnx(manifest: ModelManifest, weights: bytes) -> YOLO:
-    """An ONNX Runtime session behind ultralytics' pre/post-processing.
-
-    ONNX Runtime needs a path with the ``.onnx`` suffix; the file lives only until the
-    session has read it. The class count is checked against the graph's output
-    (``4 + classes`` channels) and the manifest's names replace any in the file.
-    """
-    import os
-    import tempfile
-
-    import numpy as np
-    from ultralytics import YOLO
-
-    fd, path = tempfile.mkstemp(suffix=".onnx", prefix="yoloserve-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(weights)
-        try:
-            yolo = YOLO(path, task="detect")
-            warm = np.zeros((64, 64, 3), dtype=np.uint8)
-            yolo.predict(warm, imgsz=manifest.imgsz, device="cpu", verbose=False)
-        except Exception as exc:  # ONNX Runtime raises many types for a bad graph
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise ModelLoadError(
-                f"ONNX model could not be loaded ({type(exc).__name__}): {first}"
-            ) from None
-    finally:
-        os.unlink(path)
-    backend = yolo.predictor.model  # type: ignore[union-attr]
-    channels = backend.session.get_outputs()[0].shape[1]
-    if isinstance(channels, int) and channels != 4 + len(manifest.class_names):
-        raise ModelLoadError(
-            f"ONNX model outputs {channels - 4} classes but the manifest lists "
-            f"{len(manifest.class_names)}"
-        )
-    backend.names = dict(enumerate(manifest.class_names))
-    return yolo

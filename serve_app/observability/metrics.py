@@ -104,8 +104,9 @@ class DetectorMetrics:
         return cls(
             loads=metrics.Counter(
                 "yoloserve_model_loads",
-                description="Model version loads, load failures and LRU evictions.",
-                tag_keys=("scope", "tenant", "outcome"),
+                description="Model version loads, load failures and LRU evictions, by engine "
+                "(onnxruntime; torch on GPUs, by choice, or when a compiled graph was refused).",
+                tag_keys=("scope", "tenant", "outcome", "engine"),
             ),
             load_s=metrics.Histogram(
                 "yoloserve_model_load_seconds",

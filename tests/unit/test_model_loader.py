@@ -11,6 +11,8 @@ from safetensors.torch import load as load_st
 from safetensors.torch import save as save_st
 
 from serve_app.errors import ModelLoadError
+from serve_app.models import engine
+from serve_app.models.cache import WeightsCache
 from serve_app.models.loader import build_yolo
 from serve_app.models.manifest import build_manifest
 from serve_app.models.store import fetch_version
@@ -98,8 +100,17 @@ def _onnx_manifest(weights: bytes, names=("circle", "square", "triangle")):
     )
 
 
-def test_onnx_runs_under_onnxruntime_and_detects(demo_onnx):
-    yolo = build_yolo(_onnx_manifest(demo_onnx), demo_onnx)
+def _uploaded(weights: bytes, tmp_path, names=("circle", "square", "triangle")):
+    """A tenant's ONNX upload as a replica builds it: ONNX Runtime on CPU, from the cache."""
+    yolo, chosen, device = engine.build(
+        _onnx_manifest(weights, names), weights, "cpu", WeightsCache(tmp_path), threads=1
+    )
+    assert (chosen.name, device) == (engine.ONNX_RUNTIME, "cpu")
+    return yolo
+
+
+def test_onnx_runs_under_onnxruntime_and_detects(demo_onnx, tmp_path):
+    yolo = _uploaded(demo_onnx, tmp_path)
     assert yolo.predictor.model.session is not None  # ONNX Runtime, not torch
     truth = ground_truth()
     name = "shapes_02.jpg"
@@ -111,21 +122,21 @@ def test_onnx_runs_under_onnxruntime_and_detects(demo_onnx):
     assert matched_shapes(truth[name], dets) == len(truth[name])
 
 
-def test_onnx_names_come_from_the_manifest(demo_onnx):
-    yolo = build_yolo(_onnx_manifest(demo_onnx, ("hole", "scratch", "dent")), demo_onnx)
+def test_onnx_names_come_from_the_manifest(demo_onnx, tmp_path):
+    yolo = _uploaded(demo_onnx, tmp_path, ("hole", "scratch", "dent"))
     res = yolo.predict(cv2.imread(str(SAMPLES / "shapes_02.jpg")), imgsz=320, verbose=False)[0]
     assert {res.names[int(c)] for c in res.boxes.cls.tolist()} <= {"hole", "scratch", "dent"}
 
 
-def test_corrupt_onnx_is_a_load_error(demo_onnx):
+def test_corrupt_onnx_is_a_load_error(demo_onnx, tmp_path):
     truncated = demo_onnx[: len(demo_onnx) // 3]
     with pytest.raises(ModelLoadError, match="ONNX model could not be loaded"):
-        build_yolo(_onnx_manifest(truncated), truncated)
+        _uploaded(truncated, tmp_path)
 
 
-def test_onnx_class_count_must_match_the_manifest(demo_onnx):
+def test_onnx_class_count_must_match_the_manifest(demo_onnx, tmp_path):
     with pytest.raises(ModelLoadError, match="outputs 3 classes but the manifest lists 5"):
-        build_yolo(_onnx_manifest(demo_onnx, list("abcde")), demo_onnx)
+        _uploaded(demo_onnx, tmp_path, list("abcde"))
 
 
 def test_replica_threads_follow_the_cpus_it_reserved():

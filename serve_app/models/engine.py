@@ -1,0 +1,237 @@
+"""The engine that runs a model on this replica's hardware.
+
+* **CPU**: ONNX Runtime. A tenant's safetensors weights are compiled to ONNX at load (the
+  torch network rebuilt from its trusted YAML, exported by ultralytics with dynamic batch
+  and image size), cached on the node by the weights' sha256, and verified before they
+  serve: on a fixed probe set the ONNX graph's raw detections (every candidate box and
+  class score) must equal the torch network's within ``ENGINE_MAX_BOX_DIFF_PX`` pixels and
+  ``ENGINE_MAX_SCORE_DIFF``. If the export or the check fails, the replica serves torch
+  and says why (a log line and the load's ``engine`` label). Tenant ONNX uploads run on
+  ONNX Runtime as they are.
+* **GPU**: torch in half precision (only the CPU build of ONNX Runtime is installed).
+
+Sessions are built from the cached file with the replica's threads (the CPUs it reserved),
+one inter-op thread and no spinning: ONNX Runtime's spin-waiting burns about a fifth of a
+core per thread that the router and proxy need (measured here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import serve_app.constants  # noqa: F401  (forces YOLO_OFFLINE before ultralytics loads)
+from serve_app.constants import (
+    CPU_ENGINE,
+    ENGINE_MAX_BOX_DIFF_PX,
+    ENGINE_MAX_SCORE_DIFF,
+    ENGINE_PROBE_SEED,
+)
+from serve_app.errors import ModelLoadError
+from serve_app.models.cache import WeightsCache
+from serve_app.models.loader import build_yolo
+from serve_app.models.manifest import ModelManifest
+
+if TYPE_CHECKING:
+    from ultralytics import YOLO
+
+logger = logging.getLogger("ray.serve")
+ONNX_RUNTIME = "onnxruntime"
+TORCH = "torch"
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What runs a model, and why (shown to operators and counted in metrics)."""
+
+    name: str  # ONNX_RUNTIME or TORCH
+    reason: str
+
+
+class EngineMismatch(Exception):
+    """The compiled graph does not reproduce the reference network (the reason says how)."""
+
+
+def compile_key(manifest: ModelManifest) -> str:
+    """Cache key of a compiled graph: the weights and every tool that shaped the graph."""
+    import onnx
+    import torch
+    import ultralytics
+
+    tools = f"{ultralytics.__version__}/{torch.__version__}/{onnx.__version__}"
+    return hashlib.sha256(f"{manifest.sha256}/{manifest.imgsz}/{tools}".encode()).hexdigest()
+
+
+def export_onnx(torch_yolo: YOLO, imgsz: int) -> bytes:
+    """The network as an ONNX graph with dynamic batch, height and width (blocking)."""
+    with tempfile.TemporaryDirectory(prefix="yoloserve-export-") as tmp:
+        network = torch_yolo.model
+        # The exporter writes beside pt_path: a folder of ours, never the working directory.
+        network.pt_path = str(Path(tmp) / "model.pt")  # type: ignore[union-attr]
+        try:
+            path = torch_yolo.export(
+                format="onnx", imgsz=imgsz, dynamic=True, simplify=False, verbose=False
+            )
+        finally:
+            network.pt_path = None  # type: ignore[union-attr]
+        return Path(path).read_bytes()
+
+
+def onnx_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session with the replica's threads and no spinning."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def probe_inputs(imgsz: int) -> list[Any]:
+    """A fixed probe set: seeded noise and flat frames at the model's size, a batch of
+    two at a letterboxed rectangle, and a small square (dynamic shapes are checked too)."""
+    import numpy as np
+
+    rng = np.random.default_rng(ENGINE_PROBE_SEED)
+    rect = max(32, (imgsz * 3 // 4) // 32 * 32)
+    return [
+        rng.random((1, 3, imgsz, imgsz), dtype=np.float32),
+        np.full((1, 3, imgsz, imgsz), 114 / 255, dtype=np.float32),
+        rng.random((2, 3, rect, imgsz), dtype=np.float32),
+        rng.random((1, 3, 64, 64), dtype=np.float32),
+    ]
+
+
+def verify(torch_yolo: YOLO, session: Any, imgsz: int) -> None:
+    """Check the session against the torch network on the probe set.
+
+    Raises:
+        EngineMismatch: A box coordinate or a class score differs by more than allowed.
+    """
+    import numpy as np
+    import torch
+
+    network = torch_yolo.model
+    name = session.get_inputs()[0].name
+    for probe in probe_inputs(imgsz):
+        with torch.no_grad():
+            reference = network(torch.from_numpy(probe))  # type: ignore[operator]
+        if isinstance(reference, list | tuple):
+            reference = reference[0]
+        expected = reference.numpy()
+        got = session.run(None, {name: probe})[0]
+        if got.shape != expected.shape:
+            raise EngineMismatch(f"output shape {got.shape} != torch's {expected.shape}")
+        box = float(np.abs(got[:, :4] - expected[:, :4]).max())
+        score = float(np.abs(got[:, 4:] - expected[:, 4:]).max()) if got.shape[1] > 4 else 0.0
+        if box > ENGINE_MAX_BOX_DIFF_PX or score > ENGINE_MAX_SCORE_DIFF:
+            raise EngineMismatch(
+                f"probe {tuple(probe.shape)}: boxes differ by {box:.3f} px, scores by {score:.4f}"
+            )
+
+
+def onnx_yolo(path: Path, manifest: ModelManifest, session: Any) -> YOLO:
+    """Ultralytics' pre- and post-processing around our session (so letterbox, NMS and
+    scaling are the very code the torch engine runs). The file stays in the node cache:
+    ultralytics would reopen it if it ever rebuilt its backend."""
+    import numpy as np
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(path), task="detect")
+    warm = np.zeros((64, 64, 3), dtype=np.uint8)
+    yolo.predict(warm, imgsz=manifest.imgsz, device="cpu", verbose=False)
+    backend = yolo.predictor.model.backend  # type: ignore[union-attr]
+    backend.session = session
+    backend.names = dict(enumerate(manifest.class_names))
+    return yolo
+
+
+def compiled_for_cpu(
+    torch_yolo: YOLO, manifest: ModelManifest, cache: WeightsCache, threads: int
+) -> YOLO:
+    """The verified ONNX Runtime twin of ``torch_yolo`` (compiled once per node).
+
+    Raises:
+        EngineMismatch: The export failed or the graph does not reproduce the network.
+    """
+    try:
+        path = cache.derived(
+            compile_key(manifest), lambda: export_onnx(torch_yolo, manifest.imgsz), ".onnx"
+        )
+        session = onnx_session(path, threads)
+    except Exception as exc:  # the exporter and ONNX Runtime raise many types
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise EngineMismatch(f"export failed ({type(exc).__name__}): {first}") from None
+    verify(torch_yolo, session, manifest.imgsz)
+    return onnx_yolo(path, manifest, session)
+
+
+def wants_onnx_runtime(device: str) -> bool:
+    """CPU replicas run ONNX Runtime unless ``YOLOSERVE_CPU_ENGINE=torch``."""
+    return device == "cpu" and CPU_ENGINE == ONNX_RUNTIME
+
+
+def check_class_count(session: Any, manifest: ModelManifest) -> None:
+    """A tenant ONNX graph's output has ``4 + classes`` channels; the manifest must agree."""
+    channels = session.get_outputs()[0].shape[1]
+    if isinstance(channels, int) and channels != 4 + len(manifest.class_names):
+        raise ModelLoadError(
+            f"ONNX model outputs {channels - 4} classes but the manifest lists "
+            f"{len(manifest.class_names)}"
+        )
+
+
+def build(
+    manifest: ModelManifest, weights: bytes, device: str, cache: WeightsCache, threads: int
+) -> tuple[YOLO, Engine, str]:
+    """``(model, engine, device)`` for verified ``weights`` on this replica's hardware.
+
+    Raises:
+        ModelLoadError: The weights cannot be loaded at all (no engine takes them).
+    """
+    if manifest.format == "onnx":
+        return (
+            _uploaded_onnx(manifest, weights, cache, threads),
+            Engine(ONNX_RUNTIME, "uploaded as ONNX"),
+            "cpu",
+        )
+    torch_yolo = build_yolo(manifest, weights)
+    if not wants_onnx_runtime(device):
+        why = "GPU: torch fp16" if device != "cpu" else "YOLOSERVE_CPU_ENGINE=torch"
+        return torch_yolo, Engine(TORCH, why), device
+    try:
+        compiled = compiled_for_cpu(torch_yolo, manifest, cache, threads)
+    except EngineMismatch as exc:
+        logger.warning("ONNX Runtime refused for %s, serving torch: %s", manifest.sha256[:12], exc)
+        return torch_yolo, Engine(TORCH, f"ONNX Runtime refused: {exc}"), device
+    return compiled, Engine(ONNX_RUNTIME, "compiled and verified against torch"), "cpu"
+
+
+def _uploaded_onnx(
+    manifest: ModelManifest, weights: bytes, cache: WeightsCache, threads: int
+) -> YOLO:
+    """A tenant's ONNX graph (already sha256-verified) from the node cache, on CPU: the
+    file stays where ultralytics can reopen it, unlike a temporary file."""
+    try:
+        path = cache.derived(manifest.sha256, lambda: weights, ".onnx")
+        session = onnx_session(path, threads)
+    except Exception as exc:  # ONNX Runtime raises many types for a bad graph
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelLoadError(
+            f"ONNX model could not be loaded ({type(exc).__name__}): {first}"
+        ) from None
+    check_class_count(session, manifest)
+    try:
+        return onnx_yolo(path, manifest, session)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelLoadError(
+            f"ONNX model could not be loaded ({type(exc).__name__}): {first}"
+        ) from None

@@ -1,0 +1,113 @@
+"""The engine per hardware (``models.engine``): CPU replicas run a compiled ONNX Runtime
+graph only when it reproduces the torch network; otherwise torch, with the reason."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from serve_app.inference.loaded_model import load_model, prepare
+from serve_app.inference.policy import InferenceParams
+from serve_app.models import engine
+from serve_app.models.cache import WeightsCache
+from serve_app.models.loader import build_yolo
+from serve_app.models.store import fetch_version
+from tests.conftest import SAMPLES
+
+DEMO = "file://models/demo/shapes/1"
+PARAMS = InferenceParams(0.25, 0.7, 300, None, 1280, None, None)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return fetch_version(DEMO)
+
+
+def _build(demo, tmp_path, device="cpu"):
+    return engine.build(demo.manifest, demo.weights, device, WeightsCache(tmp_path), threads=1)
+
+
+def test_cpu_replicas_run_a_verified_onnx_runtime_graph(demo, tmp_path):
+    yolo, chosen, device = _build(demo, tmp_path)
+    assert (chosen.name, device) == (engine.ONNX_RUNTIME, "cpu")
+    assert "verified" in chosen.reason
+    assert type(yolo.predictor.model.backend).__name__ == "ONNXBackend"
+    assert list(tmp_path.glob("*.onnx")), "the compiled graph is cached on the node"
+
+
+def test_platform_boxes_equal_the_torch_reference_on_the_samples(tmp_path, monkeypatch):
+    # The oracle is the reference torch network, not the engine under test.
+    monkeypatch.setenv("YOLOSERVE_CACHE_DIR", str(tmp_path))
+    served = load_model("demo/shapes@1", DEMO)
+    assert served.engine.name == engine.ONNX_RUNTIME
+    reference = build_yolo(fetch_version(DEMO).manifest, fetch_version(DEMO).weights)
+    compared = 0
+    for path in sorted(SAMPLES.glob("shapes_*")):
+        ours = served.detect([prepare(path.read_bytes(), 320)], PARAMS)[0]
+        theirs = reference.predict(str(path), imgsz=320, conf=0.25, verbose=False)[0]
+        want = sorted(
+            zip(theirs.boxes.conf.tolist(), theirs.boxes.xyxy.tolist(), strict=True), reverse=True
+        )
+        assert len(ours.detections) == len(want), path.name
+        for got, (conf, box) in zip(ours.detections, want, strict=True):
+            assert got.confidence == pytest.approx(conf, abs=0.01)
+            assert got.bbox == pytest.approx(box, abs=1.0)
+            compared += 1
+    assert compared >= 30
+
+
+def test_the_compiled_graph_is_built_once_per_node(demo, tmp_path, monkeypatch):
+    exports = []
+    real = engine.export_onnx
+
+    def counting(*args, **kwargs):
+        exports.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "export_onnx", counting)
+    _build(demo, tmp_path)
+    _, chosen, _ = _build(demo, tmp_path)
+    assert chosen.name == engine.ONNX_RUNTIME and len(exports) == 1
+
+
+def test_a_graph_that_does_not_reproduce_torch_is_refused_for_torch(demo, tmp_path, monkeypatch):
+    # A graph compiled from other weights (every tensor nudged) stands for a broken export.
+    other = build_yolo(demo.manifest, demo.weights)
+    with torch.no_grad():
+        for tensor in other.model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.mul_(1.05)
+    wrong = engine.export_onnx(other, demo.manifest.imgsz)
+    monkeypatch.setattr(engine, "export_onnx", lambda *_: wrong)
+    yolo, chosen, device = _build(demo, tmp_path)
+    assert (chosen.name, device) == (engine.TORCH, "cpu")
+    assert "boxes differ" in chosen.reason or "scores" in chosen.reason
+    assert type(yolo.model).__name__ == "DetectionModel"  # the torch network serves
+
+
+def test_an_export_that_fails_serves_torch_and_says_why(demo, tmp_path, monkeypatch):
+    def broken(*_):
+        raise RuntimeError("exporter crashed\nsecond line")
+
+    monkeypatch.setattr(engine, "export_onnx", broken)
+    _, chosen, _ = _build(demo, tmp_path)
+    assert chosen.name == engine.TORCH
+    assert chosen.reason == "ONNX Runtime refused: export failed (RuntimeError): exporter crashed"
+
+
+def test_gpus_and_the_operators_choice_keep_torch(demo, tmp_path, monkeypatch):
+    _, on_gpu, device = _build(demo, tmp_path, device="cuda:0")
+    assert (on_gpu.name, device) == (engine.TORCH, "cuda:0")
+    monkeypatch.setattr(engine, "CPU_ENGINE", engine.TORCH)
+    _, chosen, _ = _build(demo, tmp_path)
+    assert (chosen.name, chosen.reason) == (engine.TORCH, "YOLOSERVE_CPU_ENGINE=torch")
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_a_cached_graph_corrupted_on_disk_is_rebuilt(demo, tmp_path):
+    _build(demo, tmp_path)
+    [graph] = tmp_path.glob("*.onnx")
+    graph.write_bytes(graph.read_bytes()[:1000])
+    _, chosen, _ = _build(demo, tmp_path)
+    assert chosen.name == engine.ONNX_RUNTIME
+    assert graph.stat().st_size > 1000
