@@ -17,7 +17,7 @@ from serve_app.blobs import open_store
 from serve_app.config import StoreSettings
 from serve_app.constants import MANIFEST_FILE, MAX_WEIGHTS_BYTES
 from serve_app.errors import ModelLoadError
-from serve_app.models.loader import build_yolo
+from serve_app.models import engine
 from serve_app.models.manifest import ModelManifest, build_manifest, parse_manifest, verify_weights
 from serve_app.wire import utc_iso
 from tenant_registry.errors import InvalidInput
@@ -85,7 +85,7 @@ def prepare(
             raise InvalidInput(
                 f"{path.name}: push a converter output folder, a .safetensors or an .onnx file"
             )
-        build_yolo(manifest, weights)  # shapes must fit the architecture
+        engine.check_loadable(manifest, weights)  # shapes must fit the architecture
     except ModelLoadError as exc:
         raise InvalidInput(f"{path.name} cannot be served: {exc}") from None
     except ValueError as exc:  # pydantic: bad arch, imgsz, class names

@@ -167,8 +167,7 @@ def compiled_for_cpu(
         )
         session = onnx_session(path, threads)
     except Exception as exc:  # the exporter and ONNX Runtime raise many types
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise EngineMismatch(f"export failed ({type(exc).__name__}): {first}") from None
+        raise EngineMismatch(f"export failed ({type(exc).__name__}): {_first_line(exc)}") from None
     verify(torch_yolo, session, manifest.imgsz)
     return onnx_yolo(path, manifest, session)
 
@@ -214,6 +213,25 @@ def build(
     return compiled, Engine(ONNX_RUNTIME, "compiled and verified against torch"), "cpu"
 
 
+def check_loadable(manifest: ModelManifest, weights: bytes) -> None:
+    """What ``tenantctl model push`` checks before an upload: some engine takes the weights
+    (the torch network for safetensors; ONNX Runtime, in memory, for an ONNX graph).
+
+    Raises:
+        ModelLoadError: Neither would load them, or the class count does not match.
+    """
+    if manifest.format != "onnx":
+        build_yolo(manifest, weights)
+        return
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(weights, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises many types for a bad graph
+        raise _unloadable(exc) from None
+    check_class_count(session, manifest)
+
+
 def _uploaded_onnx(
     manifest: ModelManifest, weights: bytes, cache: WeightsCache, threads: int
 ) -> YOLO:
@@ -223,15 +241,19 @@ def _uploaded_onnx(
         path = cache.derived(manifest.sha256, lambda: weights, ".onnx")
         session = onnx_session(path, threads)
     except Exception as exc:  # ONNX Runtime raises many types for a bad graph
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ModelLoadError(
-            f"ONNX model could not be loaded ({type(exc).__name__}): {first}"
-        ) from None
+        raise _unloadable(exc) from None
     check_class_count(session, manifest)
     try:
         return onnx_yolo(path, manifest, session)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ModelLoadError(
-            f"ONNX model could not be loaded ({type(exc).__name__}): {first}"
-        ) from None
+        raise _unloadable(exc) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+def _unloadable(exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(
+        f"ONNX model could not be loaded ({type(exc).__name__}): {_first_line(exc)}"
+    )

@@ -22,7 +22,7 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = out.read_text()
     rows = [line for line in report.splitlines() if line.startswith("| ") and " ms" not in line]
-    systems = ("raw", "naive", "platform HTTP", "platform handle")
+    systems = ("raw torch", "raw onnxruntime", "naive", "platform HTTP", "platform handle")
     for system in systems:
         for imgsz in (320, 640):
             for conc in (1, 4, 16):
@@ -30,6 +30,20 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
                     system, imgsz, conc,
                 )  # fmt: skip
     assert "platform HTTP images/s / naive images/s, concurrency 16" in report
+    assert "serving CPU ms per image, platform HTTP, concurrency 16" in report
+    # The CPU table found the platform's processes by role: the detector and the router
+    # spent CPU on every image.
+    cpu_header = next(
+        r for r in report.splitlines() if r.startswith("| system | imgsz | concurrency | total ms")
+    )
+    columns = [c.strip() for c in cpu_header.strip("|").split("|")]
+    platform_row = next(
+        r
+        for r in report.splitlines()
+        if r.startswith("| platform HTTP | 320 | 16 |") and r.count("|") == cpu_header.count("|")
+    )
+    cpu = dict(zip(columns, [c.strip() for c in platform_row.strip("|").split("|")], strict=True))
+    assert float(cpu["detector"]) > 0 and float(cpu["router"]) > 0 and float(cpu["proxy"]) > 0
     assert "Quick smoke run" in report and "Machine:" in report
     assert "## Multiplexing" in report and "model loads" in report
     assert "## Scale from zero" in report and "answered 200 after" in report
