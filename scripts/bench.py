@@ -539,9 +539,11 @@ def report(cells: list[Cell], command: str, quick: bool) -> str:
         return max(get(r, size, c).images_s for r in RAW for c in CONCURRENCY)
 
     def serving_cpu(system: str, size: int, conc: int) -> float:
-        """Platform CPU per image beyond what the engine itself needs (raw, same batch)."""
+        """Platform CPU per image beyond what the engine itself needs: its total minus the
+        raw engine's CPU per image at its most frugal batch size."""
         platform_ms = sum(get(system, size, conc).cpu_ms.values())
-        return platform_ms - sum(get("raw onnxruntime", size, conc).cpu_ms.values())
+        engine_ms = min(sum(get("raw onnxruntime", size, c).cpu_ms.values()) for c in CONCURRENCY)
+        return platform_ms - engine_ms
 
     lines = ["# Benchmarks: platform vs raw engines vs naive server", ""]
     if quick:
@@ -644,13 +646,9 @@ def main() -> int:
     print("multiplexing done", flush=True)
     cold = cold_start(images[0])  # HTTP only: no Ray driver in this process yet
     print("scale from zero done", flush=True)
-    with PlatformRun() as run:
-        for imgsz in SIZES:
-            cells += run.http_cells(images, imgsz, n)
-            cells += run.handle_cells(images, imgsz, n)
-            print(f"platform done for {imgsz}", flush=True)
-    # The other switch settings over HTTP only: this process's handles were made with the
-    # defaults (Serve reads its switches once per process).
+    # The other switch settings first, over HTTP only: this process joins the last run's
+    # cluster as a driver for the handle cells, and after a driver leaves, Serve's handle
+    # threads here would start a local Ray that a later `serve run` joins.
     for settings in args.settings:
         if settings == "defaults":
             continue
@@ -658,6 +656,11 @@ def main() -> int:
             for imgsz in SIZES:
                 cells += run.http_cells(images, imgsz, n)
             print(f"platform ({settings}) done", flush=True)
+    with PlatformRun() as run:
+        for imgsz in SIZES:
+            cells += run.http_cells(images, imgsz, n)
+            cells += run.handle_cells(images, imgsz, n)
+            print(f"platform done for {imgsz}", flush=True)
     order = {"raw torch": 0, "raw onnxruntime": 1, "naive": 2, "platform HTTP": 3,
              "platform handle": 4}  # fmt: skip
     cells.sort(key=lambda c: (c.imgsz, order.get(c.system, 5), c.system, c.concurrency))

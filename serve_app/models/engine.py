@@ -1,13 +1,14 @@
 """The engine that runs a model on this replica's hardware.
 
-* **CPU**: ONNX Runtime. A tenant's safetensors weights are compiled to ONNX at load (the
-  torch network rebuilt from its trusted YAML, exported by ultralytics with dynamic batch
-  and image size), cached on the node by the weights' sha256, and verified before they
-  serve: on a fixed probe set the ONNX graph's raw detections (every candidate box and
-  class score) must equal the torch network's within ``ENGINE_MAX_BOX_DIFF_PX`` pixels and
-  ``ENGINE_MAX_SCORE_DIFF``. If the export or the check fails, the replica serves torch
-  and says why (a log line and the load's ``engine`` label). Tenant ONNX uploads run on
-  ONNX Runtime as they are.
+* **CPU**: ONNX Runtime. A tenant's safetensors weights are compiled to ONNX at their first
+  load on a node (the torch network rebuilt from its trusted YAML, exported by ultralytics
+  with dynamic batch and image size) and verified: on a fixed probe set the ONNX graph's
+  raw detections (every candidate box and class score) must equal the torch network's
+  within ``ENGINE_MAX_BOX_DIFF_PX`` pixels and ``ENGINE_MAX_SCORE_DIFF``. Only a verified
+  graph is cached (by the weights' sha256 and the tools' versions), so later loads open it
+  directly. If the export or the check fails, the replica serves torch and says why (a log
+  line, the load board, the load's ``engine`` label). Tenant ONNX uploads run on ONNX
+  Runtime as they are.
 * **GPU**: torch in half precision (only the CPU build of ONNX Runtime is installed).
 
 Sessions are built from the cached file with the replica's threads (the CPUs it reserved),
@@ -81,8 +82,9 @@ def export_onnx(torch_yolo: YOLO, imgsz: int) -> bytes:
         return Path(path).read_bytes()
 
 
-def onnx_session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime CPU session with the replica's threads and no spinning."""
+def onnx_session(path: Path | bytes, threads: int) -> Any:
+    """An ONNX Runtime CPU session (from a file or the graph's bytes) with the replica's
+    threads and no spinning."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -91,7 +93,8 @@ def onnx_session(path: Path, threads: int) -> Any:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def probe_inputs(imgsz: int) -> list[Any]:
@@ -154,22 +157,32 @@ def onnx_yolo(path: Path, manifest: ModelManifest, session: Any) -> YOLO:
 
 
 def compiled_for_cpu(
-    torch_yolo: YOLO, manifest: ModelManifest, cache: WeightsCache, threads: int
+    manifest: ModelManifest, weights: bytes, cache: WeightsCache, threads: int
 ) -> YOLO:
-    """The verified ONNX Runtime twin of ``torch_yolo`` (compiled once per node).
+    """The ONNX Runtime graph of verified safetensors ``weights``, compiled and checked
+    against the torch network once per node: only a graph that passed ``verify`` enters
+    the cache, so later loads (other replicas, an LRU reload) open it directly, with no
+    torch network, export or probe run.
 
     Raises:
+        ModelLoadError: The weights do not fit their architecture (no engine takes them).
         EngineMismatch: The export failed or the graph does not reproduce the network.
     """
-    try:
-        path = cache.derived(
-            compile_key(manifest), lambda: export_onnx(torch_yolo, manifest.imgsz), ".onnx"
-        )
-        session = onnx_session(path, threads)
-    except Exception as exc:  # the exporter and ONNX Runtime raise many types
-        raise EngineMismatch(f"export failed ({type(exc).__name__}): {_first_line(exc)}") from None
-    verify(torch_yolo, session, manifest.imgsz)
-    return onnx_yolo(path, manifest, session)
+
+    def compile_and_verify() -> bytes:
+        torch_yolo = build_yolo(manifest, weights)
+        try:
+            graph = export_onnx(torch_yolo, manifest.imgsz)
+            session = onnx_session(graph, threads)
+        except Exception as exc:  # the exporter and ONNX Runtime raise many types
+            raise EngineMismatch(
+                f"export failed ({type(exc).__name__}): {_first_line(exc)}"
+            ) from None
+        verify(torch_yolo, session, manifest.imgsz)
+        return graph
+
+    path = cache.derived(compile_key(manifest), compile_and_verify, ".onnx")
+    return onnx_yolo(path, manifest, onnx_session(path, threads))
 
 
 def wants_onnx_runtime(device: str) -> bool:
@@ -201,15 +214,14 @@ def build(
             Engine(ONNX_RUNTIME, "uploaded as ONNX"),
             "cpu",
         )
-    torch_yolo = build_yolo(manifest, weights)
     if not wants_onnx_runtime(device):
         why = "GPU: torch fp16" if device != "cpu" else "YOLOSERVE_CPU_ENGINE=torch"
-        return torch_yolo, Engine(TORCH, why), device
+        return build_yolo(manifest, weights), Engine(TORCH, why), device
     try:
-        compiled = compiled_for_cpu(torch_yolo, manifest, cache, threads)
+        compiled = compiled_for_cpu(manifest, weights, cache, threads)
     except EngineMismatch as exc:
         logger.warning("ONNX Runtime refused for %s, serving torch: %s", manifest.sha256[:12], exc)
-        return torch_yolo, Engine(TORCH, f"ONNX Runtime refused: {exc}"), device
+        return build_yolo(manifest, weights), Engine(TORCH, f"ONNX Runtime refused: {exc}"), device
     return compiled, Engine(ONNX_RUNTIME, "compiled and verified against torch"), "cpu"
 
 

@@ -56,18 +56,21 @@ def test_platform_boxes_equal_the_torch_reference_on_the_samples(tmp_path, monke
     assert compared >= 30
 
 
-def test_the_compiled_graph_is_built_once_per_node(demo, tmp_path, monkeypatch):
-    exports = []
-    real = engine.export_onnx
+def test_the_compiled_graph_is_built_and_verified_once_per_node(demo, tmp_path, monkeypatch):
+    calls: list[str] = []
+    for name in ("export_onnx", "build_yolo", "verify"):
+        real = getattr(engine, name)
 
-    def counting(*args, **kwargs):
-        exports.append(1)
-        return real(*args, **kwargs)
+        def counting(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "export_onnx", counting)
+        monkeypatch.setattr(engine, name, counting)
     _build(demo, tmp_path)
-    _, chosen, _ = _build(demo, tmp_path)
-    assert chosen.name == engine.ONNX_RUNTIME and len(exports) == 1
+    assert sorted(calls) == ["build_yolo", "export_onnx", "verify"]
+    _, chosen, _ = _build(demo, tmp_path)  # another replica, or a reload after eviction
+    assert chosen.name == engine.ONNX_RUNTIME
+    assert len(calls) == 3  # opened from the cache: no torch network, export or probe run
 
 
 def test_a_graph_that_does_not_reproduce_torch_is_refused_for_torch(demo, tmp_path, monkeypatch):
