@@ -58,13 +58,17 @@ class EngineMismatch(Exception):
 
 
 def compile_key(manifest: ModelManifest) -> str:
-    """Cache key of a compiled graph: the weights and every tool that shaped the graph."""
+    """Cache key of a compiled graph: the whole manifest (the weights' sha256, but also the
+    architecture and class count that shape the network: the same tensors declared as
+    another architecture must fail to load, not find the graph of the right one) and every
+    tool that shaped the graph."""
     import onnx
     import torch
     import ultralytics
 
     tools = f"{ultralytics.__version__}/{torch.__version__}/{onnx.__version__}"
-    return hashlib.sha256(f"{manifest.sha256}/{manifest.imgsz}/{tools}".encode()).hexdigest()
+    described = manifest.model_dump_json()
+    return hashlib.sha256(f"{described}/{tools}".encode()).hexdigest()
 
 
 def export_onnx(torch_yolo: YOLO, imgsz: int) -> bytes:

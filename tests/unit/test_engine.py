@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from serve_app.errors import ModelLoadError
 from serve_app.inference.loaded_model import load_model, prepare
 from serve_app.inference.policy import InferenceParams
 from serve_app.models import engine
@@ -114,3 +115,13 @@ def test_a_cached_graph_corrupted_on_disk_is_rebuilt(demo, tmp_path):
     _, chosen, _ = _build(demo, tmp_path)
     assert chosen.name == engine.ONNX_RUNTIME
     assert graph.stat().st_size > 1000
+
+
+def test_a_cached_graph_never_stands_in_for_weights_declared_otherwise(demo, tmp_path):
+    # The same tensors declared as another architecture must fail as they would without a
+    # cache, not find the verified graph of the right declaration (found by an
+    # integration test: "wrong shapes" was served).
+    _build(demo, tmp_path)
+    wrong = demo.manifest.model_copy(update={"architecture": "yolov8s"})
+    with pytest.raises(ModelLoadError, match="do not fit architecture yolov8s"):
+        engine.build(wrong, demo.weights, "cpu", WeightsCache(tmp_path), threads=1)
