@@ -5,7 +5,7 @@
   with dynamic batch and image size) and verified: on a fixed probe set the ONNX graph's
   raw detections (every candidate box and class score) must equal the torch network's
   within ``ENGINE_MAX_BOX_DIFF_PX`` pixels and ``ENGINE_MAX_SCORE_DIFF``. Only a verified
-  graph is cached (by the weights' sha256 and the tools' versions), so later loads open it
+  graph is cached (by the whole manifest and the tools' versions), so later loads open it
   directly. If the export or the check fails, the replica serves torch and says why (a log
   line, the load board, the load's ``engine`` label). Tenant ONNX uploads run on ONNX
   Runtime as they are.
