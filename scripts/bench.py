@@ -3,10 +3,11 @@
 In one run on one machine, the same model (the demo yolov8n), the same images and the
 same image size:
 
-* raw torch / raw onnxruntime: ultralytics ``predict`` in this process (decode included)
-  on the torch network and on the ONNX Runtime graph a CPU replica compiles, one image at a
-  time for concurrency 1 and a batch of c images for concurrency c, the better of one
-  thread and one per core: the limit, per engine;
+* raw torch / raw onnxruntime: in this process (decode included), ultralytics ``predict``
+  on the torch network, and the ONNX Runtime graph a CPU replica compiles run bare (OpenCV
+  decode, letterbox, the session, NMS), one image at a time for concurrency 1 and a batch
+  of c images for concurrency c, the better of one thread and one per core: the limit,
+  per engine;
 * naive: ``benchmarks/baselines/naive_server.py``, one synchronous FastAPI process;
 * platform: this application (`serve run` of the local config, its tenant given most of
   the machine) over HTTP through the router with auth and quotas, and through Python
@@ -192,52 +193,60 @@ def _own_cpu() -> dict[str, float]:
 
 
 def raw_cells(images: list[bytes], imgsz: int, n: int) -> list[Cell]:
-    """The limit, per engine: in-process predict (decode included), a batch of c images
+    """The limit, per engine: in-process inference (decode included), a batch of c images
     per call at concurrency c, the better of one thread and one per core (more threads win
-    on big batches, lose on small single images). torch: the network rebuilt from the
-    safetensors; ONNX Runtime: the graph a CPU replica compiles and verifies."""
+    on big batches, lose on small single images). torch: ultralytics' predict on the
+    network rebuilt from the safetensors. ONNX Runtime: the graph a CPU replica compiles
+    and verifies, run bare (OpenCV decode, letterbox to the square, the session, NMS: no
+    ultralytics predictor), so the bar is the leanest in-process use of the engine."""
     import cv2
     import numpy as np
     import torch
 
+    from serve_app.inference.letterbox import letterbox
     from serve_app.models import engine
     from serve_app.models.cache import WeightsCache
     from serve_app.models.loader import build_yolo
+    from serve_app.models.runner import OnnxRunner, Thresholds
     from serve_app.models.store import fetch_version
 
     fetched = fetch_version("file://models/demo/shapes/1")
     cache_dir = Path(tempfile.mkdtemp())
-    compiled, chosen, _ = engine.build(
+    _, chosen, _ = engine.build(
         fetched.manifest, fetched.weights, "cpu", WeightsCache(cache_dir), threads=1
     )
     assert chosen.name == engine.ONNX_RUNTIME, chosen.reason
     [graph] = cache_dir.glob("*.onnx")
-    models = {
-        "raw torch": build_yolo(fetched.manifest, fetched.weights),
-        "raw onnxruntime": compiled,
-    }
-    for model in models.values():
-        # Ultralytics sets torch to cores - 1 threads when it sets up its predictor (the
-        # first predict): warm up first, then choose the threads.
-        model.predict(np.zeros((64, 64, 3), np.uint8), imgsz=imgsz, device="cpu", verbose=False)
+    torch_yolo = build_yolo(fetched.manifest, fetched.weights)
+    # Ultralytics sets torch to cores - 1 threads when it sets up its predictor (the
+    # first predict): warm up first, then choose the threads.
+    torch_yolo.predict(np.zeros((64, 64, 3), np.uint8), imgsz=imgsz, device="cpu", verbose=False)
+    thresholds = Thresholds(conf=0.25, iou=0.7, max_det=300, classes=None)
+    onnx: dict[str, OnnxRunner] = {}
 
     def decode(data: bytes) -> Any:
         return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
+    def run_torch(batch: list[bytes]) -> None:
+        torch_yolo.predict([decode(b) for b in batch], imgsz=imgsz, device="cpu", verbose=False)
+
+    def run_onnx(batch: list[bytes]) -> None:
+        # One shape per batch: every image padded to the square (ultralytics' mixed lists).
+        frames = [letterbox(decode(b)[..., ::-1], imgsz, imgsz)[0] for b in batch]
+        onnx["runner"].predict(frames, imgsz, thresholds)
+
     def use_threads(system: str, threads: int) -> None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads if system == "raw torch" else 1)  # ONNX: NMS only
         if system == "raw onnxruntime":
-            backend = models[system].predictor.model.backend  # type: ignore[union-attr]
-            backend.session = engine.onnx_session(graph, threads)
+            onnx["runner"] = OnnxRunner(engine.onnx_session(graph, threads))
 
     cells = []
-    for system, model in models.items():
+    for system, run in (("raw torch", run_torch), ("raw onnxruntime", run_onnx)):
         for conc in CONCURRENCY:
             # Concurrency c in-process = a batch of c images per predict call.
-            def call(first: bytes, c: int = conc, m: Any = model) -> None:
+            def call(first: bytes, c: int = conc, r: Any = run) -> None:
                 start = images.index(first)
-                batch = [images[(start + j) % len(images)] for j in range(c)]
-                m.predict([decode(b) for b in batch], imgsz=imgsz, device="cpu", verbose=False)
+                r([images[(start + j) % len(images)] for j in range(c)])
 
             tried = []
             for threads in sorted({1, os.cpu_count() or 1}):
@@ -294,6 +303,14 @@ RAY_SETTINGS: dict[str, dict[str, str]] = {
         "RAY_SERVE_HAPROXY_NBTHREAD": "1",
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     },
+    "lean": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+        "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    },
 }
 
 
@@ -324,9 +341,10 @@ class PlatformRun:
         raw = yaml.safe_load((ROOT / "configs" / "serve.local.yaml").read_text())
         raw["http_options"]["port"] = self.port
         args = raw["applications"][0]["args"]
-        cpus = max(1.0, (os.cpu_count() or 2) - 0.5)
+        replicas = int(os.environ.get("BENCH_REPLICAS", "1"))
+        cpus = max(1.0, (os.cpu_count() or 2) - 0.5) / replicas
         args["tenants"][0]["resources"]["num_cpus"] = cpus  # threads: the whole CPUs, >= 1
-        args["tenants"][0]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
+        args["tenants"][0]["autoscaling"] = {"min_replicas": replicas, "max_replicas": replicas}
         args["shared_pool"]["resources"]["num_cpus"] = 0.1
         args["shared_pool"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
         args["ledger"] = {"resources": {"num_cpus": 0.1},
@@ -551,7 +569,8 @@ def report(cells: list[Cell], command: str, quick: bool) -> str:
     lines += [f"Machine: {machine()}.", "", f"Command: `{command}`", ""]
     lines += ["raw torch / raw onnxruntime: in-process predict (decode included), a batch of c "
               "images at concurrency c, the better of 1 thread and 1 per core; raw onnxruntime "
-              "runs the graph a CPU replica compiles and verifies; naive: "
+              "runs the graph a CPU replica compiles and verifies, bare (OpenCV decode, "
+              "letterbox, session, NMS; no ultralytics predictor); naive: "
               "benchmarks/baselines/naive_server.py as tutorials write it (torch, ultralytics' "
               "default threads); platform: `serve run` of the local config, the demo tenant "
               "reserving cores - 0.5 CPUs.", ""]  # fmt: skip

@@ -47,8 +47,8 @@ def ascii_label(text: str) -> str:
 
 
 def draw_detections(image: np.ndarray, detections: Sequence[Detection]) -> bytes:
-    """A JPEG of ``image`` (BGR) with each detection's box and label drawn on a copy."""
-    canvas = image.copy()
+    """A JPEG of ``image`` (RGB) with each detection's box and label drawn on a copy."""
+    canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # OpenCV draws and encodes BGR
     height, width = canvas.shape[:2]
     thickness = max(1, round(max(height, width) / 400))
     scale = max(0.4, max(height, width) / 1200)

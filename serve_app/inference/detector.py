@@ -32,8 +32,6 @@ from serve_app.inference.loaded_model import (
     Prepared,
     group_batch,
     load_model,
-    prepare,
-    prepare_keeping_original,
 )
 from serve_app.inference.policy import InferenceParams
 from serve_app.inference.results import Annotated, DetectionResult
@@ -179,10 +177,10 @@ class Detector:
             model = await self.get_model(model_id)
             if annotate:
                 original, prepared = await asyncio.to_thread(
-                    prepare_keeping_original, image, model.imgsz(params)
+                    model.prepare_keeping_original, image, params
                 )
             else:
-                prepared = await asyncio.to_thread(prepare, image, model.imgsz(params))
+                prepared = await asyncio.to_thread(model.prepare, image, params)
             decoded = time.perf_counter()
             outcome: _Outcome = await self._batcher.submit(model_id, (prepared, params))
         except ServeAppError as exc:

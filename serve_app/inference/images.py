@@ -96,7 +96,8 @@ def inspect_image(data: bytes) -> ImageInfo:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode to a contiguous BGR ``uint8`` array (what ultralytics expects).
+    """Decode to a contiguous RGB ``uint8`` array (what the model's input tensor is built
+    from; OpenCV's BGR is made only where OpenCV draws).
 
     Raises:
         UndecodableImage: Truncated or corrupt data (PIL refuses truncated files
@@ -106,7 +107,8 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         with _open(data, info.format) as img:
             img.load()
-            rgb = img.convert("RGB")
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            return np.asarray(rgb)
     except UndecodableImage:
         raise
     except (OSError, SyntaxError, ValueError) as exc:
@@ -114,5 +116,3 @@ def decode_image(data: bytes) -> np.ndarray:
             f"the {info.format.upper()} data is truncated or corrupt ({type(exc).__name__}); "
             "send the complete file"
         ) from None
-    array = np.asarray(rgb)[:, :, ::-1]
-    return np.ascontiguousarray(array)

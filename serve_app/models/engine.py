@@ -11,6 +11,9 @@
   Runtime as they are.
 * **GPU**: torch in half precision (only the CPU build of ONNX Runtime is installed).
 
+``build`` returns a ``runner.Runner``: ``OnnxRunner`` calls the session itself (no
+ultralytics predictor around it), ``TorchRunner`` is ultralytics' predictor.
+
 Sessions are built from the cached file with the replica's threads (the CPUs it reserved),
 one inter-op thread and no spinning: ONNX Runtime's spin-waiting burns about a fifth of a
 core per thread that the router and proxy need (measured here).
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 import serve_app.constants  # noqa: F401  (forces YOLO_OFFLINE before ultralytics loads)
 from serve_app.constants import (
     CPU_ENGINE,
@@ -34,8 +39,9 @@ from serve_app.constants import (
 )
 from serve_app.errors import ModelLoadError
 from serve_app.models.cache import WeightsCache
-from serve_app.models.loader import build_yolo
+from serve_app.models.loader import build_yolo, inference_device
 from serve_app.models.manifest import ModelManifest
+from serve_app.models.runner import OnnxRunner, Runner, Thresholds, TorchRunner
 
 if TYPE_CHECKING:
     from ultralytics import YOLO
@@ -104,8 +110,6 @@ def onnx_session(path: Path | bytes, threads: int) -> Any:
 def probe_inputs(imgsz: int) -> list[Any]:
     """A fixed probe set: seeded noise and flat frames at the model's size, a batch of
     two at a letterboxed rectangle, and a small square (dynamic shapes are checked too)."""
-    import numpy as np
-
     rng = np.random.default_rng(ENGINE_PROBE_SEED)
     rect = max(32, (imgsz * 3 // 4) // 32 * 32)
     return [
@@ -122,7 +126,6 @@ def verify(torch_yolo: YOLO, session: Any, imgsz: int) -> None:
     Raises:
         EngineMismatch: A box coordinate or a class score differs by more than allowed.
     """
-    import numpy as np
     import torch
 
     network = torch_yolo.model
@@ -144,25 +147,26 @@ def verify(torch_yolo: YOLO, session: Any, imgsz: int) -> None:
             )
 
 
-def onnx_yolo(path: Path, manifest: ModelManifest, session: Any) -> YOLO:
-    """Ultralytics' pre- and post-processing around our session (so letterbox, NMS and
-    scaling are the very code the torch engine runs). The file stays in the node cache:
-    ultralytics would reopen it if it ever rebuilt its backend."""
-    import numpy as np
-    from ultralytics import YOLO
+def warm_up(runner: Runner, manifest: ModelManifest) -> None:
+    """One predict at the model's size, paid at load and not by the first request (ONNX
+    Runtime plans its kernels per shape; ultralytics builds its predictor and fuses layers).
 
-    yolo = YOLO(str(path), task="detect")
-    warm = np.zeros((64, 64, 3), dtype=np.uint8)
-    yolo.predict(warm, imgsz=manifest.imgsz, device="cpu", verbose=False)
-    backend = yolo.predictor.model.backend  # type: ignore[union-attr]
-    backend.session = session
-    backend.names = dict(enumerate(manifest.class_names))
-    return yolo
+    Raises:
+        ModelLoadError: A tenant's ONNX graph loads but cannot run an image.
+    """
+    side = runner.fixed_side or manifest.imgsz
+    warm = [np.full((side, side, 3), 114, dtype=np.uint8)]
+    try:
+        runner.predict(warm, side, Thresholds(conf=0.25, iou=0.7, max_det=1, classes=None))
+    except Exception as exc:
+        if isinstance(runner, OnnxRunner):  # ONNX Runtime raises many types for a bad graph
+            raise _unloadable(exc) from None
+        raise
 
 
 def compiled_for_cpu(
     manifest: ModelManifest, weights: bytes, cache: WeightsCache, threads: int
-) -> YOLO:
+) -> OnnxRunner:
     """The ONNX Runtime graph of verified safetensors ``weights``, compiled and checked
     against the torch network once per node: only a graph that passed ``verify`` enters
     the cache, so later loads (other replicas, an LRU reload) open it directly, with no
@@ -186,7 +190,7 @@ def compiled_for_cpu(
         return graph
 
     path = cache.derived(compile_key(manifest), compile_and_verify, ".onnx")
-    return onnx_yolo(path, manifest, onnx_session(path, threads))
+    return OnnxRunner(onnx_session(path, threads))
 
 
 def wants_onnx_runtime(device: str) -> bool:
@@ -206,8 +210,8 @@ def check_class_count(session: Any, manifest: ModelManifest) -> None:
 
 def build(
     manifest: ModelManifest, weights: bytes, device: str, cache: WeightsCache, threads: int
-) -> tuple[YOLO, Engine, str]:
-    """``(model, engine, device)`` for verified ``weights`` on this replica's hardware.
+) -> tuple[Runner, Engine, str]:
+    """``(runner, engine, device)`` for verified ``weights`` on this replica's hardware.
 
     Raises:
         ModelLoadError: The weights cannot be loaded at all (no engine takes them).
@@ -220,13 +224,20 @@ def build(
         )
     if not wants_onnx_runtime(device):
         why = "GPU: torch fp16" if device != "cpu" else "YOLOSERVE_CPU_ENGINE=torch"
-        return build_yolo(manifest, weights), Engine(TORCH, why), device
+        return _torch(manifest, weights, device), Engine(TORCH, why), device
     try:
         compiled = compiled_for_cpu(manifest, weights, cache, threads)
     except EngineMismatch as exc:
         logger.warning("ONNX Runtime refused for %s, serving torch: %s", manifest.sha256[:12], exc)
-        return build_yolo(manifest, weights), Engine(TORCH, f"ONNX Runtime refused: {exc}"), device
+        refused = Engine(TORCH, f"ONNX Runtime refused: {exc}")
+        return _torch(manifest, weights, device), refused, device
     return compiled, Engine(ONNX_RUNTIME, "compiled and verified against torch"), "cpu"
+
+
+def _torch(manifest: ModelManifest, weights: bytes, device: str) -> TorchRunner:
+    """Ultralytics' predictor on the torch network (fp16 on a GPU)."""
+    _, half = inference_device()
+    return TorchRunner(build_yolo(manifest, weights), device, half and device != "cpu")
 
 
 def check_loadable(manifest: ModelManifest, weights: bytes) -> None:
@@ -246,23 +257,20 @@ def check_loadable(manifest: ModelManifest, weights: bytes) -> None:
     except Exception as exc:  # ONNX Runtime raises many types for a bad graph
         raise _unloadable(exc) from None
     check_class_count(session, manifest)
+    warm_up(OnnxRunner(session), manifest)  # an input we can feed, and it runs
 
 
 def _uploaded_onnx(
     manifest: ModelManifest, weights: bytes, cache: WeightsCache, threads: int
-) -> YOLO:
-    """A tenant's ONNX graph (already sha256-verified) from the node cache, on CPU: the
-    file stays where ultralytics can reopen it, unlike a temporary file."""
+) -> OnnxRunner:
+    """A tenant's ONNX graph (already sha256-verified) from the node cache, on CPU."""
     try:
         path = cache.derived(manifest.sha256, lambda: weights, ".onnx")
         session = onnx_session(path, threads)
     except Exception as exc:  # ONNX Runtime raises many types for a bad graph
         raise _unloadable(exc) from None
     check_class_count(session, manifest)
-    try:
-        return onnx_yolo(path, manifest, session)
-    except Exception as exc:
-        raise _unloadable(exc) from None
+    return OnnxRunner(session)
 
 
 def _first_line(exc: BaseException) -> str:

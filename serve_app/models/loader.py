@@ -76,12 +76,13 @@ def threads_for(reserved_cpus: float) -> int:
     return max(1, math.floor(reserved_cpus + 1e-9))
 
 
-def set_threads(threads: int) -> None:
-    """torch's and OpenCV's thread counts, for the whole process."""
+def set_threads(threads: int, torch_threads: int | None = None) -> None:
+    """OpenCV's and torch's thread counts (``torch_threads``, default ``threads``), for the
+    whole process."""
     import cv2
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(torch_threads or threads)
     cv2.setNumThreads(threads)
 
 

@@ -12,6 +12,7 @@ from serve_app.inference.policy import InferenceParams
 from serve_app.models import engine
 from serve_app.models.cache import WeightsCache
 from serve_app.models.loader import build_yolo
+from serve_app.models.runner import OnnxRunner
 from serve_app.models.store import fetch_version
 from tests.conftest import SAMPLES
 
@@ -29,10 +30,10 @@ def _build(demo, tmp_path, device="cpu"):
 
 
 def test_cpu_replicas_run_a_verified_onnx_runtime_graph(demo, tmp_path):
-    yolo, chosen, device = _build(demo, tmp_path)
+    runner, chosen, device = _build(demo, tmp_path)
     assert (chosen.name, device) == (engine.ONNX_RUNTIME, "cpu")
     assert "verified" in chosen.reason
-    assert type(yolo.predictor.model.backend).__name__ == "ONNXBackend"
+    assert isinstance(runner, OnnxRunner) and runner.fixed_side is None  # dynamic shapes
     assert list(tmp_path.glob("*.onnx")), "the compiled graph is cached on the node"
 
 
@@ -83,10 +84,10 @@ def test_a_graph_that_does_not_reproduce_torch_is_refused_for_torch(demo, tmp_pa
                 tensor.mul_(1.05)
     wrong = engine.export_onnx(other, demo.manifest.imgsz)
     monkeypatch.setattr(engine, "export_onnx", lambda *_: wrong)
-    yolo, chosen, device = _build(demo, tmp_path)
+    runner, chosen, device = _build(demo, tmp_path)
     assert (chosen.name, device) == (engine.TORCH, "cpu")
     assert "boxes differ" in chosen.reason or "scores" in chosen.reason
-    assert type(yolo.model).__name__ == "DetectionModel"  # the torch network serves
+    assert type(runner.yolo.model).__name__ == "DetectionModel"  # the torch network serves
 
 
 def test_an_export_that_fails_serves_torch_and_says_why(demo, tmp_path, monkeypatch):

@@ -20,15 +20,15 @@ def _encode(fmt: str, size=(40, 30), colour=(255, 0, 0)) -> bytes:
 @pytest.mark.parametrize(
     ("fmt", "name"), [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")]
 )
-def test_supported_formats_are_sniffed_and_decoded_to_bgr(fmt, name):
+def test_supported_formats_are_sniffed_and_decoded_to_rgb(fmt, name):
     data = _encode(fmt)
     assert sniff_format(data) == name
     info = inspect_image(data)
     assert (info.width, info.height) == (40, 30)
     array = decode_image(data)
     assert array.shape == (30, 40, 3) and array.dtype == np.uint8
-    b, _g, r = array[15, 20].tolist()
-    assert r > 200 and b < 60  # red in, red out: channels are BGR
+    r, _g, b = array[15, 20].tolist()
+    assert r > 200 and b < 60  # red in, red out: channels are RGB
 
 
 @pytest.mark.parametrize(

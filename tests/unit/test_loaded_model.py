@@ -2,48 +2,62 @@
 
 from __future__ import annotations
 
-import cv2
 import pytest
 
-from serve_app.errors import BadParameter
+from serve_app.errors import BadParameter, ModelUnavailable
 from serve_app.inference.loaded_model import group_batch, load_model, prepare
 from serve_app.inference.policy import InferenceParams
 from serve_app.inference.results import DetectionResult
+from serve_app.models import engine
+from serve_app.models.cache import WeightsCache
 from tests.conftest import SAMPLES
 
+DEMO = "file://models/demo/shapes/1"
 PARAMS = InferenceParams(
     conf=0.25, iou=0.7, max_det=300, imgsz=None, max_imgsz=1280, classes=None, allowed_classes=None
 )
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model("demo/shapes@1", "file://models/demo/shapes/1")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def model(cache_dir):
+    return load_model("demo/shapes@1", DEMO, cache=WeightsCache(cache_dir))
+
+
+def _letterboxed(name: str):
+    return prepare((SAMPLES / name).read_bytes(), 320)[0]
 
 
 def test_predicts_a_batch_with_one_call(model):
-    images = [cv2.imread(str(SAMPLES / n)) for n in ("shapes_01.png", "shapes_02.jpg")]
+    # shapes_01 and shapes_07 letterbox to the same shape (a batch never mixes shapes).
+    images = [_letterboxed(n) for n in ("shapes_01.png", "shapes_07.png")]
+    assert images[0].shape == images[1].shape
     results = model.predict(images, PARAMS)
     assert len(results) == 2
-    assert all(len(r.boxes) >= 4 for r in results)
-    assert model.label == "shapes@1" and model.device == "cpu" and model.half is False
+    assert [r.shape for r in results] == [(5, 6), (2, 6)]  # ground truth: 5 and 2 shapes
+    assert model.label == "shapes@1" and model.engine.name == engine.ONNX_RUNTIME
 
 
 def test_class_filter_and_policy_errors_happen_before_inference(model):
-    image = cv2.imread(str(SAMPLES / "shapes_02.jpg"))
-    only = model.predict([image], PARAMS.__class__(**{**PARAMS.__dict__, "classes": ("square",)}))[
-        0
-    ]
-    assert {int(c) for c in only.boxes.cls.tolist()} == {1}
+    image = _letterboxed("shapes_02.jpg")
+    square = PARAMS.__class__(**{**PARAMS.__dict__, "classes": ("square",)})
+    only = model.predict([image], square)[0]
+    assert {int(c) for c in only[:, 5].tolist()} == {1}
     with pytest.raises(BadParameter):
         model.predict([image], PARAMS.__class__(**{**PARAMS.__dict__, "classes": ("hexagon",)}))
 
 
-def test_unload_is_idempotent():
-    loaded = load_model("demo/shapes@1", "file://models/demo/shapes/1")
+def test_unload_is_idempotent_and_a_late_batch_gets_a_clear_error():
+    loaded = load_model("demo/shapes@1", DEMO)
     loaded.__del__()  # what Serve calls on eviction
     loaded.__del__()  # and what the garbage collector may call again
-    assert loaded.yolo is None
+    assert loaded.runner is None
+    with pytest.raises(ModelUnavailable, match="unloaded"):
+        loaded.predict([_letterboxed("shapes_02.jpg")], PARAMS)
 
 
 def _sample_uploads() -> list[bytes]:
@@ -74,11 +88,16 @@ def test_a_mixed_batch_gives_each_image_the_result_it_gets_alone(model):
             assert got.confidence == pytest.approx(want.confidence, abs=2e-4)
 
 
-def test_results_agree_with_ultralytics_on_the_original_image(model):
-    # The oracle: ultralytics' own predict on the undecoded-by-us original file.
+def test_results_agree_with_ultralytics_on_the_original_image(model, cache_dir):
+    # The oracle: ultralytics' own predictor around the same ONNX Runtime graph, on the
+    # original file (its decode, letterbox, tensors and Results, none of ours).
+    from ultralytics import YOLO
+
+    [graph] = cache_dir.glob("*.onnx")  # the verified graph the model runs
+    reference = YOLO(str(graph), task="detect")
     for path in sorted(SAMPLES.glob("shapes_*"))[:4]:
         ours = model.detect([prepare(path.read_bytes(), 320)], PARAMS)[0]
-        theirs = model.yolo.predict(str(path), imgsz=320, conf=0.25, verbose=False)[0]
+        theirs = reference.predict(str(path), imgsz=320, conf=0.25, verbose=False)[0]
         pairs = zip(theirs.boxes.conf.tolist(), theirs.boxes.xyxy.tolist(), strict=True)
         want = sorted(pairs, reverse=True)
         assert len(ours.detections) == len(want)
@@ -96,16 +115,32 @@ def test_different_parameters_never_share_a_predict_call(model):
         assert len({[PARAMS, PARAMS, strict, strict][i] for i in g}) == 1
 
 
-def test_a_model_load_leaves_torch_at_the_replicas_threads():
+def test_a_torch_model_load_leaves_torch_at_the_replicas_threads(monkeypatch):
     # Ultralytics' predictor setup (in the warm-up) resets torch to its own NUM_THREADS
     # (cores - 1) for the whole process; the replica's own count must win.
     import torch
     from ultralytics.utils import NUM_THREADS
 
+    monkeypatch.setattr(engine, "CPU_ENGINE", engine.TORCH)
     before = torch.get_num_threads()
     wanted = NUM_THREADS + 1
     try:
-        load_model("demo/shapes@1", "file://models/demo/shapes/1", threads=wanted)
+        loaded = load_model("demo/shapes@1", DEMO, threads=wanted)
+        assert loaded.engine.name == engine.TORCH
         assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_onnx_runtime_load_gives_the_threads_to_its_session_not_torch(model):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        loaded = load_model("demo/shapes@1", DEMO, threads=2)
+        assert loaded.engine.name == engine.ONNX_RUNTIME
+        options = loaded.runner.session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+        assert torch.get_num_threads() == 1  # torch only runs NMS beside the session
     finally:
         torch.set_num_threads(before)

@@ -11,12 +11,16 @@ from safetensors.torch import load as load_st
 from safetensors.torch import save as save_st
 
 from serve_app.errors import ModelLoadError
+from serve_app.inference.loaded_model import LoadedModel
+from serve_app.inference.policy import InferenceParams
 from serve_app.models import engine
 from serve_app.models.cache import WeightsCache
 from serve_app.models.loader import build_yolo
 from serve_app.models.manifest import build_manifest
 from serve_app.models.store import fetch_version
 from tests.conftest import SAMPLES, ground_truth, matched_shapes
+
+PARAMS = InferenceParams(0.25, 0.7, 300, None, 1280, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -102,30 +106,63 @@ def _onnx_manifest(weights: bytes, names=("circle", "square", "triangle")):
 
 def _uploaded(weights: bytes, tmp_path, names=("circle", "square", "triangle")):
     """A tenant's ONNX upload as a replica builds it: ONNX Runtime on CPU, from the cache."""
-    yolo, chosen, device = engine.build(
-        _onnx_manifest(weights, names), weights, "cpu", WeightsCache(tmp_path), threads=1
+    manifest = _onnx_manifest(weights, names)
+    runner, chosen, device = engine.build(
+        manifest, weights, "cpu", WeightsCache(tmp_path), threads=1
     )
     assert (chosen.name, device) == (engine.ONNX_RUNTIME, "cpu")
-    return yolo
+    return LoadedModel("tenant/upload@1", manifest, runner, chosen)
+
+
+def _detect(model: LoadedModel, name: str):
+    return model.detect([model.prepare((SAMPLES / name).read_bytes(), PARAMS)], PARAMS)[0]
 
 
 def test_onnx_runs_under_onnxruntime_and_detects(demo_onnx, tmp_path):
-    yolo = _uploaded(demo_onnx, tmp_path)
-    assert yolo.predictor.model.session is not None  # ONNX Runtime, not torch
+    model = _uploaded(demo_onnx, tmp_path)
+    # ultralytics' default export: a static 1x3x320x320 input, so one image per run.
+    assert (model.runner.fixed_side, model.runner.one_at_a_time) == (320, True)
     truth = ground_truth()
-    name = "shapes_02.jpg"
-    res = yolo.predict(cv2.imread(str(SAMPLES / name)), imgsz=320, verbose=False)[0]
-    dets = [
-        {"class_name": res.names[int(c)], "bbox": b}
-        for b, c in zip(res.boxes.xyxy.tolist(), res.boxes.cls.tolist(), strict=True)
-    ]
-    assert matched_shapes(truth[name], dets) == len(truth[name])
+    for name in ("shapes_02.jpg", "shapes_04.jpg"):  # wide, and square
+        found = _detect(model, name)
+        dets = [d.model_dump() for d in found.detections]
+        assert matched_shapes(truth[name], dets) == len(truth[name])
+
+
+def test_a_static_onnx_upload_gives_ultralytics_own_boxes(demo_onnx, tmp_path):
+    # The oracle: ultralytics' predictor around the same file (its letterbox to the
+    # graph's square, its tensors, its scaling back), on the original image.
+    from ultralytics import YOLO
+
+    model = _uploaded(demo_onnx, tmp_path)
+    graph = tmp_path / "upload.onnx"
+    graph.write_bytes(demo_onnx)
+    reference = YOLO(str(graph), task="detect")
+    for name in ("shapes_01.png", "shapes_02.jpg", "shapes_06.jpg"):
+        ours = _detect(model, name)
+        theirs = reference.predict(str(SAMPLES / name), imgsz=320, conf=0.25, verbose=False)[0]
+        want = sorted(
+            zip(theirs.boxes.conf.tolist(), theirs.boxes.xyxy.tolist(), strict=True), reverse=True
+        )
+        assert len(ours.detections) == len(want), name
+        for got, (conf, box) in zip(ours.detections, want, strict=True):
+            assert got.confidence == pytest.approx(conf, abs=0.01)
+            assert got.bbox == pytest.approx(box, abs=1.0)
+
+
+def test_a_batch_of_uploads_runs_through_a_batch_one_graph(demo_onnx, tmp_path):
+    model = _uploaded(demo_onnx, tmp_path)
+    prepared = [model.prepare((SAMPLES / n).read_bytes(), PARAMS) for n in ("shapes_02.jpg",) * 3]
+    results = model.detect(prepared, PARAMS)
+    assert len(results) == 3 and results[0] == results[1] == results[2]
+    assert results[0] == _detect(model, "shapes_02.jpg")
 
 
 def test_onnx_names_come_from_the_manifest(demo_onnx, tmp_path):
-    yolo = _uploaded(demo_onnx, tmp_path, ("hole", "scratch", "dent"))
-    res = yolo.predict(cv2.imread(str(SAMPLES / "shapes_02.jpg")), imgsz=320, verbose=False)[0]
-    assert {res.names[int(c)] for c in res.boxes.cls.tolist()} <= {"hole", "scratch", "dent"}
+    model = _uploaded(demo_onnx, tmp_path, ("hole", "scratch", "dent"))
+    found = _detect(model, "shapes_02.jpg")
+    assert found.detections
+    assert {d.class_name for d in found.detections} <= {"hole", "scratch", "dent"}
 
 
 def test_corrupt_onnx_is_a_load_error(demo_onnx, tmp_path):

@@ -1,0 +1,143 @@
+"""What turns letterboxed images into boxes on one engine: ``OnnxRunner`` or ``TorchRunner``.
+
+Both take a list of RGB ``uint8`` images of one letterboxed shape (``inference.letterbox``)
+and return, per image, an ``(n, 6)`` float array of ``x1, y1, x2, y2, confidence, class``
+in letterboxed pixels, after the same non-maximum suppression (ultralytics' own function).
+
+``OnnxRunner`` calls the ONNX Runtime session directly: one ``transpose``/``divide`` into
+the input tensor, ``session.run``, NMS. Ultralytics' predictor around the same session
+spent ~4 ms of Python per call here (its own letterbox pass, tensor conversions, a
+``Results`` object per image) on top of ~21 ms in the graph; what the predictor adds
+for a pre-letterboxed image is the identity, so the boxes are the same
+(``tests/unit/test_runner.py`` compares them). ``TorchRunner`` keeps ultralytics'
+``predict`` (GPU, fp16, or the operator's ``YOLOSERVE_CPU_ENGINE=torch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+import serve_app.constants  # noqa: F401  (forces YOLO_OFFLINE before ultralytics loads)
+from serve_app.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from ultralytics import YOLO
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What NMS keeps: confidence and IoU thresholds, a cap, and the class ids (None: all)."""
+
+    conf: float
+    iou: float
+    max_det: int
+    classes: list[int] | None
+
+
+class Runner(Protocol):
+    # The square input side a static graph was exported at (images are letterboxed to
+    # exactly that square); None when the engine takes any stride-aligned rectangle.
+    fixed_side: int | None
+
+    def predict(
+        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds
+    ) -> list[np.ndarray]: ...
+
+
+def _suppress(raw: Any, thresholds: Thresholds) -> list[np.ndarray]:
+    """Ultralytics' NMS (class-aware; end-to-end heads, ``(N, 300, 6)``, are only filtered)."""
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    kept = non_max_suppression(
+        torch.from_numpy(raw),
+        thresholds.conf,
+        thresholds.iou,
+        thresholds.classes,
+        max_det=thresholds.max_det,
+    )
+    return [k.numpy() for k in kept]
+
+
+def input_tensor(images: list[np.ndarray]) -> np.ndarray:
+    """RGB ``uint8`` HWC images of one shape -> the float32 NCHW batch in [0, 1] the graph
+    takes (a division, not a multiplication by 1/255: bit-equal to ultralytics')."""
+    batch = np.stack(images) if len(images) > 1 else images[0][None]
+    tensor = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+    np.divide(tensor, np.float32(255), out=tensor)
+    return tensor
+
+
+@dataclass
+class OnnxRunner:
+    """An ONNX Runtime session (thread-safe) and the input it takes.
+
+    Graphs exported with ``dynamic=True`` (what CPU replicas compile) take any batch and
+    stride-aligned size; a tenant's static export takes exactly its square (``fixed_side``)
+    and, with a fixed batch dimension, one image per run.
+
+    Raises:
+        ModelLoadError: The input is not ``(batch, 3, height, width)`` with a square or
+            dynamic image size.
+    """
+
+    session: Any
+    fixed_side: int | None = field(init=False)
+    one_at_a_time: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.output_name = self.session.get_outputs()[0].name
+        shape = list(graph_input.shape)
+        fixed = [d if isinstance(d, int) else None for d in shape]
+        if len(shape) != 4 or fixed[1] not in (3, None):
+            raise ModelLoadError(
+                f"ONNX model input is {shape}; export an image model: (batch, 3, height, width)"
+            )
+        height, width = fixed[2], fixed[3]
+        if height != width and None not in (height, width):
+            raise ModelLoadError(
+                f"ONNX model input is {height}x{width}; export with a square imgsz or dynamic=True"
+            )
+        self.fixed_side = height if height is not None and width is not None else None
+        self.one_at_a_time = fixed[0] is not None
+
+    def predict(
+        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds
+    ) -> list[np.ndarray]:
+        batches = [[image] for image in images] if self.one_at_a_time else [images]
+        out: list[np.ndarray] = []
+        for batch in batches:
+            feed = {self.input_name: input_tensor(batch)}
+            out += _suppress(self.session.run([self.output_name], feed)[0], thresholds)
+        return out
+
+
+@dataclass
+class TorchRunner:
+    """Ultralytics' predictor on the torch network (not thread-safe: callers hold a lock)."""
+
+    yolo: YOLO
+    device: str
+    half: bool
+    fixed_side: int | None = None
+
+    def predict(
+        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds
+    ) -> list[np.ndarray]:
+        results = self.yolo.predict(
+            [image[..., ::-1] for image in images],  # ultralytics takes OpenCV's BGR
+            imgsz=imgsz,
+            conf=thresholds.conf,
+            iou=thresholds.iou,
+            max_det=thresholds.max_det,
+            classes=thresholds.classes,
+            device=self.device,
+            half=self.half,
+            verbose=False,
+        )
+        return [r.boxes.data.float().cpu().numpy() for r in results]
