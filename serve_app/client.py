@@ -19,6 +19,7 @@ import numpy as np
 from serve_app.constants import APP_NAME
 from serve_app.errors import BadParameter, unwrap_error
 from serve_app.inference.results import DetectionResult
+from serve_app.ray_compat import handle_for_blocking_callers
 
 ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str] | np.ndarray
 
@@ -49,7 +50,7 @@ class DetectionClient:
         from ray import serve
 
         self._api_key = api_key
-        self._handle = serve.get_app_handle(app_name)
+        self._handle = handle_for_blocking_callers(serve.get_app_handle(app_name))
 
     def __repr__(self) -> str:  # never show the key
         return f"DetectionClient(app={self._handle.deployment_name!r})"

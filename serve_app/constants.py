@@ -17,6 +17,22 @@ ULTRALYTICS_ENV: dict[str, str] = {
 for _key, _value in ULTRALYTICS_ENV.items():
     os.environ[_key] = _value
 
+# Ray Serve's switches for every Ray process, set before `ray start` (they are read once):
+# HAProxy in front of the router, throughput-optimised replicas (user code and handle
+# routing on the replica's loop, gRPC between replicas), a calmer controller loop and
+# metrics export, room for a 20 MiB image in a gRPC call. configs/ray-serve.env holds the
+# same for scripts/run_local.sh (a test keeps them equal); the KubeRay manifest sets them
+# on every pod. Why each: docs/throughput.md#ray-settings.
+RAY_SERVE_ENV: dict[str, str] = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(32 * 1024 * 1024),
+}
+
 APP_NAME = "yolo"
 ROUTER_DEPLOYMENT = "router"
 TENANT_DEPLOYMENT_PREFIX = "tenant-"

@@ -9,7 +9,10 @@ of Ray's exceptions mean "that replica is gone or full, try again":
   object (``__serve_multiplex_wrapper``): its LRU size can be changed live and it
   knows which models a replica holds;
 * the dashboard's Serve REST client (``ServeSubmissionClient``), which ``serve deploy``
-  itself uses.
+  itself uses;
+* a handle's init option ``_run_router_in_separate_loop``: with
+  ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (configs/ray-serve.env) handles route on the
+  caller's event loop, which a blocking caller (a script, a Ray task) does not have.
 
 ``RAY_VERSION`` is the version these were read from; ``tests/unit/test_ray_compat.py``
 fails when the installed Ray differs or any of them moved, so an upgrade is a
@@ -67,6 +70,15 @@ def serve_submission_client(address: str, headers: dict[str, str] | None = None)
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     return ServeSubmissionClient(address, headers=headers or {})
+
+
+def handle_for_blocking_callers(handle: Any) -> Any:
+    """``handle`` with its router on a loop of its own, so ``.result()`` works from code
+    with no running event loop whatever the cluster's defaults (async callers can still
+    ``await`` it)."""
+    if not handle.is_initialized:
+        handle._init(_run_router_in_separate_loop=True)
+    return handle
 
 
 def is_unavailable(exc: BaseException) -> bool:

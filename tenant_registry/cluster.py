@@ -99,10 +99,13 @@ def _ask_ledger(ray_address: str, method: str, *args: Any) -> Any:
     from ray import serve
 
     from serve_app.constants import APP_NAME, LEDGER_DEPLOYMENT
+    from serve_app.ray_compat import handle_for_blocking_callers
 
     try:
         _connect(ray_address)
-        ledger = serve.get_deployment_handle(LEDGER_DEPLOYMENT, APP_NAME)
+        ledger = handle_for_blocking_callers(
+            serve.get_deployment_handle(LEDGER_DEPLOYMENT, APP_NAME)
+        )
         return getattr(ledger, method).remote(*args).result(timeout_s=30)
     except Exception as exc:
         raise ClusterError(

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from serve_app.constants import ULTRALYTICS_ENV
+from serve_app.constants import RAY_SERVE_ENV, ULTRALYTICS_ENV
 from serve_app.wire import StrictModel
 
 # Ray in the cluster's image: the one pyproject pins (a test checks both agree).
@@ -68,7 +68,14 @@ def render_rayservice(serve_config: dict[str, Any], settings: KubeRaySettings) -
     serve_yaml = yaml.safe_dump(
         cluster_serve_config(serve_config), sort_keys=False, default_flow_style=False, width=1000
     )
-    plain_env = {**ULTRALYTICS_ENV, "YOLOSERVE_MODEL_ROOT": PROJECT_DIR}
+    plain_env = {
+        **ULTRALYTICS_ENV,
+        "YOLOSERVE_MODEL_ROOT": PROJECT_DIR,
+        **RAY_SERVE_ENV,
+        # HAProxy through our wrapper: the client's address forwarded to the router
+        # (X-Forwarded-For), its stats page kept to the pod's loopback.
+        "RAY_SERVE_HAPROXY_BINARY_PATH": f"{PROJECT_DIR}/scripts/haproxy_loopback.sh",
+    }
     env = [f"- {{name: {k}, value: {_quote(v)}}}" for k, v in plain_env.items()]
     for variable, key in (("AWS_ACCESS_KEY_ID", "access-key-id"),
                           ("AWS_SECRET_ACCESS_KEY", "secret-access-key")):  # fmt: skip

@@ -6,9 +6,10 @@ been *started*, and only then waits for its turn (``max_concurrent_batches``). W
 (measured: 66 images in 55 batches with 16 requests in flight); with a wait, every request
 on an idle replica pays it. Here a single worker per replica takes the oldest waiting
 request, then every request queued behind it for the same model (up to
-``max_batch_size``), waits up to ``wait_s`` for more only while the batch is not full,
-runs it, and loops. Under load, what queued during one inference is the next batch; on
-an idle replica a request runs at once.
+``max_batch_size``, or the model's engine's own limit, ``largest``, if smaller), waits up
+to ``wait_s`` for more only while the batch is not full, runs it, and loops. Under load,
+what queued during one inference is the next batch; on an idle replica a request runs at
+once.
 
 Pure asyncio, no Ray: the detector plugs its inference in as ``run``.
 """
@@ -26,6 +27,8 @@ from typing import Any
 
 # run(key, payloads) -> one result per payload, in order
 RunBatch = Callable[[str, list[Any]], Awaitable[Sequence[Any]]]
+# largest(key) -> the most a batch for that key should hold (None: max_batch_size)
+LargestBatch = Callable[[str], int | None]
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Batcher:
     run: RunBatch
     max_batch_size: int
     wait_s: float
+    largest: LargestBatch = lambda _key: None  # the engine's own limit, per model
     stats: BatchStats = field(default_factory=BatchStats)
     _pending: deque[_Item] = field(default_factory=deque)
     _arrived: asyncio.Event | None = None
@@ -81,14 +85,21 @@ class Batcher:
         self._arrived.set()
         return await item.future
 
-    def _take(self, key: str, batch: list[_Item]) -> None:
-        """Move queued items for ``key`` into ``batch``, oldest first, up to the size."""
+    def _size_for(self, key: str) -> int:
+        """The batch size for ``key``: the setting, or the engine's limit if smaller."""
+        engine_limit = self.largest(key)
+        return (
+            self.max_batch_size if engine_limit is None else min(engine_limit, self.max_batch_size)
+        )
+
+    def _take(self, key: str, batch: list[_Item], size: int) -> None:
+        """Move queued items for ``key`` into ``batch``, oldest first, up to ``size``."""
         kept: deque[_Item] = deque()
         while self._pending:
             item = self._pending.popleft()
             if item.future.done():  # cancelled while queued
                 continue
-            if item.key == key and len(batch) < self.max_batch_size:
+            if item.key == key and len(batch) < size:
                 batch.append(item)
             else:
                 kept.append(item)
@@ -104,16 +115,17 @@ class Batcher:
             if not first.future.done():
                 break
         batch = [first]
-        self._take(first.key, batch)
+        size = self._size_for(first.key)
+        self._take(first.key, batch, size)
         deadline = time.monotonic() + self.wait_s
-        while len(batch) < self.max_batch_size:
+        while len(batch) < size:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), left)
-            self._take(first.key, batch)
+            self._take(first.key, batch, size)
         return batch
 
     async def _work(self) -> None:

@@ -80,10 +80,13 @@ class Detector:
         self._board: Any = None
         self._metrics = DetectorMetrics.create()
         self._in_flight = 0
-        self._batcher = Batcher(self._run_batch, BATCH_MAX_SIZE, BATCH_WAIT_TIMEOUT_S)
+        self._batcher = Batcher(
+            self._run_batch, BATCH_MAX_SIZE, BATCH_WAIT_TIMEOUT_S, largest=self._largest_batch
+        )
         self._loads_done = 0  # successful loads by this replica, for benchmarks
         self._lru_size = MAX_MODELS_PER_REPLICA
         self._engines: dict[str, str] = {}  # model id -> the engine running it here
+        self._largest: dict[str, int | None] = {}  # model id -> its engine's batch limit
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Swap the catalog, then load the ``preload`` models.
@@ -147,6 +150,7 @@ class Detector:
         self._failed.pop(model_id, None)
         self._count_load(model_id, "loaded", model.engine.name)
         self._engines[model_id] = model.engine.name
+        self._largest[model_id] = model.runner.largest_batch if model.runner else None
         self._loads_done += 1
         model.on_release = self._evicted
         elapsed_ms = (time.perf_counter() - started) * 1e3
@@ -230,6 +234,9 @@ class Detector:
         self._metrics.batch_size.observe(len(requests), tags={"scope": self._scope})
         return out
 
+    def _largest_batch(self, model_id: str) -> int | None:
+        return self._largest.get(model_id)
+
     def _count_load(self, model_id: str, outcome: str, engine: str) -> None:
         tenant = _tenant_of(model_id)
         tags = {"scope": self._scope, "tenant": tenant, "outcome": outcome, "engine": engine}
@@ -237,6 +244,7 @@ class Detector:
 
     def _evicted(self, model_id: str) -> None:
         self._count_load(model_id, "evicted", self._engines.pop(model_id, "-"))
+        self._largest.pop(model_id, None)
 
     def _queue(self, delta: int) -> None:
         self._in_flight += delta
@@ -262,6 +270,7 @@ class Detector:
         stats = self._batcher.stats
         return {
             "max_batch_size": self._batcher.max_batch_size,
+            "engine_limits": dict(self._largest),
             "batch_wait_timeout_s": self._batcher.wait_s,
             "batches": stats.batches,
             "images": stats.images,

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -67,3 +68,6 @@ def serve_run(
         subprocess.run(
             [str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120, check=False
         )
+        # HAProxy outlives `ray stop --force`; run_local.sh must have ended it on its way out.
+        left = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"]
+        assert not left, f"HAProxy processes {left} survived the stop of `make run`"

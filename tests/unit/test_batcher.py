@@ -66,6 +66,31 @@ def test_what_queues_during_one_inference_is_the_next_batch():
     _run(scenario())
 
 
+def test_an_engine_limit_caps_its_models_batches_only():
+    # A one-thread ONNX Runtime model runs single images; another model keeps the setting.
+    async def scenario():
+        model = Model()
+        model.gate.clear()
+        limits = {"onnx": 1}
+        batcher = Batcher(model.run, max_batch_size=4, wait_s=0.0, largest=limits.get)
+        first = asyncio.create_task(batcher.submit("torch", 0))
+        await model.started.wait()
+        queued = [asyncio.create_task(batcher.submit("onnx", i)) for i in (1, 2, 3)]
+        queued += [asyncio.create_task(batcher.submit("torch", i)) for i in (4, 5, 6)]
+        await loop_turn()
+        model.gate.set()
+        await asyncio.gather(first, *queued)
+        assert model.batches == [
+            ("torch", [0]),
+            ("onnx", [1]),
+            ("onnx", [2]),
+            ("onnx", [3]),
+            ("torch", [4, 5, 6]),  # oldest first: these queued behind the onnx requests
+        ]
+
+    _run(scenario())
+
+
 def test_models_are_never_mixed_and_the_oldest_goes_first():
     async def scenario():
         model, batcher, blocker = await _busy(key="a")

@@ -40,6 +40,7 @@ def test_predicts_a_batch_with_one_call(model):
     assert len(results) == 2
     assert [r.shape for r in results] == [(5, 6), (2, 6)]  # ground truth: 5 and 2 shapes
     assert model.label == "shapes@1" and model.engine.name == engine.ONNX_RUNTIME
+    assert model.runner.largest_batch == 1  # one thread: the batcher sends single images
 
 
 def test_class_filter_and_policy_errors_happen_before_inference(model):
@@ -141,6 +142,7 @@ def test_an_onnx_runtime_load_gives_the_threads_to_its_session_not_torch(model):
         assert loaded.engine.name == engine.ONNX_RUNTIME
         options = loaded.runner.session.get_session_options()
         assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+        assert loaded.runner.largest_batch is None  # two threads: batches fill them
         assert torch.get_num_threads() == 1  # torch only runs NMS beside the session
     finally:
         torch.set_num_threads(before)

@@ -9,6 +9,7 @@ import re
 import pytest
 import yaml
 
+from serve_app.constants import RAY_SERVE_ENV
 from tenant_registry.cli import main as tenantctl
 from tenant_registry.errors import InvalidInput
 from tenant_registry.kuberay import RAY_VERSION, render_rayservice
@@ -170,6 +171,11 @@ def test_every_container_is_offline_and_gets_s3_credentials_only_from_a_secret()
                 assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "yoloserve-s3"
             ports = {p["containerPort"] for p in container["ports"]}
             assert 8080 in ports
+            # Ray Serve's switches are read at `ray start`: every pod gets the same ones.
+            for name, value in RAY_SERVE_ENV.items():
+                assert env[name]["value"] == value, name
+            wrapper = env["RAY_SERVE_HAPROXY_BINARY_PATH"]["value"]
+            assert wrapper == "/home/ray/yoloserve/scripts/haproxy_loopback.sh"
     text = MANIFEST.read_text()
     assert "yk_" not in text and '"sha256"' not in text and "api_keys: []" in text
 

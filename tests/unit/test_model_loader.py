@@ -122,6 +122,7 @@ def test_onnx_runs_under_onnxruntime_and_detects(demo_onnx, tmp_path):
     model = _uploaded(demo_onnx, tmp_path)
     # ultralytics' default export: a static 1x3x320x320 input, so one image per run.
     assert (model.runner.fixed_side, model.runner.one_at_a_time) == (320, True)
+    assert model.runner.largest_batch == 1
     truth = ground_truth()
     for name in ("shapes_02.jpg", "shapes_04.jpg"):  # wide, and square
         found = _detect(model, name)

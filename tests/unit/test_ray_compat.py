@@ -33,13 +33,21 @@ def test_the_private_names_still_exist():
     wrapper_source = inspect.getsource(multiplex._ModelMultiplexWrapper)
     assert "self.max_num_models_per_replica" in wrapper_source
     assert "self.models" in wrapper_source
+    handle_options = importlib.import_module("ray.serve._private.handle_options")
+    assert "_run_router_in_separate_loop" in inspect.getsource(handle_options)
+    assert "is_initialized" in inspect.getsource(ray.serve.handle)
     sdk = importlib.import_module("ray.dashboard.modules.serve.sdk")
     for method in ("deploy_applications", "get_serve_details", "delete_applications"):
         assert callable(getattr(sdk.ServeSubmissionClient, method))
 
 
 def test_no_module_outside_ray_compat_touches_those_internals():
-    private = ("_get_serve_request_context", "__serve_multiplex_wrapper", "ServeSubmissionClient")
+    private = (
+        "_get_serve_request_context",
+        "__serve_multiplex_wrapper",
+        "ServeSubmissionClient",
+        "_run_router_in_separate_loop",
+    )
     offenders = [
         str(path.relative_to(ROOT))
         for folder in ("serve_app", "tenant_registry", "scripts", "tests", "benchmarks")
