@@ -686,21 +686,19 @@ def main() -> int:
     print("multiplexing done", flush=True)
     cold = cold_start(images[0])  # HTTP only: no Ray driver in this process yet
     print("scale from zero done", flush=True)
-    # The other switch settings first, over HTTP only: this process joins the last run's
-    # cluster as a driver for the handle cells, and after a driver leaves, Serve's handle
-    # threads here would start a local Ray that a later `serve run` joins.
+    # Every switch setting over HTTP with this process outside the cluster (a Ray driver's
+    # own threads would compete with the platform for the CPUs); the handle cells last,
+    # with this process as a driver: after a driver leaves, Serve's handle threads here
+    # would start a local Ray that a later `serve run` joins.
     for settings in args.settings:
-        if settings == SHIPPED:
-            continue
         with PlatformRun(driver=False, settings=settings) as run:
             for imgsz in SIZES:
                 cells += run.http_cells(images, imgsz, n)
             print(f"platform ({settings}) done", flush=True)
     with PlatformRun() as run:
         for imgsz in SIZES:
-            cells += run.http_cells(images, imgsz, n)
             cells += run.handle_cells(images, imgsz, n)
-            print(f"platform done for {imgsz}", flush=True)
+        print("platform handles done", flush=True)
     order = {"raw torch": 0, "raw onnxruntime": 1, "naive": 2, "platform HTTP": 3,
              "platform handle": 4}  # fmt: skip
     cells.sort(key=lambda c: (c.imgsz, order.get(c.system, 5), c.system, c.concurrency))

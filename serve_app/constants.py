@@ -34,6 +34,13 @@ RAY_SERVE_ENV: dict[str, str] = {
 }
 
 APP_NAME = "yolo"
+# Serve's own per-request access log is off on the hot path (a line per request per
+# replica, written and tailed by the log monitor): the audit log is the record of calls.
+SERVE_LOGGING: dict[str, bool] = {"enable_access_log": False}
+# Requests a router may queue for a detector deployment whose replicas are all full
+# before Serve refuses more (BackPressureError -> 503 overloaded, Retry-After): overload is
+# a fast answer, not a growing queue.
+DETECTOR_MAX_QUEUED_REQUESTS = 64
 ROUTER_DEPLOYMENT = "router"
 TENANT_DEPLOYMENT_PREFIX = "tenant-"
 SHARED_POOL_DEPLOYMENT = "shared-pool"
@@ -82,6 +89,11 @@ S3_CONNECT_TIMEOUT_S = 5.0
 # Engine of CPU replicas: "onnxruntime" (compiled at load, verified against torch, torch
 # if it does not match) or "torch". GPU replicas run torch fp16.
 CPU_ENGINE = os.environ.get("YOLOSERVE_CPU_ENGINE", "onnxruntime")
+# A CPU replica that is otherwise idle runs a lone image on a second ONNX Runtime session
+# with this many threads (capped at the node's cores; 0 or 1: never): one thread per
+# replica serves the most images per CPU under load, two answer a lone request ~30 % sooner
+# (docs/throughput.md#threads-and-replicas). Costs the graph's memory once more.
+BURST_THREADS = int(os.environ.get("YOLOSERVE_BURST_THREADS", "2"))
 # A compiled graph serves only if, on the probe set, every candidate box is within this
 # many pixels of torch's and every class score within this much.
 ENGINE_MAX_BOX_DIFF_PX = 1.0

@@ -20,9 +20,11 @@ from serve_app.config import DetectorConfig
 from serve_app.constants import (
     BATCH_MAX_SIZE,
     BATCH_WAIT_TIMEOUT_S,
+    DETECTOR_MAX_QUEUED_REQUESTS,
     FAILED_LOAD_RETRY_S,
     MAX_MODELS_PER_REPLICA,
     MODEL_LOAD_RETRY_AFTER_S,
+    SERVE_LOGGING,
 )
 from serve_app.errors import ModelLoadError, ModelUnavailable, ServeAppError, UnknownModel
 from serve_app.inference.annotate import draw_detections
@@ -62,7 +64,12 @@ def _tenant_of(model_id: str) -> str:
 _Outcome = tuple[DetectionResult, float, float] | ServeAppError
 
 
-@serve.deployment(max_ongoing_requests=16, health_check_period_s=10)
+@serve.deployment(
+    max_ongoing_requests=16,
+    max_queued_requests=DETECTOR_MAX_QUEUED_REQUESTS,
+    health_check_period_s=10,
+    logging_config=SERVE_LOGGING,
+)
 class Detector:
     """Runs one tenant's (or the shared pool's) models."""
 
@@ -215,11 +222,14 @@ class Detector:
         prepared = [p for p, _ in requests]
         params = [q for _, q in requests]
         out: list[_Outcome] = [ModelUnavailable("no result") for _ in requests]
+        # Nothing else in this replica (decoding, queued or in this batch): a lone image
+        # may borrow idle cores (the runner's burst session).
+        alone = len(requests) == 1 and self._in_flight <= 1 and not len(self._batcher)
         for indices in group_batch(params, prepared):
             try:
                 started = time.perf_counter()
                 results = await asyncio.to_thread(
-                    model.detect, [prepared[i] for i in indices], params[indices[0]]
+                    model.detect, [prepared[i] for i in indices], params[indices[0]], alone
                 )
                 elapsed_ms = round((time.perf_counter() - started) * 1e3, 2)
             except ServeAppError as exc:

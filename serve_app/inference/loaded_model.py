@@ -82,9 +82,12 @@ class LoadedModel:
         static = self.runner is not None and self.runner.fixed_side is not None
         return original, letterbox(original, imgsz, imgsz if static else IMGSZ_STRIDE_PX)
 
-    def detect(self, prepared: list[Prepared], params: InferenceParams) -> list[DetectionResult]:
-        """One predict call over letterboxed images of one shape (``group_batch``)."""
-        found = self.predict([array for array, _ in prepared], params)
+    def detect(
+        self, prepared: list[Prepared], params: InferenceParams, alone: bool = False
+    ) -> list[DetectionResult]:
+        """One predict call over letterboxed images of one shape (``group_batch``);
+        ``alone``: nothing else waits on this replica (``Runner.predict``)."""
+        found = self.predict([array for array, _ in prepared], params, alone)
         return [self._encode(frame, d) for (_, frame), d in zip(prepared, found, strict=True)]
 
     def _encode(self, frame: Frame, found: np.ndarray) -> DetectionResult:
@@ -102,7 +105,9 @@ class LoadedModel:
             timing_ms={},
         )
 
-    def predict(self, images: list[Any], params: InferenceParams) -> list[np.ndarray]:
+    def predict(
+        self, images: list[Any], params: InferenceParams, alone: bool = False
+    ) -> list[np.ndarray]:
         """Per image, ``(n, 6)``: ``x1, y1, x2, y2, confidence, class`` in letterboxed px."""
         thresholds = Thresholds(
             conf=params.conf,
@@ -113,7 +118,7 @@ class LoadedModel:
         with self.lock:
             if self.runner is None:
                 raise ModelUnavailable(f"model {self.label} was unloaded; retry the request")
-            return self.runner.predict(images, self.imgsz(params), thresholds)
+            return self.runner.predict(images, self.imgsz(params), thresholds, alone)
 
     def __del__(self) -> None:
         # Serve calls __del__ on eviction and the GC may call it again: idempotent.

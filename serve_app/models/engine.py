@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 
 import serve_app.constants  # noqa: F401  (forces YOLO_OFFLINE before ultralytics loads)
 from serve_app.constants import (
+    BURST_THREADS,
     CPU_ENGINE,
     ENGINE_MAX_BOX_DIFF_PX,
     ENGINE_MAX_SCORE_DIFF,
@@ -105,6 +107,14 @@ def onnx_session(path: Path | bytes, threads: int) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     source = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(path: Path, threads: int) -> OnnxRunner:
+    """The runner of a cached graph: a session with the replica's threads and, where the
+    node has the cores, a burst session for lone images (``BURST_THREADS``)."""
+    burst_threads = min(BURST_THREADS, os.cpu_count() or 1)
+    burst = onnx_session(path, burst_threads) if burst_threads > threads else None
+    return OnnxRunner(onnx_session(path, threads), burst=burst)
 
 
 def probe_inputs(imgsz: int) -> list[Any]:
@@ -190,7 +200,7 @@ def compiled_for_cpu(
         return graph
 
     path = cache.derived(compile_key(manifest), compile_and_verify, ".onnx")
-    return OnnxRunner(onnx_session(path, threads))
+    return onnx_runner(path, threads)
 
 
 def wants_onnx_runtime(device: str) -> bool:
@@ -266,11 +276,13 @@ def _uploaded_onnx(
     """A tenant's ONNX graph (already sha256-verified) from the node cache, on CPU."""
     try:
         path = cache.derived(manifest.sha256, lambda: weights, ".onnx")
-        session = onnx_session(path, threads)
+        runner = onnx_runner(path, threads)
+    except ModelLoadError:
+        raise
     except Exception as exc:  # ONNX Runtime raises many types for a bad graph
         raise _unloadable(exc) from None
-    check_class_count(session, manifest)
-    return OnnxRunner(session)
+    check_class_count(runner.session, manifest)
+    return runner
 
 
 def _first_line(exc: BaseException) -> str:

@@ -45,7 +45,7 @@ class Runner(Protocol):
     largest_batch: int | None
 
     def predict(
-        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds
+        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds, alone: bool = False
     ) -> list[np.ndarray]: ...
 
 
@@ -87,6 +87,7 @@ class OnnxRunner:
     """
 
     session: Any
+    burst: Any = None  # the same graph on more threads, for a lone image on an idle replica
     fixed_side: int | None = field(init=False)
     one_at_a_time: bool = field(init=False)
     largest_batch: int | None = field(init=False)
@@ -115,13 +116,16 @@ class OnnxRunner:
         self.largest_batch = 1 if self.one_at_a_time or threads == 1 else None
 
     def predict(
-        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds
+        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds, alone: bool = False
     ) -> list[np.ndarray]:
+        """``alone``: the replica has nothing else to do, so a lone image may use the
+        burst session's threads."""
+        session = self.burst if alone and len(images) == 1 and self.burst else self.session
         batches = [[image] for image in images] if self.one_at_a_time else [images]
         out: list[np.ndarray] = []
         for batch in batches:
             feed = {self.input_name: input_tensor(batch)}
-            out += _suppress(self.session.run([self.output_name], feed)[0], thresholds)
+            out += _suppress(session.run([self.output_name], feed)[0], thresholds)
         return out
 
 
@@ -136,7 +140,7 @@ class TorchRunner:
     largest_batch: int | None = None
 
     def predict(
-        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds
+        self, images: list[np.ndarray], imgsz: int, thresholds: Thresholds, alone: bool = False
     ) -> list[np.ndarray]:
         results = self.yolo.predict(
             [image[..., ::-1] for image in images],  # ultralytics takes OpenCV's BGR

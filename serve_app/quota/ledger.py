@@ -26,6 +26,7 @@ from serve_app.blobs import open_store
 from serve_app.config import Quota, StoreSettings
 from serve_app.constants import (
     KEY_ID_PREFIX,
+    SERVE_LOGGING,
     USAGE_EXPORT_MAX_ROWS,
     USAGE_EXPORT_S,
     USAGE_REPORT_HOURS,
@@ -47,7 +48,12 @@ from serve_app.wire import TenantDefaults
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=1000,
+    ray_actor_options={"num_cpus": 0.1},
+    logging_config=SERVE_LOGGING,
+)
 class QuotaLedger:
     """Cluster-wide admission control. Exactly one replica: it is the source of truth."""
 

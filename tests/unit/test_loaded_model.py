@@ -43,6 +43,20 @@ def test_predicts_a_batch_with_one_call(model):
     assert model.runner.largest_batch == 1  # one thread: the batcher sends single images
 
 
+def test_a_lone_image_on_an_idle_replica_may_burst_onto_more_threads(model):
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("a burst needs a second core")
+    burst = model.runner.burst
+    assert burst is not None and burst.get_session_options().intra_op_num_threads == 2
+    image = _letterboxed("shapes_02.jpg")
+    narrow = model.predict([image], PARAMS)[0]
+    wide = model.predict([image], PARAMS, alone=True)[0]
+    assert wide.shape == narrow.shape == (5, 6)
+    assert abs(wide - narrow).max() < 1e-3  # the same graph, another thread count
+
+
 def test_class_filter_and_policy_errors_happen_before_inference(model):
     image = _letterboxed("shapes_02.jpg")
     square = PARAMS.__class__(**{**PARAMS.__dict__, "classes": ("square",)})
