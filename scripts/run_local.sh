@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: a single-node Ray whose metrics agent exports Prometheus metrics on port
-# 8080 (YOLOSERVE_METRICS_PORT), then `serve run CONFIG` on it. Ctrl-C stops Serve,
-# and the trap stops Ray and the HAProxy in front of it.
+# 8080 (YOLOSERVE_METRICS_PORT), then `serve run CONFIG` on it. Ctrl-C stops Serve
+# (given YOLOSERVE_STOP_GRACE_S, 30 s, to do it gracefully), then Ray and the HAProxy in
+# front of it.
 #
 # Ray Serve's switches (configs/ray-serve.env) are read once, by every Ray process, at
 # `ray start`: HAProxy in front of the router, throughput-optimised replicas, a calmer
@@ -31,6 +32,15 @@ if [[ ${RAY_SERVE_ENABLE_HA_PROXY:-0} == 1 ]]; then
 fi
 
 stop() {
+  # Serve's graceful shutdown (routers flush usage to the ledger, replicas drain) gets
+  # YOLOSERVE_STOP_GRACE_S; then everything is ended by force.
+  if [[ -n ${serve_pid:-} ]]; then
+    for _ in $(seq "${YOLOSERVE_STOP_GRACE_S:-30}"); do
+      kill -0 "$serve_pid" 2>/dev/null || break
+      sleep 1
+    done
+    kill -KILL "$serve_pid" 2>/dev/null || true
+  fi
   "$bin/ray" stop --force >/dev/null 2>&1 || true
   # HAProxy outlives `ray stop --force` (re-parented to init, still on the port).
   if [[ -n $pids && -f $pids ]]; then
@@ -41,7 +51,17 @@ stop() {
   fi
 }
 trap stop EXIT
+trap 'exit 130' INT TERM
 
 "$bin/ray" start --head --metrics-export-port="$metrics_port" \
   --dashboard-host=127.0.0.1 --disable-usage-stats
-"$bin/serve" run --address auto "$config"
+# `serve run` in the background so this script can bound its stop; Ctrl-C (SIGINT to the
+# process group) reaches it too and starts Serve's own shutdown. A background job starts
+# with SIGINT ignored, so Python's handler is put back first.
+"$bin/python" -c 'import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from ray.serve.scripts import cli
+sys.argv[0] = "serve"
+cli()' run --address auto "$config" &
+serve_pid=$!
+wait "$serve_pid"
