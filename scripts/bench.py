@@ -48,7 +48,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
-import serve_app.constants  # noqa: E402,F401  (YOLO_OFFLINE before ultralytics)
+from serve_app.constants import RAY_SERVE_ENV  # noqa: E402  (and YOLO_OFFLINE before ultralytics)
 
 DEMO_KEY = "yk_demo_localonly"
 IMAGES = sorted((ROOT / "samples").glob("shapes_*.jpg"))
@@ -298,13 +298,6 @@ def naive_cells(images: list[bytes], imgsz: int, n: int) -> list[Cell]:
         proc.wait(timeout=30)
 
 
-def _shipped_settings() -> dict[str, str]:
-    """configs/ray-serve.env: what `make run` and the KubeRay manifest run with."""
-    lines = (ROOT / "configs" / "ray-serve.env").read_text().splitlines()
-    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
-    return {key: value for key, value in pairs}
-
-
 # Ray Serve's per-request overhead switches (../shared/ray-serve-notes.md), set in the
 # environment of `serve run` and so of every Ray process it starts.
 RAY_SETTINGS: dict[str, dict[str, str]] = {
@@ -316,7 +309,9 @@ RAY_SETTINGS: dict[str, dict[str, str]] = {
         "RAY_SERVE_HAPROXY_NBTHREAD": "1",
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     },
-    "shipped": _shipped_settings(),  # haproxy + a calmer controller loop and metrics export
+    # configs/ray-serve.env, what `make run` and the KubeRay pods run: haproxy + a calmer
+    # controller loop and metrics export, a short router drain
+    "shipped": dict(RAY_SERVE_ENV),
 }
 SHIPPED = "shipped"
 

@@ -166,8 +166,11 @@ def warm_up(runner: Runner, manifest: ModelManifest) -> None:
     """
     side = runner.fixed_side or manifest.imgsz
     warm = [np.full((side, side, 3), 114, dtype=np.uint8)]
+    thresholds = Thresholds(conf=0.25, iou=0.7, max_det=1, classes=None)
     try:
-        runner.predict(warm, side, Thresholds(conf=0.25, iou=0.7, max_det=1, classes=None))
+        runner.predict(warm, side, thresholds)
+        if isinstance(runner, OnnxRunner) and runner.burst is not None:
+            runner.predict(warm, side, thresholds, alone=True)  # the burst session too
     except Exception as exc:
         if isinstance(runner, OnnxRunner):  # ONNX Runtime raises many types for a bad graph
             raise _unloadable(exc) from None
