@@ -153,9 +153,9 @@ def load_model(
     device, _ = inference_device()
     runner, chosen, _ = engine.build(fetched.manifest, fetched.weights, device, cache, threads or 1)
     if threads is not None:
-        # Beside ONNX Runtime (its own pool of ``threads``), torch only runs NMS over a few
-        # thousand candidates: a second torch thread spin-waiting after it took a core from
-        # the next graph run (measured here: +4 ms of CPU per image at 320).
+        # Beside ONNX Runtime (its own pool of ``threads``) torch has nothing to run (NMS is
+        # NumPy's): one thread, so that no torch pool spin-waits on a core the graph needs
+        # (when torch ran NMS here, its second thread cost +4 ms of CPU per image at 320).
         on_torch = isinstance(runner, TorchRunner)
         set_threads(threads, torch_threads=threads if on_torch else 1)
     return LoadedModel(model_id=model_id, manifest=fetched.manifest, runner=runner, engine=chosen)

@@ -2,14 +2,15 @@
 
 Both take a list of RGB ``uint8`` images of one letterboxed shape (``inference.letterbox``)
 and return, per image, an ``(n, 6)`` float array of ``x1, y1, x2, y2, confidence, class``
-in letterboxed pixels, after the same non-maximum suppression (ultralytics' own function).
+in letterboxed pixels, after the same non-maximum suppression (ultralytics' own function
+for torch, its NumPy twin ``models.nms`` for ONNX Runtime).
 
 ``OnnxRunner`` calls the ONNX Runtime session directly: one ``transpose``/``divide`` into
-the input tensor, ``session.run``, NMS. Ultralytics' predictor around the same session
+the input tensor, ``session.run``, NMS in NumPy. Ultralytics' predictor around the same session
 spent ~4 ms of Python per call here (its own letterbox pass, tensor conversions, a
 ``Results`` object per image) on top of ~21 ms in the graph; what the predictor adds
 for a pre-letterboxed image is the identity, so the boxes are the same
-(``tests/unit/test_runner.py`` compares them). ``TorchRunner`` keeps ultralytics'
+(``tests/unit/test_engine.py`` compares them). ``TorchRunner`` keeps ultralytics'
 ``predict`` (GPU, fp16, or the operator's ``YOLOSERVE_CPU_ENGINE=torch``).
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 
 import serve_app.constants  # noqa: F401  (forces YOLO_OFFLINE before ultralytics loads)
 from serve_app.errors import ModelLoadError
+from serve_app.models.nms import suppress
 
 if TYPE_CHECKING:
     from ultralytics import YOLO
@@ -49,19 +51,9 @@ class Runner(Protocol):
     ) -> list[np.ndarray]: ...
 
 
-def _suppress(raw: Any, thresholds: Thresholds) -> list[np.ndarray]:
-    """Ultralytics' NMS (class-aware; end-to-end heads, ``(N, 300, 6)``, are only filtered)."""
-    import torch
-    from ultralytics.utils.nms import non_max_suppression
-
-    kept = non_max_suppression(
-        torch.from_numpy(raw),
-        thresholds.conf,
-        thresholds.iou,
-        thresholds.classes,
-        max_det=thresholds.max_det,
-    )
-    return [k.numpy() for k in kept]
+def _suppress(raw: np.ndarray, thresholds: Thresholds) -> list[np.ndarray]:
+    """NMS in NumPy (``models.nms``: ultralytics' boxes without its torch round trip)."""
+    return suppress(raw, thresholds.conf, thresholds.iou, thresholds.classes, thresholds.max_det)
 
 
 def input_tensor(images: list[np.ndarray]) -> np.ndarray:
