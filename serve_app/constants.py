@@ -115,6 +115,20 @@ MAX_BATCH_SIZE = 64
 # Router.
 DETECT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_DETECT_TIMEOUT_S", "60"))
 RETRY_AFTER_S = 1
+# Faults (docs/reliability.md). A call whose replica died (or was unreachable) is sent
+# again — to another replica or the replacement — for up to this long, waiting
+# RIDE_THROUGH_FIRST_WAIT_S, then twice as long each time up to RIDE_THROUGH_MAX_WAIT_S;
+# past it the client gets a 503 with Retry-After. Detection is idempotent and billed once
+# by the router, so a retry is invisible to the client but for its latency.
+RIDE_THROUGH_S = float(os.environ.get("YOLOSERVE_RIDE_THROUGH_S", "10"))
+RIDE_THROUGH_FIRST_WAIT_S = 0.05
+RIDE_THROUGH_MAX_WAIT_S = 0.5
+# Serve notices a dead replica only at its next health check (the controller's probe,
+# every health_check_period_s; Ray's default is 10 s): a ledger that is down stops every
+# admission that needs a grant, a dead detector or router leaves its deployment a
+# replica short, so they are probed this often (a probe is one small actor call).
+LEDGER_HEALTH_CHECK_PERIOD_S = 0.5
+REPLICA_HEALTH_CHECK_PERIOD_S = 1.0
 # Per-model-id detector handles the router keeps (cleared when full).
 MAX_CACHED_HANDLES = 4096
 # Multipart framing around an image is small; allow it on top of the image limit.
@@ -148,8 +162,12 @@ AUDIT_MAX_FIELD_CHARS = 200
 AUDIT_DIR = os.environ.get("YOLOSERVE_AUDIT_DIR", "var/audit")
 
 # Quota ledger.
-# Admission waits this long for the ledger, then the router fails closed (503).
+# Admission waits this long for one ledger call; a call that timed out (while Serve
+# replaces a dead ledger replica, its handle holds calls with no replica to go to) or
+# whose replica died is made again until LEDGER_RIDE_THROUGH_S, then the router fails
+# closed (503). A ledger replica is replaced in ~4 s here (docs/reliability.md).
 LEDGER_TIMEOUT_S = 2.0
+LEDGER_RIDE_THROUGH_S = 8.0
 # How long a router trusts its copy of a tenant's own detection defaults (PUT /v1/policy
 # on another router replica is seen within this).
 TENANT_DEFAULTS_TTL_S = 2.0

@@ -99,3 +99,12 @@ def is_unavailable(exc: BaseException) -> bool:
         serve_errors.ReplicaUnavailableError,
     )
     return isinstance(exc, transient)
+
+
+def is_replica_gone(exc: BaseException) -> bool:
+    """True when the replica a call went to died or could not be reached: the call
+    may be sent again (a live replica or the replacement takes it). Back-pressure is
+    not among them: a full deployment answers 503 at once, not after retries."""
+    from ray.serve import exceptions as serve_errors
+
+    return is_unavailable(exc) and not isinstance(exc, serve_errors.BackPressureError)

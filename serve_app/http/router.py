@@ -26,7 +26,12 @@ from serve_app.auth.keys import bearer_token
 from serve_app.auth.tenants import Principal, TenantTable
 from serve_app.blobs import resolve_path
 from serve_app.config import RouterConfig, TenantEntry
-from serve_app.constants import LEDGER_TIMEOUT_S, MAX_POLICY_BODY_BYTES, SERVE_LOGGING
+from serve_app.constants import (
+    LEDGER_TIMEOUT_S,
+    MAX_POLICY_BODY_BYTES,
+    REPLICA_HEALTH_CHECK_PERIOD_S,
+    SERVE_LOGGING,
+)
 from serve_app.errors import BadParameter, Overloaded, QuotaExceeded, ServeAppError
 from serve_app.http import console
 from serve_app.http.body import expect_json, image_bytes, read_body
@@ -48,7 +53,11 @@ from serve_app.quota.usage import NO_MODEL
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(max_ongoing_requests=64, logging_config=SERVE_LOGGING)
+@serve.deployment(
+    max_ongoing_requests=64,
+    health_check_period_s=REPLICA_HEALTH_CHECK_PERIOD_S,
+    logging_config=SERVE_LOGGING,
+)
 class Router:
     """Ingress of the ``yolo`` application."""
 

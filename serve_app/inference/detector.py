@@ -24,6 +24,7 @@ from serve_app.constants import (
     FAILED_LOAD_RETRY_S,
     MAX_MODELS_PER_REPLICA,
     MODEL_LOAD_RETRY_AFTER_S,
+    REPLICA_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
 )
 from serve_app.errors import ModelLoadError, ModelUnavailable, ServeAppError, UnknownModel
@@ -67,7 +68,7 @@ _Outcome = tuple[DetectionResult, float, float] | ServeAppError
 @serve.deployment(
     max_ongoing_requests=16,
     max_queued_requests=DETECTOR_MAX_QUEUED_REQUESTS,
-    health_check_period_s=10,
+    health_check_period_s=REPLICA_HEALTH_CHECK_PERIOD_S,
     logging_config=SERVE_LOGGING,
 )
 class Detector:

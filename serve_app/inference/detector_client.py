@@ -5,9 +5,11 @@
   (up to ``MAX_CACHED_HANDLES``): Serve routes each call to a replica holding that model.
 * A version that cannot be loaded (a broken upload) falls back to the tenant's previous
   version, so the tenant stays served while the operator looks at the failure.
-* Errors: the detector returns client errors (400/404/413/415/422) as values; Ray's own
-  errors on the way (replica died, back-pressure, unavailable) become a 503 with
-  ``Retry-After`` (``ray_compat.is_unavailable``), never a 500.
+* Errors: the detector returns client errors (400/404/413/415/422) as values. A call
+  whose replica died or was unreachable is sent again for up to ``RIDE_THROUGH_S``
+  (``ride_through``: another replica or the replacement answers it); Ray's errors left
+  after that, or back-pressure, become a 503 with ``Retry-After``
+  (``ray_compat.is_unavailable``), never a 500.
 
 Handles are duck-typed (``handle.options(...).detect.remote(...)``), so this is
 unit-tested with fake handles and no Ray.
@@ -26,7 +28,8 @@ from serve_app.errors import ModelUnavailable, Overloaded, ServeAppError, unwrap
 from serve_app.inference.catalog import ModelChoice
 from serve_app.inference.policy import InferenceParams
 from serve_app.inference.results import Annotated, DetectionResult
-from serve_app.ray_compat import is_unavailable
+from serve_app.ray_compat import is_replica_gone, is_unavailable
+from serve_app.ride_through import ride_through
 
 logger = logging.getLogger("ray.serve")
 Outcome = DetectionResult | Annotated
@@ -96,17 +99,27 @@ class DetectorClient:
         annotate: bool,
     ) -> Outcome:
         detector = self.for_model(tenant, choice.id_for(tenant.id))
-        response = (
-            detector.detect.remote(image, params, True)
-            if annotate
-            else detector.detect.remote(image, params)
-        )
+
+        async def attempt() -> Outcome | ServeAppError:
+            response = (
+                detector.detect.remote(image, params, True)
+                if annotate
+                else detector.detect.remote(image, params)
+            )
+            try:
+                async with asyncio.timeout(DETECT_TIMEOUT_S):
+                    found: Outcome | ServeAppError = await response
+                    return found
+            except TimeoutError:
+                response.cancel()
+                raise Overloaded("detection timed out; retry later", retry_after_s=5) from None
+
         try:
-            async with asyncio.timeout(DETECT_TIMEOUT_S):
-                outcome: Outcome | ServeAppError = await response
-        except TimeoutError:
-            response.cancel()
-            raise Overloaded("detection timed out; retry later", retry_after_s=5) from None
+            # A replica that died with the call in flight: another one (or the
+            # replacement) takes it; the image is still billed once, by the router.
+            outcome = await ride_through(attempt, is_replica_gone, "detection")
+        except ServeAppError:
+            raise
         except Exception as exc:
             raise as_api_error(exc) from None
         if isinstance(outcome, ServeAppError):

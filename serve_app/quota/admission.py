@@ -4,7 +4,8 @@
 (``allowances.py``), else by asking the ledger: a batch for the allowance or, for
 tenants with a concurrency cap, exactly this request and a lease to release after it.
 It fails closed: a ledger that does not answer in time is a 503, never an admission
-without metering.
+without metering; a ledger replica that died is asked again while Serve replaces it
+(``ride_through``), so a ledger restart is latency, not errors.
 
 Usage, refunds and key use accumulate in a ``Settler`` and go to the ledger from a
 background loop that starts with the replica, is restarted with back-off if it ever
@@ -26,6 +27,7 @@ from typing import Any
 from serve_app.config import Quota
 from serve_app.constants import (
     ALLOWANCE_TTL_S,
+    LEDGER_RIDE_THROUGH_S,
     LEDGER_TIMEOUT_S,
     RETRY_AFTER_S,
     SETTLE_FLUSH_ATTEMPTS,
@@ -37,6 +39,8 @@ from serve_app.quota.allowances import Allowances, uses_allowances
 from serve_app.quota.gcra import Decision
 from serve_app.quota.settlement import Settler
 from serve_app.quota.usage import Settlement
+from serve_app.ray_compat import is_replica_gone
+from serve_app.ride_through import ride_through
 
 logger = logging.getLogger("ray.serve")
 Quotas = Callable[[], dict[str, Quota]]
@@ -100,12 +104,12 @@ class Admission:
         self.start()
         self.settler.key_used(credential, tenant_id, time.time())
         if not uses_allowances(quota):
-            decision = await self._decide(self._ledger.admit.remote(tenant_id, quota, 1))
+            decision = await self._decide(lambda: self._ledger.admit.remote(tenant_id, quota, 1))
             return decision.lease_id
         if self._allowances.take(tenant_id, time.monotonic()):
             return None
         want = self._allowances.want(tenant_id, quota)
-        decision = await self._decide(self._ledger.grant.remote(tenant_id, quota, want))
+        decision = await self._decide(lambda: self._ledger.grant.remote(tenant_id, quota, want))
         now = time.monotonic()
         self.settler.refund(
             self._allowances.store(tenant_id, decision.granted, decision.month, now)
@@ -122,11 +126,22 @@ class Admission:
         except Exception as exc:
             logger.warning("router: lease release failed (%s); it will expire", type(exc).__name__)
 
-    async def _decide(self, call: Any) -> Decision:
-        """Await a ledger decision; 503 if it does not come in time, 429 if it says no."""
-        try:
+    async def _decide(self, call: Callable[[], Any]) -> Decision:
+        """A ledger decision; 503 if none comes in time, 429 if it says no. A ledger
+        replica that died (or is being replaced) is asked again for up to
+        ``LEDGER_RIDE_THROUGH_S``: a failed call was never applied, and one that timed out
+        was cancelled before a replica took it or is applied by the replacement's
+        SQLite as any other — a grant counts against the quota whoever asked."""
+
+        async def attempt() -> Decision:
             async with asyncio.timeout(LEDGER_TIMEOUT_S):  # no extra task, unlike wait_for
-                decision: Decision = await call
+                found: Decision = await call()
+                return found
+
+        try:
+            decision = await ride_through(
+                attempt, _ledger_restarting, "quota ledger call", LEDGER_RIDE_THROUGH_S
+            )
         except Exception as exc:
             logger.error("router: quota ledger unavailable: %s", type(exc).__name__)
             raise Overloaded(
@@ -187,3 +202,9 @@ class Admission:
         if left:
             logger.error("router: %d settlements undelivered at shutdown", left)
         return left
+
+
+def _ledger_restarting(exc: BaseException) -> bool:
+    """A ledger call worth making again: its replica died, or it timed out (Serve's
+    handle holds calls while no ledger replica is up)."""
+    return isinstance(exc, TimeoutError) or is_replica_gone(exc)

@@ -26,6 +26,7 @@ from serve_app.blobs import open_store
 from serve_app.config import Quota, StoreSettings
 from serve_app.constants import (
     KEY_ID_PREFIX,
+    LEDGER_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
     USAGE_EXPORT_MAX_ROWS,
     USAGE_EXPORT_S,
@@ -51,6 +52,7 @@ logger = logging.getLogger("ray.serve")
 @serve.deployment(
     num_replicas=1,
     max_ongoing_requests=1000,
+    health_check_period_s=LEDGER_HEALTH_CHECK_PERIOD_S,
     ray_actor_options={"num_cpus": 0.1},
     logging_config=SERVE_LOGGING,
 )

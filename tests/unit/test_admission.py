@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import pytest
+from ray import exceptions as ray_errors
 
 from serve_app.config import Quota
 from serve_app.errors import Overloaded, QuotaExceeded
@@ -96,6 +97,76 @@ def test_an_unreachable_ledger_fails_closed_with_503():
         admission = Admission(_ledger(admit=down), dict)
         try:
             await admission.admit("acme", CAPPED, "key_a")
+        finally:
+            await admission.close()
+
+    with pytest.raises(Overloaded, match="admission control is unavailable"):
+        asyncio.run(run())
+
+
+@pytest.mark.parametrize("quota", [RATE, CAPPED], ids=["grant", "admit"])
+def test_a_ledger_restart_is_ridden_through_and_admits_once(quota):
+    """The ledger replica died with the call in flight and its replacement answers."""
+    failures = iter([ray_errors.ActorDiedError(), ray_errors.ActorUnavailableError("x", None)])
+
+    def flaky(answer):
+        def call(*args):
+            error = next(failures, None)
+            if error is not None:
+                raise error
+            return answer(*args)
+
+        return call
+
+    base = _ledger()
+    ledger = _ledger(grant=flaky(base.answers["grant"]), admit=flaky(base.answers["admit"]))
+
+    async def run():
+        admission = Admission(ledger, lambda: {"acme": quota})
+        try:
+            return await admission.admit("acme", quota, "key_a")
+        finally:
+            await admission.close()
+
+    lease = asyncio.run(run())
+    name = "admit" if quota is CAPPED else "grant"
+    assert _names(ledger).count(name) == 3  # two failed attempts, then the answer
+    assert lease == ("lease-1" if quota is CAPPED else None)
+
+
+def test_a_ledger_call_held_while_no_replica_is_up_is_made_again(monkeypatch):
+    """Serve's handle holds a call while the ledger deployment has no replica: the
+    attempt times out and the next one reaches the replacement."""
+    monkeypatch.setattr(admission_module, "LEDGER_TIMEOUT_S", 0.05)
+    calls = []
+
+    async def grant(tenant, quota, want):
+        calls.append(want)
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # held, never answered
+        return Decision(allowed=True, granted=want, month="2026-11")
+
+    async def run():
+        admission = Admission(_ledger(grant=grant), lambda: {"acme": RATE})
+        try:
+            return await admission.admit("acme", RATE, "key_a")
+        finally:
+            await admission.close()
+
+    assert asyncio.run(run()) is None
+    assert len(calls) == 2
+
+
+def test_a_ledger_down_past_the_ride_through_is_503(monkeypatch):
+    monkeypatch.setattr(admission_module, "LEDGER_RIDE_THROUGH_S", 0.2)
+
+    def dead(*_):
+        raise ray_errors.ActorDiedError()
+
+    async def run():
+        admission = Admission(_ledger(grant=dead), dict)
+        try:
+            await admission.admit("acme", RATE, "key_a")
         finally:
             await admission.close()
 

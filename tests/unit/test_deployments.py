@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from serve_app.app import deployment_options
 from serve_app.config import DedicatedTenant
-from serve_app.constants import DETECTOR_MAX_QUEUED_REQUESTS
+from serve_app.constants import (
+    DETECTOR_MAX_QUEUED_REQUESTS,
+    LEDGER_HEALTH_CHECK_PERIOD_S,
+    REPLICA_HEALTH_CHECK_PERIOD_S,
+)
 from serve_app.http.router import Router
 from serve_app.inference.detector import Detector
 from serve_app.quota.ledger import QuotaLedger
@@ -22,3 +26,21 @@ def test_a_full_detector_refuses_fast_instead_of_queueing_without_bound():
     assert bound.max_queued_requests == DETECTOR_MAX_QUEUED_REQUESTS
     assert bound.max_ongoing_requests >= 8  # a batch can fill
     assert bound.logging_config["enable_access_log"] is False
+
+
+def test_dead_replicas_are_noticed_within_a_second_not_rays_ten():
+    """Serve finds a dead replica only at its next health check: the ledger (every
+    admission that needs a grant waits on it) is probed most often."""
+    assert _period(QuotaLedger) == LEDGER_HEALTH_CHECK_PERIOD_S <= 0.5
+    for deployment in (Router, Detector):
+        assert _period(deployment) == REPLICA_HEALTH_CHECK_PERIOD_S <= 1.0
+    tenant = Detector.options(
+        name="tenant-acme", **deployment_options(DedicatedTenant(id="acme"), batching=True)
+    )
+    assert _period(tenant) == REPLICA_HEALTH_CHECK_PERIOD_S  # options keep it
+
+
+def _period(deployment) -> float:
+    # Serve exposes no public getter for it; its deployment config holds it.
+    period: float = deployment._deployment_config.health_check_period_s
+    return period

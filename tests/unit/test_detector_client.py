@@ -1,6 +1,6 @@
 """The router's way to the detectors (``inference.detector_client``) with fake handles:
-which deployment, one handle per model id, version fallback, and Ray's own failures
-answered as 503 with Retry-After, never 500."""
+which deployment, one handle per model id, version fallback, calls whose replica died
+sent again, and Ray's own failures answered as 503 with Retry-After, never 500."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from ray import exceptions as ray_errors
 from ray.serve import exceptions as serve_errors
 
+from serve_app import ride_through as ride_through_module
 from serve_app.config import TenantEntry
 from serve_app.errors import ModelUnavailable, Overloaded, UndecodableImage
 from serve_app.inference import detector_client as client_module
@@ -92,17 +93,33 @@ def test_a_version_that_cannot_load_falls_back_to_the_previous_one():
     assert len(pinned.calls) == 1
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        ray_errors.ActorDiedError(),
-        ray_errors.ActorUnavailableError("replica unreachable", None),
-        serve_errors.BackPressureError(num_queued_requests=10, max_queued_requests=10),
-        serve_errors.DeploymentUnavailableError(None),
-    ],
-    ids=type,
-)
-def test_rays_own_failures_are_503_with_retry_after_and_no_fallback(error):
+GONE = [
+    ray_errors.ActorDiedError(),
+    ray_errors.ActorUnavailableError("replica unreachable", None),
+    serve_errors.DeploymentUnavailableError(None),
+]
+
+
+@pytest.mark.parametrize("error", GONE, ids=type)
+def test_a_call_whose_replica_died_is_sent_again_and_answered(error):
+    answers = iter([error, error, _result("pcb@2")])
+
+    def detect(*_):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    own = _detector(detect)
+    assert _run(DetectorClient({"acme": own}, FakeHandle({}))).model == "pcb@2"
+    # the same version each time: a dead replica is no reason to answer with version 1
+    assert [model for _, model, _ in own.calls] == ["acme/pcb@2"] * 3
+
+
+@pytest.mark.parametrize("error", GONE, ids=type)
+def test_replicas_gone_past_the_ride_through_budget_are_503_with_retry_after(error, monkeypatch):
+    monkeypatch.setattr(ride_through_module, "RIDE_THROUGH_S", 0.3)
+
     def detect(*_):
         raise error
 
@@ -110,7 +127,19 @@ def test_rays_own_failures_are_503_with_retry_after_and_no_fallback(error):
     with pytest.raises(Overloaded) as caught:
         _run(DetectorClient({"acme": own}, FakeHandle({})))
     assert caught.value.status == 503 and caught.value.retry_after_s
-    assert len(own.calls) == 1  # a dead replica is no reason to answer with version 1
+    assert 2 <= len(own.calls) <= 6  # waits 0.05, 0.1, 0.2 s: sent again within 0.3 s
+    assert {model for _, model, _ in own.calls} == {"acme/pcb@2"}  # no fallback
+
+
+def test_back_pressure_is_503_at_once():
+    def detect(*_):
+        raise serve_errors.BackPressureError(num_queued_requests=10, max_queued_requests=10)
+
+    own = _detector(detect)
+    with pytest.raises(Overloaded) as caught:
+        _run(DetectorClient({"acme": own}, FakeHandle({})))
+    assert caught.value.status == 503 and caught.value.retry_after_s
+    assert len(own.calls) == 1  # a full deployment is not asked again and again
 
 
 def test_client_errors_come_back_typed_and_bugs_are_not_disguised():

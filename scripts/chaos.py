@@ -1,0 +1,204 @@
+"""Faults under load: kill one process of the running platform, count what clients saw.
+
+For each case: the local config under `serve run` with `make run`'s Ray settings
+(configs/ray-serve.env; a fresh ledger file, the demo tenant on two replicas, the
+router on ``--routers`` replicas), ``--clients`` closed-loop HTTP clients for
+``--seconds``, one process of the named role sent SIGKILL at ``--kill-at``; then
+
+* failed requests (any answer but 200, or no answer), by status;
+* the longest time without an answer (between two successful answers, or from the start);
+* billed (``GET /v1/usage``: images this month) vs answered (200s, warm-up included),
+  once the routers' settlements have reached the ledger.
+
+    .venv/bin/python scripts/chaos.py                       # every role, the table
+    .venv/bin/python scripts/chaos.py --roles detector --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import psutil  # noqa: E402
+import requests  # noqa: E402
+import yaml  # noqa: E402
+
+from bench import DEMO_KEY, IMAGES, PlatformRun, _wait  # noqa: E402
+
+# What to kill, by role: a mark in the process's command line (Ray sets the process
+# title of a replica to ServeReplica:<app>:<deployment>).
+MARKS = {
+    "detector": "ServeReplica:yolo:tenant-demo",
+    "router": "ServeReplica:yolo:router",
+    "ledger": "ServeReplica:yolo:quota-ledger",
+    "ingress": "haproxy",
+    "proxy": "ProxyActor",
+    "controller": "ServeController",
+}
+ROLES = ("none", "detector", "router", "ledger", "ingress", "controller")
+REQUEST_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Outcome:
+    role: str
+    answered: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    longest_gap_s: float = 0.0
+    billed: int | None = None
+    killed_pid: int | None = None
+
+    def row(self) -> str:
+        failed = sum(self.failed.values())
+        by = ", ".join(f"{n} × {s}" for s, n in sorted(self.failed.items()))
+        billed = "—" if self.billed is None else (
+            "equal" if self.billed == self.answered else f"billed {self.billed} vs {self.answered}"
+        )  # fmt: skip
+        return (
+            f"| {self.role} | {failed} / {failed + self.answered}{f' ({by})' if by else ''} "
+            f"| {self.longest_gap_s:.1f} s | {billed} |"
+        )
+
+
+def platform_config(routers: int) -> dict[str, Any]:
+    raw: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "serve.local.yaml").read_text())
+    args = raw["applications"][0]["args"]
+    args["tenants"][0]["autoscaling"] = {"min_replicas": 2, "max_replicas": 2}
+    args["router"]["autoscaling"] = {"min_replicas": routers, "max_replicas": routers}
+    state = Path(os.environ.get("TMPDIR", "/tmp")) / f"chaos-ledger-{os.getpid()}-{time.time_ns()}"
+    args["ledger"] = {"resources": {"num_cpus": 0.1}, "state_path": f"{state}/ledger.db"}
+    return raw
+
+
+def pids_of(role: str) -> list[int]:
+    mark = MARKS[role]
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if mark in " ".join(proc.info["cmdline"] or []):
+            found.append(proc.info["pid"])
+    return sorted(found)
+
+
+def load(url: str, clients: int, seconds: float, kill: Any) -> tuple[list[tuple[float, str]], int]:
+    """``clients`` closed loops for ``seconds``; ``kill()`` runs once at its time. Returns
+    (answer time, status) per request, and how many were answered 200."""
+    images = [p.read_bytes() for p in IMAGES]
+    headers = {"Authorization": f"Bearer {DEMO_KEY}"}
+    results: list[tuple[float, str]] = []
+    lock = threading.Lock()
+    start = time.monotonic()
+    end = start + seconds
+
+    def client(k: int) -> None:
+        session = requests.Session()
+        i = k
+        while time.monotonic() < end:
+            try:
+                resp = session.post(url, data=images[i % len(images)], headers=headers,
+                                    params={"imgsz": 320}, timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+                status = str(resp.status_code)
+            except requests.RequestException as exc:
+                status = type(exc).__name__
+                session = requests.Session()
+            with lock:
+                results.append((time.monotonic() - start, status))
+            i += clients
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    kill()
+    for t in threads:
+        t.join()
+    return results, sum(1 for _, s in results if s == "200")
+
+
+def longest_gap(results: list[tuple[float, str]], seconds: float) -> float:
+    times = sorted(t for t, s in results if s == "200")
+    edges = [0.0, *times, max(seconds, times[-1] if times else seconds)]
+    return max(b - a for a, b in zip(edges, edges[1:], strict=False))
+
+
+def usage(base: str) -> int:
+    resp = requests.get(f"{base}/v1/usage", headers={"Authorization": f"Bearer {DEMO_KEY}"},
+                        timeout=10)  # fmt: skip
+    resp.raise_for_status()
+    return int(resp.json()["images_this_month"])
+
+
+def run_case(role: str, args: argparse.Namespace) -> Outcome:
+    outcome = Outcome(role)
+    with PlatformRun(platform_config(args.routers), driver=False) as run:
+        base = run.url.rsplit("/v1/", 1)[0]
+        # Warm-up, billed too: one answer from each router and detector replica's model.
+        warm = 0
+        for image in IMAGES[:4]:
+            r = requests.post(run.url, data=image.read_bytes(), params={"imgsz": 320},
+                              headers={"Authorization": f"Bearer {DEMO_KEY}"}, timeout=60)  # fmt: skip
+            warm += r.status_code == 200
+
+        def kill() -> None:
+            if role == "none":
+                return
+            time.sleep(args.kill_at)
+            pids = pids_of(role)
+            if not pids:
+                print(f"  no {role} process found", flush=True)
+                return
+            outcome.killed_pid = pids[0]
+            os.kill(pids[0], signal.SIGKILL)
+
+        results, answered = load(run.url, args.clients, args.seconds, kill)
+        outcome.answered = answered + warm
+        outcome.failed = Counter(s for _, s in results if s != "200")
+        outcome.longest_gap_s = longest_gap(results, args.seconds)
+        billed: list[int] = []
+
+        def settled() -> bool:
+            # Routers bill allowances as they take them and refund what expires unused
+            # (ALLOWANCE_TTL_S), settling with the ledger in the background.
+            billed.append(usage(base))
+            return billed[-1] == outcome.answered
+
+        try:
+            _wait(settled, args.settle_s, "the usage to settle")
+        except TimeoutError:
+            pass
+        outcome.billed = billed[-1] if billed else None
+    return outcome
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--roles", nargs="*", choices=ROLES, default=list(ROLES))
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=45.0)
+    parser.add_argument("--kill-at", type=float, default=15.0)
+    parser.add_argument("--routers", type=int, default=2)
+    parser.add_argument("--settle-s", type=float, default=20.0)
+    args = parser.parse_args()
+    rows = []
+    for role in args.roles:
+        outcome = run_case(role, args)
+        rows.append(outcome.row())
+        print(rows[-1], flush=True)
+    print("\n| killed | failed requests | longest time without an answer | billed vs answered |")
+    print("|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
