@@ -1,8 +1,8 @@
 """Faults under load: kill one process of the running platform, count what clients saw.
 
-For each case: the local config under `serve run` with `make run`'s Ray settings
-(configs/ray-serve.env; a fresh ledger file, the demo tenant on two replicas, the
-router on ``--routers`` replicas), ``--clients`` closed-loop HTTP clients for
+For each case: `make run` (scripts/run_local.sh: Ray with configs/ray-serve.env, HAProxy
+in front) of the local config with a fresh ledger file, the demo tenant on two replicas
+and the router on ``--routers``, ``--clients`` closed-loop HTTP clients for
 ``--seconds``, one process of the named role sent SIGKILL at ``--kill-at``; then
 
 * failed requests (any answer but 200, or no answer), by status;
@@ -17,9 +17,12 @@ router on ``--routers`` replicas), ``--clients`` closed-loop HTTP clients for
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,8 +37,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import psutil  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
-
-from bench import DEMO_KEY, IMAGES, PlatformRun, _wait  # noqa: E402
+from bench import DEMO_KEY, IMAGES, _free_port, _wait  # noqa: E402
+from local_run import local_run  # noqa: E402
 
 # What to kill, by role: a mark in the process's command line (Ray sets the process
 # title of a replica to ServeReplica:<app>:<deployment>).
@@ -49,6 +52,7 @@ MARKS = {
 }
 ROLES = ("none", "detector", "router", "ledger", "ingress", "controller")
 REQUEST_TIMEOUT_S = 30.0
+AUTH = {"Authorization": f"Bearer {DEMO_KEY}"}
 
 
 @dataclass
@@ -62,7 +66,7 @@ class Outcome:
 
     def row(self) -> str:
         failed = sum(self.failed.values())
-        by = ", ".join(f"{n} × {s}" for s, n in sorted(self.failed.items()))
+        by = ", ".join(f"{n} x {s}" for s, n in sorted(self.failed.items()))
         billed = "—" if self.billed is None else (
             "equal" if self.billed == self.answered else f"billed {self.billed} vs {self.answered}"
         )  # fmt: skip
@@ -72,13 +76,14 @@ class Outcome:
         )
 
 
-def platform_config(routers: int) -> dict[str, Any]:
+def platform_config(routers: int, port: int) -> dict[str, Any]:
     raw: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "serve.local.yaml").read_text())
+    raw["http_options"]["port"] = port
     args = raw["applications"][0]["args"]
     args["tenants"][0]["autoscaling"] = {"min_replicas": 2, "max_replicas": 2}
     args["router"]["autoscaling"] = {"min_replicas": routers, "max_replicas": routers}
-    state = Path(os.environ.get("TMPDIR", "/tmp")) / f"chaos-ledger-{os.getpid()}-{time.time_ns()}"
-    args["ledger"] = {"resources": {"num_cpus": 0.1}, "state_path": f"{state}/ledger.db"}
+    args["ledger"] = {"resources": {"num_cpus": 0.1},
+                      "state_path": str(Path(tempfile.mkdtemp()) / "ledger.db")}  # fmt: skip
     return raw
 
 
@@ -128,7 +133,7 @@ def load(url: str, clients: int, seconds: float, kill: Any) -> tuple[list[tuple[
 def longest_gap(results: list[tuple[float, str]], seconds: float) -> float:
     times = sorted(t for t, s in results if s == "200")
     edges = [0.0, *times, max(seconds, times[-1] if times else seconds)]
-    return max(b - a for a, b in zip(edges, edges[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(edges))
 
 
 def usage(base: str) -> int:
@@ -140,13 +145,18 @@ def usage(base: str) -> int:
 
 def run_case(role: str, args: argparse.Namespace) -> Outcome:
     outcome = Outcome(role)
-    with PlatformRun(platform_config(args.routers), driver=False) as run:
-        base = run.url.rsplit("/v1/", 1)[0]
+    port = _free_port()
+    work = Path(tempfile.mkdtemp())
+    config = work / "chaos.yaml"
+    config.write_text(yaml.safe_dump(platform_config(args.routers, port)))
+    base = f"http://127.0.0.1:{port}"
+    url = f"{base}/v1/detect"
+    with local_run(config, base, work / "run.log"):
         # Warm-up, billed too: one answer from each router and detector replica's model.
         warm = 0
         for image in IMAGES[:4]:
-            r = requests.post(run.url, data=image.read_bytes(), params={"imgsz": 320},
-                              headers={"Authorization": f"Bearer {DEMO_KEY}"}, timeout=60)  # fmt: skip
+            r = requests.post(url, data=image.read_bytes(), params={"imgsz": 320},
+                              headers=AUTH, timeout=60)  # fmt: skip
             warm += r.status_code == 200
 
         def kill() -> None:
@@ -160,7 +170,7 @@ def run_case(role: str, args: argparse.Namespace) -> Outcome:
             outcome.killed_pid = pids[0]
             os.kill(pids[0], signal.SIGKILL)
 
-        results, answered = load(run.url, args.clients, args.seconds, kill)
+        results, answered = load(url, args.clients, args.seconds, kill)
         outcome.answered = answered + warm
         outcome.failed = Counter(s for _, s in results if s != "200")
         outcome.longest_gap_s = longest_gap(results, args.seconds)
@@ -172,10 +182,8 @@ def run_case(role: str, args: argparse.Namespace) -> Outcome:
             billed.append(usage(base))
             return billed[-1] == outcome.answered
 
-        try:
+        with contextlib.suppress(TimeoutError):
             _wait(settled, args.settle_s, "the usage to settle")
-        except TimeoutError:
-            pass
         outcome.billed = billed[-1] if billed else None
     return outcome
 

@@ -11,6 +11,16 @@
 #   client's address to X-Forwarded-For, which the router's uvicorn believes from a
 #   trusted peer (FORWARDED_ALLOW_IPS, default 127.0.0.1: this HAProxy), so the audit
 #   log keeps the client's address;
+# * a router replica that dies with requests in flight: HAProxy may send them again to
+#   another router (RAY_SERVE_HAPROXY_RETRY_ON=empty-response, configs/ray-serve.env) only
+#   if it still holds the request; with Ray's `option splice-request` the body goes
+#   through a kernel pipe and is gone, so the request is buffered whole instead
+#   (`option http-buffer-request`; up to tune.bufsize, 1 MiB);
+# * what HAProxy answers itself is Ray's `500` for every 502/503/504 (no router up, all
+#   retries spent) and a `404` for every path while no application is routed yet (a
+#   restarted HAProxy, before its backends arrive): both become our 503 with Retry-After
+#   and a JSON error (the application owns `/`, so the default backend is reached only
+#   when no router is routed);
 # * HAProxy outlives `ray stop --force`: its PID is appended to YOLOSERVE_HAPROXY_PIDS,
 #   from which scripts/run_local.sh ends it on exit.
 set -euo pipefail
@@ -21,8 +31,16 @@ for arg in "$@"; do
   previous="$arg"
 done
 if [[ -n $config && -f $config ]]; then
+  unavailable="$(dirname "$config")/yoloserve-503.http"
+  printf '%s\r\n' 'HTTP/1.1 503 Service Unavailable' 'Content-Type: application/json' \
+    'Retry-After: 1' 'Cache-Control: no-store' 'Connection: close' '' \
+    '{"error": "the service is starting or restarting; retry after Retry-After seconds"}' \
+    >"$unavailable"
   sed -i -E -e 's/^([[:space:]]*bind )\*?(:[0-9]+)/\1127.0.0.1\2/' \
-    -e 's/^defaults$/defaults\n    option forwardfor/' "$config"
+    -e "s#^([[:space:]]*errorfile 50[234] ).*#\\1$unavailable#" \
+    -e 's#^([[:space:]]*http-request return) status 404 (content-type) text/plain lf-string .*not found.*#\1 status 503 \2 application/json hdr Retry-After 1 string "{\\"error\\": \\"the service is starting; retry after Retry-After seconds\\"}"#' \
+    -e 's/^defaults$/defaults\n    option forwardfor\n    option http-buffer-request/' \
+    -e '/^[[:space:]]*option splice-request$/d' "$config"
 fi
 if [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} ]]; then
   echo "$$" >>"$YOLOSERVE_HAPROXY_PIDS"

@@ -35,6 +35,19 @@ RAY_SERVE_ENV: dict[str, str] = {
     # default is for external load balancers; ours is Ray's own HAProxy, updated within
     # a second): every stop and router rollout waited 30 s.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+    # A router replica that dies with requests in flight closes their connections with
+    # no answer: HAProxy sends each again to another router (detection is idempotent)
+    # when the whole request fits in its buffer (1 MiB: most images; a bigger upload in
+    # flight on a dying router fails). Buffers are taken per request in flight, not per
+    # connection; at most RAY_SERVE_HAPROXY_MAXCONN requests at once.
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    "RAY_SERVE_HAPROXY_RETRIES": "3",
+    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(1024 * 1024),
+    "RAY_SERVE_HAPROXY_MAXCONN": "1024",
+    # A dead HAProxy is found by the proxy actor's health check (Ray: every 10 s, three
+    # failures, then the actor and its HAProxy are started again: ~35 s without an
+    # ingress); probed every second, it is back in a few (docs/reliability.md).
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
 }
 
 APP_NAME = "yolo"
@@ -176,6 +189,12 @@ USAGE_EXPORT_S = float(os.environ.get("YOLOSERVE_USAGE_EXPORT_S", "30"))
 USAGE_EXPORT_MAX_ROWS = 5000
 # GET /v1/usage shows this many recent hours.
 USAGE_REPORT_HOURS = 24
+# The ledger forgets a settlement's id this long after applying it (a router re-sends an
+# unacknowledged settlement every ALLOWANCE_TTL_S, so a retry comes within seconds; a day
+# is thousands of retries' margin), and exported usage rows once older than
+# USAGE_REPORT_HOURS; both at every export (USAGE_EXPORT_S). Without it the two tables
+# grew by ~4 rows/s per busy router, forever.
+SETTLEMENT_IDS_KEPT_S = 24 * 3600.0
 # Settlements a router keeps for retry while the ledger is unreachable.
 MAX_PENDING_SETTLEMENTS = 2000
 # Router-local allowances (admission.py): admissions granted in advance by the ledger

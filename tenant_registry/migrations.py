@@ -95,6 +95,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jwt_settings ADD COLUMN jwks_url TEXT;
     """,
+    # 5: version numbers reserved by a push in progress (taken before the upload, so two
+    # concurrent pushes never upload under the same number).
+    """
+    CREATE TABLE model_version_reservations (
+        tenant_id    TEXT NOT NULL,
+        model        TEXT NOT NULL,
+        version      INTEGER NOT NULL,
+        reserved_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, model, version)
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

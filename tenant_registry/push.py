@@ -132,8 +132,16 @@ def push_version(
         path, arch=arch, class_names=class_names, imgsz=imgsz, trusted_pt=trusted_pt
     )
     platform = reg.platform()
-    number = reg.next_version(tenant, model)
-    uri = upload(platform.model_store_uri, platform.store, tenant, model, number, manifest, weights)
+    # Reserved before the upload: two pushes at once get two numbers, and neither can
+    # overwrite the other's files (or a recorded version's).
+    number = reg.reserve_version(tenant, model)
+    try:
+        uri = upload(
+            platform.model_store_uri, platform.store, tenant, model, number, manifest, weights
+        )
+    except BaseException:
+        reg.release_version(tenant, model, number)
+        raise
     version = ModelVersion(
         version=number,
         uri=uri,

@@ -301,18 +301,55 @@ class Registry:
     def add_model_version(
         self, tenant_id: str, model: str, version: ModelVersion, *, activate: bool = False
     ) -> TenantModel:
+        """Record a version (and end its reservation, if ``reserve_version`` made one)."""
         validate_model_name(model)
         with self._write() as db:
             self._touch(db, tenant_id)
             insert_version(db, tenant_id, model, version, activate=activate)
+            self._end_reservation(db, tenant_id, model, version.version)
         return self.model(tenant_id, model)
 
     def next_version(self, tenant_id: str, model: str) -> int:
-        row = self._conn.execute(
-            "SELECT MAX(version) AS v FROM model_versions WHERE tenant_id = ? AND model = ?",
-            (tenant_id, model),
+        """The number after every recorded and reserved version of the model."""
+        return self._next_version(self._conn, tenant_id, model)
+
+    def reserve_version(self, tenant_id: str, model: str) -> int:
+        """Take the next version number for an upload in progress: a concurrent push
+        gets the one after, so no two pushes write the same version's files. The
+        reservation ends when the version is recorded (``add_model_version``) or
+        released; a push that crashed leaves its number unused, never reused."""
+        validate_model_name(model)
+        with self._write() as db:
+            number = self._next_version(db, tenant_id, model)
+            db.execute(
+                "INSERT INTO model_version_reservations(tenant_id, model, version, reserved_at) "
+                "VALUES (?, ?, ?, ?)",
+                (tenant_id, model, number, utc_iso()),
+            )
+        return number
+
+    def release_version(self, tenant_id: str, model: str, version: int) -> None:
+        """Give back a reserved number whose upload failed (nothing was recorded)."""
+        with self._write() as db:
+            self._end_reservation(db, tenant_id, model, version)
+
+    @staticmethod
+    def _next_version(db: sqlite3.Connection, tenant_id: str, model: str) -> int:
+        row = db.execute(
+            "SELECT MAX(v) AS v FROM (SELECT version AS v FROM model_versions "
+            "WHERE tenant_id = ? AND model = ? UNION ALL SELECT version FROM "
+            "model_version_reservations WHERE tenant_id = ? AND model = ?)",
+            (tenant_id, model, tenant_id, model),
         ).fetchone()
         return int(row["v"] or 0) + 1
+
+    @staticmethod
+    def _end_reservation(db: sqlite3.Connection, tenant_id: str, model: str, version: int) -> None:
+        db.execute(
+            "DELETE FROM model_version_reservations WHERE tenant_id = ? AND model = ? "
+            "AND version = ?",
+            (tenant_id, model, version),
+        )
 
     def model(self, tenant_id: str, model: str) -> TenantModel:
         found = next((m for m in self.tenant(tenant_id).models if m.name == model), None)

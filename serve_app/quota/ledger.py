@@ -28,6 +28,7 @@ from serve_app.constants import (
     KEY_ID_PREFIX,
     LEDGER_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
+    SETTLEMENT_IDS_KEPT_S,
     USAGE_EXPORT_MAX_ROWS,
     USAGE_EXPORT_S,
     USAGE_REPORT_HOURS,
@@ -171,6 +172,12 @@ class QuotaLedger:
                     pass
             except Exception as exc:  # the store is down: the rows wait in SQLite
                 logger.error("ledger: usage export failed: %s", exc)
+            await asyncio.to_thread(self.prune, time.time())
+
+    def prune(self, now: float) -> tuple[int, int]:
+        """Forget old settlement ids and exported usage rows past the report window."""
+        window_start = hour_key(now - USAGE_REPORT_HOURS * 3600)
+        return self._store.prune(now - SETTLEMENT_IDS_KEPT_S, window_start)
 
     async def tenant_defaults(self, tenant: str) -> TenantDefaults | None:
         """The tenant's own detection defaults, if it saved any."""

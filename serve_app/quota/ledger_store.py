@@ -4,16 +4,25 @@
   as deltas so an old and a new ledger overlapping in a rolling restart both count;
 * ``key_last_used``: when each API key was last presented;
 * ``settlements``: ids of router settlements already applied, written in the same
-  transaction as their counts, so a retried settlement is applied exactly once;
+  transaction as their counts, so a retried settlement is applied exactly once; kept
+  ``SETTLEMENT_IDS_KEPT_S`` (a router sends a settlement again every fraction of a
+  second until the ledger acknowledges it), then pruned;
 * ``usage_log``: the metered usage rows, append-only, exported to the usage store
-  past ``export_state.watermark``;
+  past ``export_state.watermark``; pruned once exported and older than the hours
+  ``GET /v1/usage`` shows;
 * ``tenant_defaults``: each tenant's own detection defaults (``PUT /v1/policy``), as JSON.
+
+One connection, used from the ledger's event loop (admissions, settlements) and from the
+export thread: every use holds ``_lock``, a transaction for its whole length, so one
+thread's statements never land inside the other's transaction (SQLite would refuse the
+second ``BEGIN``, or commit the other thread's half-done writes).
 """
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +50,7 @@ class LedgerStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
         self._conn.execute("PRAGMA journal_mode = WAL")
         # WAL + NORMAL: a commit survives a process crash without an fsync per commit.
         self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -55,31 +65,36 @@ class LedgerStore:
     # ---------------------------------------------------------------- defaults
 
     def tenant_defaults(self, tenant: str) -> str | None:
-        row = self._conn.execute(
-            "SELECT body FROM tenant_defaults WHERE tenant = ?", (tenant,)
-        ).fetchone()
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT body FROM tenant_defaults WHERE tenant = ?", (tenant,)
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def set_tenant_defaults(self, tenant: str, body: str) -> None:
-        self._conn.execute(
-            "INSERT INTO tenant_defaults(tenant, body, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(tenant) DO UPDATE SET body = excluded.body, "
-            "updated_at = excluded.updated_at",
-            (tenant, body, time.time()),
-        )
+        with self._transaction():
+            self._conn.execute(
+                "INSERT INTO tenant_defaults(tenant, body, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(tenant) DO UPDATE SET body = excluded.body, "
+                "updated_at = excluded.updated_at",
+                (tenant, body, time.time()),
+            )
 
     # ----------------------------------------------------------------- monthly
 
     def load(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for tenant, month, images in self._conn.execute("SELECT tenant, month, images FROM usage"):
+        with self._lock:
+            rows = self._conn.execute("SELECT tenant, month, images FROM usage").fetchall()
+        for tenant, month, images in rows:
             out.setdefault(tenant, {})[month] = int(images)
         return out
 
     def key_last_used(self, tenant: str) -> dict[str, float]:
-        rows = self._conn.execute(
-            "SELECT key_id, last_used FROM key_last_used WHERE tenant = ?", (tenant,)
-        )
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key_id, last_used FROM key_last_used WHERE tenant = ?", (tenant,)
+            ).fetchall()
         return {key_id: float(ts) for key_id, ts in rows}
 
     def add(
@@ -144,11 +159,12 @@ class LedgerStore:
 
     def hourly(self, tenant: str, since_hour: str) -> dict[str, UsageCounts]:
         """The tenant's usage per hour from ``since_hour`` on, all models together."""
-        rows = self._conn.execute(
-            "SELECT hour, sum(requests), sum(images), sum(compute_s), sum(rejected), "
-            "sum(errors) FROM usage_log WHERE tenant = ? AND hour >= ? GROUP BY hour",
-            (tenant, since_hour),
-        )
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT hour, sum(requests), sum(images), sum(compute_s), sum(rejected), "
+                "sum(errors) FROM usage_log WHERE tenant = ? AND hour >= ? GROUP BY hour",
+                (tenant, since_hour),
+            ).fetchall()
         return {
             hour: UsageCounts(int(req), int(img), float(cs), int(rej), int(err))
             for hour, req, img, cs, rej, err in rows
@@ -158,11 +174,18 @@ class LedgerStore:
 
     @property
     def epoch(self) -> str:
-        row = self._conn.execute("SELECT value FROM export_state WHERE key = 'epoch'").fetchone()
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM export_state WHERE key = 'epoch'"
+            ).fetchone()
         return str(row[0])
 
     def unexported(self, limit: int) -> tuple[int, int, list[UsageRow]]:
         """``(first id, last id, rows)`` past the watermark, at most ``limit`` rows."""
+        with self._transaction():  # the watermark and the rows past it, read together
+            return self._unexported(limit)
+
+    def _unexported(self, limit: int) -> tuple[int, int, list[UsageRow]]:
         row = self._conn.execute(
             "SELECT value FROM export_state WHERE key = 'watermark'"
         ).fetchone()
@@ -188,19 +211,55 @@ class LedgerStore:
                 (str(last_id),),
             )
 
+    def prune(self, settled_before: float, hours_before: str) -> tuple[int, int]:
+        """Forget settlement ids applied before ``settled_before`` (epoch s) and usage
+        rows both exported and older than ``hours_before`` (an ``hour_key``): the two
+        tables that grow with traffic. Returns how many of each went."""
+        with self._transaction():
+            settlements = self._conn.execute(
+                "DELETE FROM settlements WHERE applied_at < ?", (settled_before,)
+            ).rowcount
+            row = self._conn.execute(
+                "SELECT value FROM export_state WHERE key = 'watermark'"
+            ).fetchone()
+            watermark = int(row[0]) if row else 0
+            rows = self._conn.execute(
+                "DELETE FROM usage_log WHERE id <= ? AND hour < ?", (watermark, hours_before)
+            ).rowcount
+        return settlements, rows
+
+    def sizes(self) -> dict[str, int]:
+        """Rows in the tables that grow with traffic."""
+        with self._lock:
+            settlements = self._conn.execute("SELECT count(*) FROM settlements").fetchone()
+            rows = self._conn.execute("SELECT count(*) FROM usage_log").fetchone()
+        return {"settlements": int(settlements[0]), "usage_log": int(rows[0])}
+
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
+        return _Transaction(self._conn, self._lock)
 
 
 class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error), holding the store's lock
+    from before the ``BEGIN`` to after the end."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._conn, self._lock = conn, lock
 
     def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._lock.acquire()
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()

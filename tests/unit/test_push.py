@@ -119,3 +119,75 @@ def test_push_uploads_and_records_a_new_version(tmp_path, capsys):
         main(["--db", db, "model", "push", "acme", "shapes", str(DEMO_MODEL / "manifest.json")])
         == 2
     )
+
+
+def test_two_concurrent_pushes_get_two_versions_and_keep_their_own_files(tmp_path, monkeypatch):
+    """Both pushes reach the upload before either records its version (a barrier): each
+    must still upload under its own number, and each recorded version's files are its own."""
+    import shutil
+    import threading
+
+    from tenant_registry import push as push_module
+    from tenant_registry.store import Registry
+
+    db, store = str(tmp_path / "r.db"), tmp_path / "store"
+    assert main(["--db", db, "init"]) == 0
+    assert main(["--db", db, "platform", "set", "--model-store-uri", f"file://{store}"]) == 0
+    assert main(["--db", db, "tenant", "create", "acme"]) == 0
+    sources = {}
+    for names in (["red", "green", "blue"], ["cat", "dog", "bird"]):
+        folder = tmp_path / names[0]
+        shutil.copytree(DEMO_MODEL, folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "class_names": names}))
+        sources[names[0]] = folder
+    both_uploading = threading.Barrier(2, timeout=30)
+    real_upload = push_module.upload
+
+    def upload(*args, **kwargs):
+        both_uploading.wait()
+        return real_upload(*args, **kwargs)
+
+    monkeypatch.setattr(push_module, "upload", upload)
+    pushed, errors = {}, []
+
+    def push(name):
+        try:
+            with Registry(db) as reg:
+                version, _ = push_module.push_version(reg, "acme", "shapes", sources[name])
+                pushed[name] = version
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(name,)) for name in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(v.version for v in pushed.values()) == [2, 3]  # 1: created with the tenant
+    for name, version in pushed.items():
+        files = fetch_version(version.uri)
+        assert files.manifest.class_names[0] == name  # its own files, not the other push's
+    with Registry(db) as reg:
+        assert reg.next_version("acme", "shapes") == 4  # no reservation left behind
+
+
+def test_a_failed_upload_gives_its_version_number_back(tmp_path, monkeypatch):
+    from tenant_registry import push as push_module
+    from tenant_registry.store import Registry
+
+    db = str(tmp_path / "r.db")
+    assert main(["--db", db, "init"]) == 0
+    assert main(["--db", db, "platform", "set", "--model-store-uri", f"file://{tmp_path}/s"]) == 0
+    assert main(["--db", db, "tenant", "create", "acme"]) == 0
+
+    def broken(*_args, **_kwargs):
+        raise InvalidInput("upload to the store failed: disk full")
+
+    monkeypatch.setattr(push_module, "upload", broken)
+    with Registry(db) as reg:
+        with pytest.raises(InvalidInput, match="disk full"):
+            push_module.push_version(reg, "acme", "shapes", DEMO_MODEL)
+        assert reg.next_version("acme", "shapes") == 2
+        assert [v.version for v in reg.model("acme", "shapes").versions] == [1]

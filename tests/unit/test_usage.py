@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 
 import pytest
 
@@ -111,6 +113,62 @@ def test_export_watermark_moves_only_forward(tmp_path):
     epoch = store.epoch
     assert LedgerStore(tmp_path / "ledger.db").epoch == epoch  # stable across restarts
     assert LedgerStore(tmp_path / "other.db").epoch != epoch
+
+
+def test_the_growing_tables_are_pruned_and_retries_stay_exactly_once(tmp_path):
+    """Settlement ids older than the retention and exported rows older than the report
+    window go; a retry within the retention is still ignored; unexported rows stay."""
+    store = LedgerStore(tmp_path / "ledger.db")
+    old, recent = "2026-11-16T07", "2026-11-18T07"
+    row = lambda hour: UsageRow("acme", hour, "m@1", UsageCounts(1, 1, 0.1))  # noqa: E731
+    for i in range(50):
+        assert store.apply_settlement(f"b{i}", [("acme", "2026-11", 1)], [], [row(old)])
+    store.mark_exported(store.unexported(1000)[1])  # all 50 old rows exported
+    assert store.apply_settlement("late", [], [], [row(old), row(recent)])  # not exported
+    assert store.sizes() == {"settlements": 51, "usage_log": 52}
+
+    # retention not over for any id; exported rows before the window go
+    assert store.prune(settled_before=0.0, hours_before="2026-11-17T00") == (0, 50)
+    assert store.sizes() == {"settlements": 51, "usage_log": 2}  # the unexported two stay
+    assert not store.apply_settlement("b7", [("acme", "2026-11", 1)], [], [row(recent)])
+    assert store.load()["acme"]["2026-11"] == 50  # the retry counted nothing
+
+    assert store.prune(settled_before=time.time() + 1, hours_before="2026-11-17T00") == (51, 0)
+    assert store.sizes() == {"settlements": 0, "usage_log": 2}
+    assert store.hourly("acme", recent)[recent].images == 1  # the report window is intact
+
+
+def test_one_connection_serves_the_loop_and_the_export_thread_at_once(tmp_path):
+    """Transactions from two threads on the shared connection never interleave."""
+    store = LedgerStore(tmp_path / "ledger.db")
+    row = UsageRow("acme", "2026-11-18T07", "m@1", UsageCounts(1, 1, 0.1))
+    errors: list[BaseException] = []
+
+    def settle() -> None:
+        try:
+            for i in range(300):
+                store.apply_settlement(f"s{i}", [("acme", "2026-11", 1)], [], [row, row])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def export() -> None:
+        try:
+            for _ in range(300):
+                _, last, rows = store.unexported(50)
+                if rows:
+                    store.mark_exported(last)
+                store.prune(0.0, "2026-11-01T00")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=settle), threading.Thread(target=export)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert store.load()["acme"]["2026-11"] == 300
+    assert store.sizes() == {"settlements": 300, "usage_log": 600}
 
 
 def test_ledger_exports_json_lines_that_tenantctl_usage_adds_up(tmp_path, capsys):
