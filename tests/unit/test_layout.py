@@ -18,6 +18,7 @@ RANKS = {
     "errors": 1,
     "wire": 1,
     "ray_compat": 1,
+    "ride_through": 1,
     "config": 2,
     "config_file": 3,
     "blobs": 3,

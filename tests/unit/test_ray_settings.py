@@ -5,6 +5,7 @@ stop can end it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -22,10 +23,17 @@ RAY_CONFIG = """global
     nbthread 1
 defaults
     mode http
+    option splice-request
+    option splice-response
+    errorfile 502 /tmp/haproxy-serve/n1/500.http
+    errorfile 503 /tmp/haproxy-serve/n1/500.http
+    errorfile 504 /tmp/haproxy-serve/n1/500.http
 frontend prometheus
     bind :9101
 frontend http_frontend
     bind 127.0.0.1:8000
+backend default_backend
+    http-request return status 404 content-type text/plain lf-string "Path '%[path]' not found."
 backend http-yolo
     server router 127.0.0.1:30000 check
 listen stats
@@ -48,6 +56,21 @@ def test_binds_become_loopback_the_client_is_forwarded_and_the_pid_is_kept(tmp_p
     assert run.returncode == 0, run.stderr
     assert out[1:] == args  # arguments passed through
     assert pids.read_text().split() == [out[0]]  # the PID HAProxy runs as (exec: the same)
-    binds = [line.strip() for line in config.read_text().splitlines() if "bind" in line]
+    binds = [
+        b
+        for b in (line.strip() for line in config.read_text().splitlines())
+        if b.startswith("bind ")
+    ]
     assert binds == ["bind 127.0.0.1:9101", "bind 127.0.0.1:8000", "bind 127.0.0.1:8404"]
-    assert "defaults\n    option forwardfor\n    mode http" in config.read_text()
+    text = config.read_text()
+    assert "defaults\n    option forwardfor\n    option http-buffer-request\n    mode http" in text
+    # a dying router's requests can be sent again: kept whole in HAProxy's buffer
+    assert "splice-request" not in text and "option splice-response" in text
+    # what HAProxy answers itself: our 503 with Retry-After, not Ray's 500 or a 404
+    unavailable = tmp_path / "yoloserve-503.http"
+    assert text.count("errorfile 50") == 3 and text.count(str(unavailable)) == 3
+    head, body = unavailable.read_bytes().split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1" in head
+    assert "retry" in json.loads(body)["error"]
+    assert "status 404" not in text
+    assert 'return status 503 content-type application/json hdr Retry-After 1 string "{' in text
