@@ -15,7 +15,7 @@
 #   another router (RAY_SERVE_HAPROXY_RETRY_ON=empty-response, configs/ray-serve.env) only
 #   if it still holds the request; with Ray's `option splice-request` the body goes
 #   through a kernel pipe and is gone, so the request is buffered whole instead
-#   (`option http-buffer-request`; up to tune.bufsize, 1 MiB);
+#   (`option http-buffer-request`; up to tune.bufsize, 256 KiB);
 # * what HAProxy answers itself is Ray's `500` for every 502/503/504 (no router up, all
 #   retries spent) and a `404` for every path while no application is routed yet (a
 #   restarted HAProxy, before its backends arrive): both become our 503 with Retry-After

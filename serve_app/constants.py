@@ -37,12 +37,12 @@ RAY_SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
     # A router replica that dies with requests in flight closes their connections with
     # no answer: HAProxy sends each again to another router (detection is idempotent)
-    # when the whole request fits in its buffer (1 MiB: most images; a bigger upload in
-    # flight on a dying router fails). Buffers are taken per request in flight, not per
-    # connection; at most RAY_SERVE_HAPROXY_MAXCONN requests at once.
+    # when the whole request fits in its buffer (256 KiB: a 640-px JPEG and more; a
+    # bigger upload in flight on a dying router fails). Buffers are taken per request in
+    # flight (two each), not per idle connection: at most ~512 MiB at MAXCONN at once.
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
     "RAY_SERVE_HAPROXY_RETRIES": "3",
-    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(1024 * 1024),
+    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(256 * 1024),
     "RAY_SERVE_HAPROXY_MAXCONN": "1024",
     # A dead HAProxy is found by the proxy actor's health check (Ray: every 10 s, three
     # failures, then the actor and its HAProxy are started again: ~35 s without an
