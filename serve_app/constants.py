@@ -203,6 +203,10 @@ MAX_PENDING_SETTLEMENTS = 2000
 ALLOWANCE_TTL_S = 0.25
 ALLOWANCE_MAX = 32
 ALLOWANCE_BURST_SHARE = 4
+# A grant refused for the monthly quota is asked once more after this: another router's
+# unspent allowance (the month's last images) is refunded by then (it expires after
+# ALLOWANCE_TTL_S and is settled at the next tick). Only a tenant at its cap waits.
+MONTHLY_RECHECK_S = 3 * ALLOWANCE_TTL_S
 # A router's settle loop that dies is restarted after this back-off, doubling up to the
 # maximum; at shutdown the last settlement is tried this many times.
 SETTLE_RESTART_MIN_S = 0.5

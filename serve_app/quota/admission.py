@@ -29,6 +29,7 @@ from serve_app.constants import (
     ALLOWANCE_TTL_S,
     LEDGER_RIDE_THROUGH_S,
     LEDGER_TIMEOUT_S,
+    MONTHLY_RECHECK_S,
     RETRY_AFTER_S,
     SETTLE_FLUSH_ATTEMPTS,
     SETTLE_RESTART_MAX_S,
@@ -109,7 +110,16 @@ class Admission:
         if self._allowances.take(tenant_id, time.monotonic()):
             return None
         want = self._allowances.want(tenant_id, quota)
-        decision = await self._decide(lambda: self._ledger.grant.remote(tenant_id, quota, want))
+        ask = lambda: self._ledger.grant.remote(tenant_id, quota, want)  # noqa: E731
+        try:
+            decision = await self._decide(ask)
+        except QuotaExceeded as exc:
+            if exc.reason != "monthly_quota_exceeded":
+                raise
+            # The month's last images may sit unspent in another router's allowance; it
+            # refunds them within MONTHLY_RECHECK_S. Ask once more before saying 429.
+            await asyncio.sleep(MONTHLY_RECHECK_S)
+            decision = await self._decide(ask)
         now = time.monotonic()
         self.settler.refund(
             self._allowances.store(tenant_id, decision.granted, decision.month, now)

@@ -89,6 +89,37 @@ def test_a_refusal_is_429_with_retry_after_and_ratelimit_headers():
     assert "slow down" in caught.value.message
 
 
+@pytest.mark.parametrize("second", ["granted", "refused"])
+def test_a_monthly_refusal_is_asked_again_once_after_other_routers_refund(monkeypatch, second):
+    """The month's last images may be another router's unspent allowance: the router
+    asks once more after MONTHLY_RECHECK_S, and only then answers 429. A rate refusal
+    is answered at once."""
+    monkeypatch.setattr(admission_module, "MONTHLY_RECHECK_S", 0.01)
+    month_over = Decision(allowed=False, code="monthly_quota_exceeded", retry_after_s=60)
+    answers = iter([month_over, month_over if second == "refused" else None])
+
+    def grant(tenant, quota, want):
+        answer = next(answers)
+        return answer or Decision(allowed=True, granted=want, month="2026-11")
+
+    ledger = _ledger(grant=grant)
+
+    async def run():
+        admission = Admission(ledger, lambda: {"acme": RATE})
+        try:
+            return await admission.admit("acme", RATE, "key_a")
+        finally:
+            await admission.close()
+
+    if second == "granted":
+        assert asyncio.run(run()) is None
+    else:
+        with pytest.raises(QuotaExceeded) as caught:
+            asyncio.run(run())
+        assert caught.value.reason == "monthly_quota_exceeded"
+    assert _names(ledger).count("grant") == 2  # asked twice, never more
+
+
 def test_an_unreachable_ledger_fails_closed_with_503():
     def down(*_):
         raise ConnectionError("ledger gone")
