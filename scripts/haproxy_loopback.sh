@@ -14,8 +14,10 @@
 # * a router replica that dies with requests in flight: HAProxy may send them again to
 #   another router (RAY_SERVE_HAPROXY_RETRY_ON=empty-response, configs/ray-serve.env) only
 #   if it still holds the request; with Ray's `option splice-request` the body goes
-#   through a kernel pipe and is gone, so the request is buffered whole instead
-#   (`option http-buffer-request`; up to tune.bufsize, 256 KiB);
+#   through a kernel pipe and is gone, so splicing is off and a body that fits the buffer
+#   (declared Content-Length up to tune.bufsize, 256 KiB) is waited for, up to 2 s, before
+#   the request is passed on. A bigger declared body goes on at once, so the router still
+#   answers 413 from the headers of an oversized upload before any of it is read;
 # * what HAProxy answers itself is Ray's `500` for every 502/503/504 (no router up, all
 #   retries spent) and a `404` for every path while no application is routed yet (a
 #   restarted HAProxy, before its backends arrive): both become our 503 with Retry-After
@@ -31,6 +33,8 @@ for arg in "$@"; do
   previous="$arg"
 done
 if [[ -n $config && -f $config ]]; then
+  body_buffer_bytes="${RAY_SERVE_HAPROXY_TUNE_BUFSIZE:-16384}"
+  body_wait_s=2
   unavailable="$(dirname "$config")/yoloserve-503.http"
   printf '%s\r\n' 'HTTP/1.1 503 Service Unavailable' 'Content-Type: application/json' \
     'Retry-After: 1' 'Cache-Control: no-store' 'Connection: close' '' \
@@ -39,7 +43,8 @@ if [[ -n $config && -f $config ]]; then
   sed -i -E -e 's/^([[:space:]]*bind )\*?(:[0-9]+)/\1127.0.0.1\2/' \
     -e "s#^([[:space:]]*errorfile 50[234] ).*#\\1$unavailable#" \
     -e 's#^([[:space:]]*http-request return) status 404 (content-type) text/plain lf-string .*not found.*#\1 status 503 \2 application/json hdr Retry-After 1 string "{\\"error\\": \\"the service is starting; retry after Retry-After seconds\\"}"#' \
-    -e 's/^defaults$/defaults\n    option forwardfor\n    option http-buffer-request/' \
+    -e 's/^defaults$/defaults\n    option forwardfor/' \
+    -e "s/^(frontend http_frontend)$/\\1\\n    http-request wait-for-body time ${body_wait_s}s if { req.hdr_val(content-length) le $body_buffer_bytes }/" \
     -e '/^[[:space:]]*option splice-request$/d' "$config"
 fi
 if [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} ]]; then

@@ -48,7 +48,9 @@ def test_binds_become_loopback_the_client_is_forwarded_and_the_pid_is_kept(tmp_p
     fake.write_text('#!/usr/bin/env bash\necho "$$ $*"\n')
     fake.chmod(0o755)
     pids = tmp_path / "pids"
-    env = {**os.environ, "YOLOSERVE_HAPROXY_BINARY": str(fake), "YOLOSERVE_HAPROXY_PIDS": str(pids)}
+    bufsize = RAY_SERVE_ENV["RAY_SERVE_HAPROXY_TUNE_BUFSIZE"]
+    env = {**os.environ, "YOLOSERVE_HAPROXY_BINARY": str(fake), "YOLOSERVE_HAPROXY_PIDS": str(pids),
+           "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": bufsize}  # fmt: skip
     wrapper = str(ROOT / "scripts" / "haproxy_loopback.sh")
     args = ["-db", "-f", str(config), "-sf", "42"]
     run = subprocess.run(["bash", wrapper, *args], env=env, capture_output=True, text=True)
@@ -63,8 +65,11 @@ def test_binds_become_loopback_the_client_is_forwarded_and_the_pid_is_kept(tmp_p
     ]
     assert binds == ["bind 127.0.0.1:9101", "bind 127.0.0.1:8000", "bind 127.0.0.1:8404"]
     text = config.read_text()
-    assert "defaults\n    option forwardfor\n    option http-buffer-request\n    mode http" in text
-    # a dying router's requests can be sent again: kept whole in HAProxy's buffer
+    assert "defaults\n    option forwardfor\n    mode http" in text
+    # a dying router's requests can be sent again: a body that fits the buffer is kept
+    # whole (waited for, briefly); a bigger declared one goes on at once (the router's 413)
+    wait = "http-request wait-for-body time 2s if { req.hdr_val(content-length) le 262144 }"
+    assert f"frontend http_frontend\n    {wait}\n" in text
     assert "splice-request" not in text and "option splice-response" in text
     # what HAProxy answers itself: our 503 with Retry-After, not Ray's 500 or a 404
     unavailable = tmp_path / "yoloserve-503.http"
