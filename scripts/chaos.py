@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,11 @@ def pids_of(role: str) -> list[int]:
     return sorted(found)
 
 
-def load(url: str, clients: int, seconds: float, kill: Any) -> tuple[list[tuple[float, str]], int]:
-    """``clients`` closed loops for ``seconds``; ``kill()`` runs once at its time. Returns
+def load(
+    url: str, clients: int, seconds: float, kill: Callable[[Callable[[], int]], None]
+) -> tuple[list[tuple[float, str]], int]:
+    """``clients`` closed loops for ``seconds``; ``kill(answers)`` runs once while they
+    do (``answers()``: how many have come back so far). Returns
     (answer time, status) per request, and how many were answered 200."""
     images = [p.read_bytes() for p in IMAGES]
     headers = {"Authorization": f"Bearer {DEMO_KEY}"}
@@ -124,7 +128,7 @@ def load(url: str, clients: int, seconds: float, kill: Any) -> tuple[list[tuple[
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
-    kill()
+    kill(lambda: len(results))
     for t in threads:
         t.join()
     return results, sum(1 for _, s in results if s == "200")
@@ -159,7 +163,7 @@ def run_case(role: str, args: argparse.Namespace) -> Outcome:
                               headers=AUTH, timeout=60)  # fmt: skip
             warm += r.status_code == 200
 
-        def kill() -> None:
+        def kill(_answers: Callable[[], int]) -> None:
             if role == "none":
                 return
             time.sleep(args.kill_at)

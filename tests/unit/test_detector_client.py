@@ -71,16 +71,21 @@ def test_one_handle_per_model_id_carries_that_id():
     assert [model for _, model, _ in own.calls] == ["acme/pcb@2", "acme/pcb@2"]
 
 
-def test_a_version_that_cannot_load_falls_back_to_the_previous_one():
-    answers = iter([ModelUnavailable("could not be loaded"), _result("pcb@1")])
+def _in_turn(*answers):
+    """A detect that gives ``answers`` one call at a time, raising the exceptions."""
+    queue = iter(answers)
 
     def detect(*_):
-        answer = next(answers)
+        answer = next(queue)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    own = _detector(detect)
+    return detect
+
+
+def test_a_version_that_cannot_load_falls_back_to_the_previous_one():
+    own = _detector(_in_turn(ModelUnavailable("could not be loaded"), _result("pcb@1")))
     assert _run(DetectorClient({"acme": own}, FakeHandle({}))).model == "pcb@1"
     assert [model for _, model, _ in own.calls] == ["acme/pcb@2", "acme/pcb@1"]
 
@@ -102,15 +107,7 @@ GONE = [
 
 @pytest.mark.parametrize("error", GONE, ids=type)
 def test_a_call_whose_replica_died_is_sent_again_and_answered(error):
-    answers = iter([error, error, _result("pcb@2")])
-
-    def detect(*_):
-        answer = next(answers)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    own = _detector(detect)
+    own = _detector(_in_turn(error, error, _result("pcb@2")))
     assert _run(DetectorClient({"acme": own}, FakeHandle({}))).model == "pcb@2"
     # the same version each time: a dead replica is no reason to answer with version 1
     assert [model for _, model, _ in own.calls] == ["acme/pcb@2"] * 3

@@ -15,7 +15,6 @@ longer runs and the table are `scripts/chaos.py` (docs/reliability.md).
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 import requests
@@ -30,7 +29,7 @@ from local_run import local_run
 
 CLIENTS = 2
 SECONDS = 10.0
-KILL_AT_S = 3.0
+KILL_AFTER_ANSWERS = 20
 GAP_LIMIT_S = 5.0  # under the ride-through budgets (RIDE_THROUGH_S, LEDGER_RIDE_THROUGH_S)
 INGRESS_BACK_S = 20.0
 
@@ -51,8 +50,8 @@ def _kill_under_load(platform, role: str) -> tuple[list[tuple[float, str]], int]
     before = chaos.pids_of(role)
     assert before, f"no {role} process is running"
 
-    def kill() -> None:
-        time.sleep(KILL_AT_S)
+    def kill(answers) -> None:  # mid-load: once the clients have had some answers
+        wait_for(lambda: answers() >= KILL_AFTER_ANSWERS, SECONDS / 2, "answers before the kill")
         chaos.os.kill(before[0], chaos.signal.SIGKILL)
 
     results, answered = chaos.load(platform["url"], CLIENTS, SECONDS, kill)
