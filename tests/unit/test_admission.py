@@ -38,6 +38,19 @@ def _names(ledger):
     return [name for name, _, _ in ledger.calls]
 
 
+def _admit_once(ledger, quota, quotas=None):
+    """One admission on a fresh Admission, closed afterwards: its lease, or its error."""
+
+    async def run():
+        admission = Admission(ledger, quotas or (lambda: {"acme": quota}))
+        try:
+            return await admission.admit("acme", quota, "key_a")
+        finally:
+            await admission.close()
+
+    return asyncio.run(run())
+
+
 def test_allowances_spare_the_ledger_most_calls():
     async def run():
         ledger = _ledger()
@@ -71,15 +84,8 @@ def test_a_refusal_is_429_with_retry_after_and_ratelimit_headers():
         allowed=False, code="rate_limited", limit=40, remaining=0, reset_s=1.2, retry_after_s=0.3
     )
 
-    async def run():
-        admission = Admission(_ledger(grant=lambda *a: refuse), dict)
-        try:
-            await admission.admit("acme", RATE, "key_a")
-        finally:
-            await admission.close()
-
     with pytest.raises(QuotaExceeded) as caught:
-        asyncio.run(run())
+        _admit_once(_ledger(grant=lambda *a: refuse), RATE, dict)
     assert caught.value.retry_after_s == 1  # rounded up, at least one second
     assert caught.value.headers == {
         "RateLimit-Limit": "40",
@@ -104,18 +110,11 @@ def test_a_monthly_refusal_is_asked_again_once_after_other_routers_refund(monkey
 
     ledger = _ledger(grant=grant)
 
-    async def run():
-        admission = Admission(ledger, lambda: {"acme": RATE})
-        try:
-            return await admission.admit("acme", RATE, "key_a")
-        finally:
-            await admission.close()
-
     if second == "granted":
-        assert asyncio.run(run()) is None
+        assert _admit_once(ledger, RATE) is None
     else:
         with pytest.raises(QuotaExceeded) as caught:
-            asyncio.run(run())
+            _admit_once(ledger, RATE)
         assert caught.value.reason == "monthly_quota_exceeded"
     assert _names(ledger).count("grant") == 2  # asked twice, never more
 
@@ -124,15 +123,8 @@ def test_an_unreachable_ledger_fails_closed_with_503():
     def down(*_):
         raise ConnectionError("ledger gone")
 
-    async def run():
-        admission = Admission(_ledger(admit=down), dict)
-        try:
-            await admission.admit("acme", CAPPED, "key_a")
-        finally:
-            await admission.close()
-
     with pytest.raises(Overloaded, match="admission control is unavailable"):
-        asyncio.run(run())
+        _admit_once(_ledger(admit=down), CAPPED, dict)
 
 
 @pytest.mark.parametrize("quota", [RATE, CAPPED], ids=["grant", "admit"])
@@ -152,14 +144,7 @@ def test_a_ledger_restart_is_ridden_through_and_admits_once(quota):
     base = _ledger()
     ledger = _ledger(grant=flaky(base.answers["grant"]), admit=flaky(base.answers["admit"]))
 
-    async def run():
-        admission = Admission(ledger, lambda: {"acme": quota})
-        try:
-            return await admission.admit("acme", quota, "key_a")
-        finally:
-            await admission.close()
-
-    lease = asyncio.run(run())
+    lease = _admit_once(ledger, quota)
     name = "admit" if quota is CAPPED else "grant"
     assert _names(ledger).count(name) == 3  # two failed attempts, then the answer
     assert lease == ("lease-1" if quota is CAPPED else None)
@@ -177,14 +162,7 @@ def test_a_ledger_call_held_while_no_replica_is_up_is_made_again(monkeypatch):
             await asyncio.Event().wait()  # held, never answered
         return Decision(allowed=True, granted=want, month="2026-11")
 
-    async def run():
-        admission = Admission(_ledger(grant=grant), lambda: {"acme": RATE})
-        try:
-            return await admission.admit("acme", RATE, "key_a")
-        finally:
-            await admission.close()
-
-    assert asyncio.run(run()) is None
+    assert _admit_once(_ledger(grant=grant), RATE) is None
     assert len(calls) == 2
 
 
@@ -194,15 +172,8 @@ def test_a_ledger_down_past_the_ride_through_is_503(monkeypatch):
     def dead(*_):
         raise ray_errors.ActorDiedError()
 
-    async def run():
-        admission = Admission(_ledger(grant=dead), dict)
-        try:
-            await admission.admit("acme", RATE, "key_a")
-        finally:
-            await admission.close()
-
     with pytest.raises(Overloaded, match="admission control is unavailable"):
-        asyncio.run(run())
+        _admit_once(_ledger(grant=dead), RATE, dict)
 
 
 def test_the_settle_loop_is_restarted_when_it_dies(monkeypatch):
