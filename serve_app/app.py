@@ -31,12 +31,15 @@ def deployment_options(spec: DeploymentSpec, *, batching: bool) -> dict[str, Any
     max_ongoing = spec.max_ongoing_requests
     if batching:  # batches only fill if a replica may hold at least a batch of requests
         max_ongoing = max(max_ongoing, BATCH_MAX_SIZE)
-    return {
+    options: dict[str, Any] = {
         "autoscaling_config": spec.autoscaling.model_dump(),
         "ray_actor_options": spec.resources.ray_actor_options(),
         "max_ongoing_requests": max_ongoing,
         "max_surge_percent": spec.max_surge_percent,
     }
+    if spec.max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = spec.max_replicas_per_node
+    return options
 
 
 def build_app(args: AppArgs) -> Application:

@@ -105,6 +105,12 @@ class DeploymentSpec(StrictModel):
     autoscaling: AutoscalingSpec = AutoscalingSpec()
     max_ongoing_requests: int = Field(16, ge=1)
     max_surge_percent: int = _SURGE
+    max_replicas_per_node: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many of the deployment's replicas on one node (1 spreads "
+        "them, so losing a node loses one replica); None lets Ray pack them.",
+    )
 
 
 class DedicatedTenant(DeploymentSpec):
