@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from tenant_registry.errors import ClusterError
 
 DASHBOARD_ENV = "RAY_DASHBOARD_ADDRESS"
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+APPLY_POLL_S = 0.5
 
 
 def default_address() -> str:
@@ -53,6 +55,40 @@ def serve_details(address: str) -> dict[str, Any]:
     """Applications, deployments and replicas as the dashboard reports them."""
     details: dict[str, Any] = _client(address).get_serve_details()
     return details
+
+
+def deployed_at(address: str, app: str = "yolo") -> float | None:
+    """When ``app``'s config was last submitted, by the cluster's clock (None: no app)."""
+    found = serve_details(address).get("applications", {}).get(app)
+    return None if not found else float(found["last_deployed_time_s"])
+
+
+def wait_applied(address: str, since: float | None, timeout_s: float, app: str = "yolo") -> None:
+    """Wait until a config submitted after ``since`` (``deployed_at`` before submitting)
+    is live: the app RUNNING, every deployment HEALTHY, every replica RUNNING. A
+    ``user_config`` change (keys, models, policy) is live on every replica by then, not
+    on the first one to reconfigure.
+
+    Raises:
+        ClusterError: Not live within ``timeout_s`` (with the last status seen).
+    """
+    deadline = time.monotonic() + timeout_s
+    seen = "no status"
+    while time.monotonic() < deadline:
+        found = serve_details(address).get("applications", {}).get(app)
+        if found and (since is None or float(found["last_deployed_time_s"]) > since):
+            deployments = found["deployments"].values()
+            seen = f"{found['status']}: " + ", ".join(
+                f"{d['name']} {d['status']}" for d in deployments
+            )
+            if (
+                found["status"] == "RUNNING"
+                and all(d["status"] == "HEALTHY" for d in deployments)
+                and all(r["state"] == "RUNNING" for d in deployments for r in d["replicas"])
+            ):
+                return
+        time.sleep(APPLY_POLL_S)
+    raise ClusterError(f"the config was not live within {timeout_s:g} s ({seen})")
 
 
 def delete_applications(address: str) -> None:

@@ -39,9 +39,13 @@ def apply(reg: Registry, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(render.to_yaml(config), end="")
         return 0
+    since = cluster.deployed_at(args.address) if args.wait is not None else None
     cluster.deploy(config, args.address)
     tenants = config["applications"][0]["deployments"][0]["user_config"]["tenants"]
     print(f"applied {len(tenants)} tenants to {args.address}", file=sys.stderr)
+    if args.wait is not None:
+        cluster.wait_applied(args.address, since, args.wait)
+        print("live on every replica", file=sys.stderr)
     return 0
 
 
@@ -117,7 +121,17 @@ COMMANDS = [
         ("apply",),
         apply,
         "render, validate and submit to a running cluster",
-        [ADDRESS, arg("--dry-run", action="store_true", help="print what would be submitted")],
+        [
+            ADDRESS,
+            arg("--dry-run", action="store_true", help="print what would be submitted"),
+            arg(
+                "--wait",
+                type=float,
+                metavar="SECONDS",
+                help="return once the change is live on every replica (a new key accepted "
+                "by every router), or fail after SECONDS",
+            ),
+        ],
     ),
     Command(
         ("validate",),
