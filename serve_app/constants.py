@@ -212,6 +212,14 @@ MONTHLY_RECHECK_S = 3 * ALLOWANCE_TTL_S
 SETTLE_RESTART_MIN_S = 0.5
 SETTLE_RESTART_MAX_S = 30.0
 SETTLE_FLUSH_ATTEMPTS = 3
+# A router killed outright leaves its journal (quota/journal.py) in this folder under the
+# node's Ray session folder; the other routers on the node look for such orphans this
+# often, settle them and have the ledger refund the rest of what the dead one held.
+JOURNAL_FOLDER = "yoloserve-journal"
+JOURNAL_SWEEP_S = 1.0
+# Admissions held for a router that nobody settles for this long (it died on a node that
+# is gone, with its journal) are forgotten by the ledger: they stay billed.
+HOLD_ABANDONED_S = 600.0
 
 # Detector.
 WARMUP_SIDE_PX = 64

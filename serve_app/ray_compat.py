@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 RAY_VERSION = "2.60.0"
@@ -108,3 +109,12 @@ def is_replica_gone(exc: BaseException) -> bool:
     from ray.serve import exceptions as serve_errors
 
     return is_unavailable(exc) and not isinstance(exc, serve_errors.BackPressureError)
+
+
+def node_session_folder() -> Path:
+    """This node's Ray session folder (``/tmp/ray/session_…``): on the node's own disk,
+    shared by every Ray process on the node, new with every cluster start."""
+    import ray
+
+    node = ray._private.worker._global_node  # no public getter in Ray 2.60
+    return Path(node.get_session_dir_path())

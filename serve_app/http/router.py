@@ -27,6 +27,7 @@ from serve_app.auth.tenants import Principal, TenantTable
 from serve_app.blobs import resolve_path
 from serve_app.config import RouterConfig, TenantEntry
 from serve_app.constants import (
+    JOURNAL_FOLDER,
     LEDGER_TIMEOUT_S,
     MAX_POLICY_BODY_BYTES,
     REPLICA_HEALTH_CHECK_PERIOD_S,
@@ -47,8 +48,9 @@ from serve_app.inference.detector_client import DetectorClient
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.observability.audit import AuditSink
 from serve_app.observability.metrics import RouterMetrics
-from serve_app.quota.admission import Admission
+from serve_app.quota.admission import Admission, Ticket
 from serve_app.quota.usage import NO_MODEL
+from serve_app.ray_compat import node_session_folder
 
 logger = logging.getLogger("ray.serve")
 
@@ -107,7 +109,9 @@ class Router:
         self._table = TenantTable(RouterConfig(), self._jwks)
         self._detectors = DetectorClient(detectors, shared_pool)
         self._readiness = Readiness(self._detectors, scale_to_zero or ())
-        self._admission = Admission(ledger, self._quotas)
+        self._admission = Admission(
+            ledger, self._quotas, journal_folder=node_session_folder() / JOURNAL_FOLDER
+        )
         self._defaults = TenantDefaultsCache(lambda t: ledger.tenant_defaults.remote(t))
         self._calls = CallLog(RouterMetrics.create())
         self._routes = [
@@ -143,7 +147,7 @@ class Router:
             body = await read_body(request)
             image = image_bytes(body, request.headers.get("content-type"))
         except ServeAppError as exc:  # refused before _detect, metered here
-            self._admission.meter.record(principal.tenant.id, NO_MODEL, exc.status, time.time())
+            self._admission.record(principal.tenant.id, NO_MODEL, exc.status)
             raise
         outcome = await self._detect(principal, image, request.query_params, call)
         if isinstance(outcome, Annotated):
@@ -196,8 +200,9 @@ class Router:
         """Detect; with ``annotate=true`` in the query, also the image with boxes drawn."""
         started = time.perf_counter()
         tenant = principal.tenant
-        meter, metrics = self._admission.meter, self._calls.metrics
+        admission, metrics = self._admission, self._calls.metrics
         model = NO_MODEL
+        ticket: Ticket | None = None
         try:
             policy.check_known(query)
             annotate = wants_annotation(query.get("annotate"))
@@ -207,21 +212,25 @@ class Router:
             params = policy.clamp(query, effective_policy(tenant.policy, defaults))
             images.inspect_image(image)
             self._detectors.deployment_for(tenant)  # 503 before any quota is spent
-            lease = await self._admission.admit(tenant.id, tenant.quota, principal.credential)
+            ticket = await admission.admit(tenant.id, tenant.quota, principal.credential)
             try:
                 outcome = await self._detectors.detect(tenant, choice, image, params, annotate)
             finally:
-                if lease is not None:
-                    await self._admission.release(tenant.id, lease)
-        except ServeAppError as exc:
-            meter.record(tenant.id, model, exc.status, time.time())
-            if isinstance(exc, QuotaExceeded):
-                metrics.quota_rejections.inc(tags={"tenant": tenant.id, "reason": exc.reason})
+                if ticket.lease is not None:
+                    await admission.release(tenant.id, ticket.lease)
+        except BaseException as exc:
+            if ticket is not None:  # admitted, not answered: not billed
+                admission.unspent(tenant.id, ticket)
+            if isinstance(exc, ServeAppError):
+                admission.record(tenant.id, model, exc.status)
+                if isinstance(exc, QuotaExceeded):
+                    tags = {"tenant": tenant.id, "reason": exc.reason}
+                    metrics.quota_rejections.inc(tags=tags)
             raise
         result = outcome.result if isinstance(outcome, Annotated) else outcome
         call.model = result.model  # the fallback version, if it answered
         compute_s = result.timing_ms.get("compute", 0.0) / 1e3
-        meter.record(tenant.id, result.model, 200, time.time(), 1, compute_s)
+        admission.record(tenant.id, result.model, 200, compute_s, ticket)
         total_ms = round((time.perf_counter() - started) * 1e3, 2)
         metrics.record_detection(tenant.id, result.model, total_ms, result.timing_ms, compute_s)
         result = result.model_copy(update={"timing_ms": {**result.timing_ms, "total": total_ms}})

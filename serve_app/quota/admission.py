@@ -11,6 +11,11 @@ Usage, refunds and key use accumulate in a ``Settler`` and go to the ledger from
 background loop that starts with the replica, is restarted with back-off if it ever
 dies, and is flushed once more when the replica shuts down.
 
+Billing is exact: the ledger holds what it grants this replica until told, per request,
+whether it was answered (``record`` with the request's ``Ticket``: billed) or not
+(``unspent``: refunded). Each answer is journaled before it leaves; the same loop looks
+for the journals of routers that died on this node and settles them (``sweep``).
+
 The ledger is anything with Serve-handle-shaped methods (``ledger.admit.remote(...)``
 returning an awaitable), so this is unit-tested with a fake ledger and no Ray.
 """
@@ -22,11 +27,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from serve_app.config import Quota
 from serve_app.constants import (
     ALLOWANCE_TTL_S,
+    JOURNAL_SWEEP_S,
     LEDGER_RIDE_THROUGH_S,
     LEDGER_TIMEOUT_S,
     MONTHLY_RECHECK_S,
@@ -36,8 +44,9 @@ from serve_app.constants import (
     SETTLE_RESTART_MIN_S,
 )
 from serve_app.errors import Overloaded, QuotaExceeded
-from serve_app.quota.allowances import Allowances, uses_allowances
+from serve_app.quota.allowances import Allowances, Refund, uses_allowances
 from serve_app.quota.gcra import Decision
+from serve_app.quota.journal import Entry, orphans
 from serve_app.quota.settlement import Settler
 from serve_app.quota.usage import Settlement
 from serve_app.ray_compat import is_replica_gone
@@ -64,6 +73,15 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
     return headers
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """One admitted request: the month its admission was charged to, and for a tenant
+    with a concurrency cap the lease to release."""
+
+    month: str
+    lease: str | None = None
+
+
 class Admission:
     """Admission control and metering for one router replica.
 
@@ -71,19 +89,44 @@ class Admission:
         ledger: The ``QuotaLedger`` handle (or a fake with the same methods).
         quotas: Current quota of every tenant, by id (read at each settlement).
         origin: Prefix of this replica's settlement batch ids.
+        journal_folder: The node's journal folder (None: no journal, no sweeping).
     """
 
-    def __init__(self, ledger: Any, quotas: Quotas, origin: str = "router") -> None:
+    def __init__(
+        self,
+        ledger: Any,
+        quotas: Quotas,
+        origin: str = "router",
+        journal_folder: Path | None = None,
+    ) -> None:
         self._ledger = ledger
         self._quotas = quotas
         self._allowances = Allowances()
-        self.settler = Settler(origin=origin)
+        self.settler = Settler(origin=origin, journal_folder=journal_folder)
+        self._journal_folder = journal_folder
+        self._next_sweep = 0.0
         self.restarts = 0  # times the settle loop died and was started again
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def meter(self) -> Any:
-        return self.settler.meter
+    def record(
+        self,
+        tenant: str,
+        model: str,
+        status: int,
+        compute_s: float = 0.0,
+        ticket: Ticket | None = None,
+    ) -> None:
+        """Meter one detect call; a 200 bills the admission on ``ticket``. A call that was
+        admitted and not answered must also give its admission back (``unspent``)."""
+        answered = status == 200
+        spent = ticket.month if answered and ticket is not None else None
+        self.settler.record(
+            Entry(tenant, model, status, time.time(), int(answered), compute_s, spent)
+        )
+
+    def unspent(self, tenant: str, ticket: Ticket) -> None:
+        """An admitted request that was not answered: refund its admission."""
+        self.settler.refund([Refund(tenant, 1, ticket.month)])
 
     def start(self) -> None:
         """Start the settle loop on the running event loop (idempotent)."""
@@ -95,8 +138,8 @@ class Admission:
         under the old table."""
         self.settler.refund(self._allowances.drain())
 
-    async def admit(self, tenant_id: str, quota: Quota, credential: str) -> str | None:
-        """Admit one request; returns the lease to ``release`` for capped tenants.
+    async def admit(self, tenant_id: str, quota: Quota, credential: str) -> Ticket:
+        """Admit one request; its ticket goes back with ``record`` or ``unspent``.
 
         Raises:
             QuotaExceeded: The tenant is over a limit (429 with ``Retry-After``).
@@ -104,13 +147,17 @@ class Admission:
         """
         self.start()
         self.settler.key_used(credential, tenant_id, time.time())
+        origin = self.settler.origin
         if not uses_allowances(quota):
-            decision = await self._decide(lambda: self._ledger.admit.remote(tenant_id, quota, 1))
-            return decision.lease_id
-        if self._allowances.take(tenant_id, time.monotonic()):
-            return None
+            decision = await self._decide(
+                lambda: self._ledger.admit.remote(tenant_id, quota, 1, origin)
+            )
+            return Ticket(decision.month, decision.lease_id)
+        month = self._allowances.take(tenant_id, time.monotonic())
+        if month is not None:
+            return Ticket(month)
         want = self._allowances.want(tenant_id, quota)
-        ask = lambda: self._ledger.grant.remote(tenant_id, quota, want)  # noqa: E731
+        ask = lambda: self._ledger.grant.remote(tenant_id, quota, want, origin)  # noqa: E731
         try:
             decision = await self._decide(ask)
         except QuotaExceeded as exc:
@@ -124,7 +171,7 @@ class Admission:
         self.settler.refund(
             self._allowances.store(tenant_id, decision.granted, decision.month, now)
         )
-        return None
+        return Ticket(decision.month)
 
     async def release(self, tenant_id: str, lease: str) -> None:
         """Give back a concurrency lease before answering: a client that sends its next
@@ -185,6 +232,40 @@ class Admission:
         while True:
             await asyncio.sleep(ALLOWANCE_TTL_S)
             await self.settle()
+            if time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + JOURNAL_SWEEP_S
+                await self.sweep()
+
+    async def sweep(self) -> int:
+        """Settle the journals of routers that died on this node, in their names, then
+        have the ledger refund what they still held. Returns how many were closed; one
+        that fails stays for the next sweep (resent batches count once)."""
+        if self._journal_folder is None:
+            return 0
+        closed = 0
+        for orphan in orphans(self._journal_folder, self.settler.origin):
+            try:
+                for segment in orphan.segments():
+                    settlement = Settlement(
+                        batch_id=f"{orphan.origin}-{segment.seq}",
+                        origin=orphan.origin,
+                        usage=segment.meter.take(),
+                        spent=tuple((t, m, n) for (t, m), n in segment.spent.items()),
+                    )
+                    if not settlement.empty():
+                        await self._send(settlement)
+                async with asyncio.timeout(LEDGER_TIMEOUT_S):
+                    refunded = await self._ledger.close_origin.remote(orphan.origin)
+            except Exception as exc:
+                orphan.release()
+                logger.warning("router: a dead router's journal was not settled (%s); "
+                               "retrying", type(exc).__name__)  # fmt: skip
+                continue
+            orphan.remove()
+            closed += 1
+            logger.info("router: settled the journal of a router that died (%d refunded)",
+                        refunded)  # fmt: skip
+        return closed
 
     async def settle(self) -> int:
         """Refund expired allowances and send what is owed; returns how many are left."""
@@ -211,6 +292,8 @@ class Admission:
             logger.error("router: final settlement failed: %s", type(exc).__name__)
         if left:
             logger.error("router: %d settlements undelivered at shutdown", left)
+        elif self.settler.journal is not None:
+            self.settler.journal.close()  # all settled: nothing for anyone to sweep
         return left
 
 

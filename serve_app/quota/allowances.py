@@ -53,14 +53,15 @@ class Allowances:
     def __init__(self) -> None:
         self._by_tenant: dict[str, _Allowance] = {}
 
-    def take(self, tenant: str, now: float) -> bool:
-        """Admit one request locally if an unexpired token is left."""
+    def take(self, tenant: str, now: float) -> str | None:
+        """Admit one request locally if an unexpired token is left: the month it was
+        charged to (to bill it to when answered, or refund it to), else None."""
         allowance = self._roll(tenant, now)
         allowance.used_in_window += 1  # demand, whether served locally or not
         if allowance.tokens > 0 and now < allowance.expires_at:
             allowance.tokens -= 1
-            return True
-        return False
+            return allowance.month
+        return None
 
     def want(self, tenant: str, quota: Quota) -> int:
         """How many admissions to ask the ledger for (this request's included)."""

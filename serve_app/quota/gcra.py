@@ -31,7 +31,7 @@ class Decision:
     retry_after_s: float = 0.0
     lease_id: str | None = None
     granted: int = 0  # admissions granted in advance (``grant``), to spend locally
-    month: str = ""  # the month they were charged to, for a refund of the unused
+    month: str = ""  # the month it was charged to, for a refund of what is not answered
 
 
 def month_key(now_epoch_s: float) -> str:
@@ -106,7 +106,9 @@ def admit(
     state.monthly[month] = used + images
     lease = uuid.uuid4().hex
     state.leases[lease] = now_mono + LEASE_TTL_S
-    return Decision(allowed=True, limit=limit, remaining=remaining, reset_s=reset, lease_id=lease)
+    return Decision(
+        allowed=True, limit=limit, remaining=remaining, reset_s=reset, lease_id=lease, month=month
+    )
 
 
 def release(state: TenantState, lease_id: str) -> None:

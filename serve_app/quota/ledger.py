@@ -25,6 +25,7 @@ from ray import serve
 from serve_app.blobs import open_store
 from serve_app.config import Quota, StoreSettings
 from serve_app.constants import (
+    HOLD_ABANDONED_S,
     KEY_ID_PREFIX,
     LEDGER_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
@@ -82,43 +83,64 @@ class QuotaLedger:
         if self._exporter is None:
             self._exporter = asyncio.get_running_loop().create_task(self._export_loop())
 
-    def _count(self, tenant: str, month: str, images: int) -> None:
+    def _count(self, tenant: str, month: str, images: int, origin: str) -> None:
         # Durable before the router hears "yes": a crash right after cannot undercount.
-        self._store.add([(tenant, month, images)])
+        # Held against the origin until it says which were answered.
+        held = [(origin, tenant, month, images)] if origin else []
+        self._store.add([(tenant, month, images)], holds=held)
 
-    async def admit(self, tenant: str, quota: Quota, images: int = 1) -> Decision:
+    async def admit(self, tenant: str, quota: Quota, images: int = 1, origin: str = "") -> Decision:
         """One request, with a concurrency lease to ``release`` (capped tenants)."""
         self._start()
-        now = time.time()
         # The router's Quota arrives already validated (frozen, from its user_config).
-        decision = admit(self._state(tenant), quota, images, time.monotonic(), now)
+        decision = admit(self._state(tenant), quota, images, time.monotonic(), time.time())
         if decision.allowed:
-            self._count(tenant, month_key(now), images)
+            self._count(tenant, decision.month, images, origin)
         return decision
 
-    async def grant(self, tenant: str, quota: Quota, want: int) -> Decision:
+    async def grant(self, tenant: str, quota: Quota, want: int, origin: str = "") -> Decision:
         """Up to ``want`` admissions at once, for a router's local allowance."""
         self._start()
         decision = grant(self._state(tenant), quota, want, time.monotonic(), time.time())
         if decision.allowed:
-            self._count(tenant, decision.month, decision.granted)
+            self._count(tenant, decision.month, decision.granted, origin)
         return decision
 
     async def settle(self, settlement: Settlement) -> bool:
         """Apply a router's settlement exactly once; True if it was new.
 
-        Its refunds and key uses are written in the same transaction as its batch id,
-        so a retry after a lost answer changes nothing.
+        Its answered admissions, refunds and key uses are written in the same
+        transaction as its batch id, so a retry after a lost answer changes nothing.
         """
         self._start()
         now = time.monotonic()
-        deltas = [(t, month, -unused) for t, _q, unused, month in settlement.refunds]
+        quotas = {t: q for t, q, _n, _m in settlement.refunds}
         uses = [(k, t, ts) for k, t, ts in settlement.key_uses if k.startswith(KEY_ID_PREFIX)]
-        applied = self._store.apply_settlement(settlement.batch_id, deltas, uses, settlement.usage)
-        if applied:
-            for tenant, quota, unused, month in settlement.refunds:
-                refund(self._state(tenant), quota, unused, month, now)
-        return applied
+        applied = self._store.apply_settlement(
+            settlement.batch_id,
+            [(t, month, unused) for t, _q, unused, month in settlement.refunds],
+            uses,
+            settlement.usage,
+            settlement.origin,
+            settlement.spent,
+        )
+        if applied is None:
+            return False
+        for tenant, month, images in applied:
+            refund(self._state(tenant), quotas[tenant], images, month, now)
+        return True
+
+    async def close_origin(self, origin: str) -> int:
+        """A router replica died and its journal was settled: refund what it still held
+        (granted, never answered). Returns the images refunded; 0 for a closed origin."""
+        refunded = self._store.close_origin(origin)
+        for tenant, month, images in refunded:
+            monthly = self._state(tenant).monthly
+            monthly[month] = max(0, monthly.get(month, 0) - images)
+        if refunded:
+            logger.info("ledger: refunded %d images held by a router that died",
+                        sum(n for _t, _m, n in refunded))  # fmt: skip
+        return sum(n for _t, _m, n in refunded)
 
     async def usage_report(self, tenant: str, quota: Quota) -> dict[str, Any]:
         """Body of ``GET /v1/usage``: this month's images, the quota left, the last hours."""
@@ -177,7 +199,7 @@ class QuotaLedger:
     def prune(self, now: float) -> tuple[int, int]:
         """Forget old settlement ids and exported usage rows past the report window."""
         window_start = hour_key(now - USAGE_REPORT_HOURS * 3600)
-        return self._store.prune(now - SETTLEMENT_IDS_KEPT_S, window_start)
+        return self._store.prune(now - SETTLEMENT_IDS_KEPT_S, window_start, now - HOLD_ABANDONED_S)
 
     async def tenant_defaults(self, tenant: str) -> TenantDefaults | None:
         """The tenant's own detection defaults, if it saved any."""

@@ -10,7 +10,11 @@
 * ``usage_log``: the metered usage rows, append-only, exported to the usage store
   past ``export_state.watermark``; pruned once exported and older than the hours
   ``GET /v1/usage`` shows;
-* ``tenant_defaults``: each tenant's own detection defaults (``PUT /v1/policy``), as JSON.
+* ``tenant_defaults``: each tenant's own detection defaults (``PUT /v1/policy``), as JSON;
+* ``holds``: admissions granted to a router replica (its *origin*) that it has not yet
+  reported answered (billed) or refunded; counted in ``usage`` meanwhile, so the monthly
+  quota stays exact. A dead router's hold is settled from its journal and the rest
+  refunded (``close_origin``); one nobody settles for ``HOLD_ABANDONED_S`` stays billed.
 
 One connection, used from the ledger's event loop (admissions, settlements) and from the
 export thread: every use holds ``_lock``, a transaction for its whole length, so one
@@ -43,7 +47,12 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS export_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tenant_defaults (tenant TEXT PRIMARY KEY, "
     "body TEXT NOT NULL, updated_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS holds (origin TEXT NOT NULL, tenant TEXT NOT NULL, "
+    "month TEXT NOT NULL, images INTEGER NOT NULL, updated_at REAL NOT NULL, "
+    "PRIMARY KEY (origin, tenant, month))",
 )
+
+Hold = tuple[str, str, str, int]  # (origin, tenant, month, images)
 
 
 class LedgerStore:
@@ -101,10 +110,56 @@ class LedgerStore:
         self,
         deltas: Sequence[tuple[str, str, int]],
         last_used: Sequence[tuple[str, str, float]] = (),
+        holds: Sequence[Hold] = (),
     ) -> None:
-        """Add monthly image counts and key last-used times (``(key id, tenant, epoch s)``)."""
+        """Add monthly image counts, key last-used times (``(key id, tenant, epoch s)``)
+        and what is held against the origins the images were granted to."""
         with self._transaction():
             self._add(deltas, last_used)
+            self._conn.executemany(
+                "INSERT INTO holds(origin, tenant, month, images, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(origin, tenant, month) DO UPDATE SET "
+                "images = images + excluded.images, updated_at = excluded.updated_at",
+                [(*hold, time.time()) for hold in holds],
+            )
+
+    def holds(self, origin: str | None = None) -> list[Hold]:
+        """What is held, of one origin or of all."""
+        query = "SELECT origin, tenant, month, images FROM holds"
+        with self._lock:
+            if origin is None:
+                rows = self._conn.execute(query).fetchall()
+            else:
+                rows = self._conn.execute(f"{query} WHERE origin = ?", (origin,)).fetchall()
+        return [(str(o), str(t), str(m), int(n)) for o, t, m, n in rows]
+
+    def _release_hold(self, origin: str, tenant: str, month: str, images: int) -> int:
+        """Take up to ``images`` off the origin's hold; returns how many were held."""
+        row = self._conn.execute(
+            "SELECT images FROM holds WHERE origin = ? AND tenant = ? AND month = ?",
+            (origin, tenant, month),
+        ).fetchone()
+        taken = min(images, int(row[0])) if row else 0
+        if taken:
+            self._conn.execute(
+                "UPDATE holds SET images = images - ?, updated_at = ? "
+                "WHERE origin = ? AND tenant = ? AND month = ?",
+                (taken, time.time(), origin, tenant, month),
+            )
+        return taken
+
+    def close_origin(self, origin: str) -> list[tuple[str, str, int]]:
+        """Refund everything still held for a router that is gone (its journal was
+        settled first); returns ``(tenant, month, images)`` refunded."""
+        with self._transaction():
+            rows = self._conn.execute(
+                "SELECT tenant, month, images FROM holds WHERE origin = ? AND images > 0",
+                (origin,),
+            ).fetchall()
+            refunds = [(str(t), str(m), int(n)) for t, m, n in rows]
+            self._add([(t, m, -n) for t, m, n in refunds], ())
+            self._conn.execute("DELETE FROM holds WHERE origin = ?", (origin,))
+        return refunds
 
     def _add(
         self, deltas: Sequence[tuple[str, str, int]], last_used: Sequence[tuple[str, str, float]]
@@ -125,19 +180,30 @@ class LedgerStore:
     def apply_settlement(
         self,
         batch_id: str,
-        monthly_deltas: Sequence[tuple[str, str, int]],
+        refunds: Sequence[tuple[str, str, int]],
         last_used: Sequence[tuple[str, str, float]],
         usage: Sequence[UsageRow],
-    ) -> bool:
-        """Apply one router settlement; False (and nothing written) if already applied."""
+        origin: str = "",
+        spent: Sequence[tuple[str, str, int]] = (),
+    ) -> list[tuple[str, str, int]] | None:
+        """Apply one router settlement: ``refunds`` and ``spent`` are ``(tenant, month,
+        images)`` given back / answered. None (and nothing written) if already applied;
+        else the refunds as applied — of an ``origin``, no more than it still held (a
+        closed origin's were refunded already)."""
         with self._transaction():
             inserted = self._conn.execute(
                 "INSERT OR IGNORE INTO settlements(batch_id, applied_at) VALUES (?, ?)",
                 (batch_id, time.time()),
             ).rowcount
             if not inserted:
-                return False
-            self._add(monthly_deltas, last_used)
+                return None
+            for tenant, month, images in spent:
+                self._release_hold(origin, tenant, month, images)
+            if origin:
+                refunds = [(t, m, self._release_hold(origin, t, m, n)) for t, m, n in refunds]
+                self._conn.execute("DELETE FROM holds WHERE origin = ? AND images <= 0", (origin,))
+            refunds = [(t, m, n) for t, m, n in refunds if n > 0]
+            self._add([(t, m, -n) for t, m, n in refunds], last_used)
             self._conn.executemany(
                 "INSERT INTO usage_log(tenant, hour, model, requests, images, compute_s, "
                 "rejected, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -155,7 +221,7 @@ class LedgerStore:
                     for r in usage
                 ],
             )
-        return True
+        return refunds
 
     def hourly(self, tenant: str, since_hour: str) -> dict[str, UsageCounts]:
         """The tenant's usage per hour from ``since_hour`` on, all models together."""
@@ -211,11 +277,15 @@ class LedgerStore:
                 (str(last_id),),
             )
 
-    def prune(self, settled_before: float, hours_before: str) -> tuple[int, int]:
-        """Forget settlement ids applied before ``settled_before`` (epoch s) and usage
-        rows both exported and older than ``hours_before`` (an ``hour_key``): the two
-        tables that grow with traffic. Returns how many of each went."""
+    def prune(
+        self, settled_before: float, hours_before: str, held_before: float = 0.0
+    ) -> tuple[int, int]:
+        """Forget settlement ids applied before ``settled_before`` (epoch s), usage rows
+        both exported and older than ``hours_before`` (an ``hour_key``), and holds nobody
+        settled since ``held_before`` (they stay billed). Returns how many settlement ids
+        and usage rows went."""
         with self._transaction():
+            self._conn.execute("DELETE FROM holds WHERE updated_at < ?", (held_before,))
             settlements = self._conn.execute(
                 "DELETE FROM settlements WHERE applied_at < ?", (settled_before,)
             ).rowcount

@@ -8,6 +8,11 @@ so a retry after a timeout (the ledger applied it but the answer was lost) or af
 ledger restart counts nothing twice, and nothing is dropped while the ledger is away
 (up to ``MAX_PENDING_SETTLEMENTS``; beyond that the oldest go, loudly).
 
+Every metered call is also written to the replica's ``Journal`` (if it has one) before
+its answer leaves, and the journal is cut with each settlement: a router killed outright
+leaves exactly what it had not settled, for another router to settle in its name
+(``journal.py``).
+
 The sending is injected (``send``), so this is tested without Ray.
 """
 
@@ -15,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from serve_app.config import Quota
 from serve_app.constants import KEY_ID_PREFIX, MAX_PENDING_SETTLEMENTS
 from serve_app.quota.allowances import Refund
+from serve_app.quota.journal import Entry, Journal
 from serve_app.quota.usage import Settlement, UsageMeter
 
 logger = logging.getLogger("ray.serve")
@@ -28,17 +35,35 @@ Send = Callable[[Settlement], Awaitable[object]]
 
 
 class Settler:
-    def __init__(self, origin: str = "") -> None:
+    """Args:
+    origin: Prefix of this replica's settlement batch ids.
+    journal_folder: Where to keep the journal (None: no journal, e.g. in unit tests).
+    """
+
+    def __init__(self, origin: str = "", journal_folder: Path | None = None) -> None:
         self.meter = UsageMeter()
-        self._prefix = f"{origin or 'router'}-{uuid.uuid4().hex[:12]}"
+        # This replica's name at the ledger: admissions granted to it are held under it.
+        self.origin = f"{origin or 'router'}-{uuid.uuid4().hex[:12]}"
+        self.journal = None if journal_folder is None else Journal(journal_folder, self.origin)
         self._seq = 0
+        self._spent: Counter[tuple[str, str]] = Counter()
         self._refunds: list[Refund] = []
         self._key_uses: dict[str, tuple[str, float]] = {}
-        self._queue: deque[Settlement] = deque()
+        self._queue: deque[tuple[int, Settlement]] = deque()
         self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def record(self, entry: Entry) -> None:
+        """Meter one call (and bill its admission if it was answered): journaled first,
+        so it survives this process if the answer leaves."""
+        if self.journal is not None:
+            self.journal.write(entry)
+        self.meter.record(entry.tenant, entry.model, entry.status, entry.epoch_s,
+                          entry.images, entry.compute_s)  # fmt: skip
+        if entry.spent_month is not None:
+            self._spent[(entry.tenant, entry.spent_month)] += entry.images
 
     def key_used(self, credential: str, tenant: str, now_epoch: float) -> None:
         if credential.startswith(KEY_ID_PREFIX):
@@ -50,7 +75,9 @@ class Settler:
     def cut(self, quotas: dict[str, Quota]) -> None:
         """Turn what accumulated into the next numbered settlement, if anything did."""
         settlement = Settlement(
-            batch_id=f"{self._prefix}-{self._seq}",
+            batch_id=f"{self.origin}-{self._seq}",
+            origin=self.origin,
+            spent=tuple((t, m, n) for (t, m), n in self._spent.items()),
             usage=self.meter.take(),
             refunds=tuple(
                 (r.tenant, quotas[r.tenant], r.unused, r.month)
@@ -59,23 +86,31 @@ class Settler:
             ),
             key_uses=tuple((k, t, ts) for k, (t, ts) in self._key_uses.items()),
         )
-        self._refunds, self._key_uses = [], {}
+        self._refunds, self._key_uses, self._spent = [], {}, Counter()
         if settlement.empty():
             return
+        if self.journal is not None:
+            self.journal.cut(self._seq)
+        self._queue.append((self._seq, settlement))
         self._seq += 1
-        self._queue.append(settlement)
         while len(self._queue) > MAX_PENDING_SETTLEMENTS:
-            lost = self._queue.popleft()
+            seq, lost = self._queue.popleft()
+            self._forget(seq)
             self.dropped += 1
             logger.error(
                 "router: ledger unreachable too long; dropped settlement %s", lost.batch_id
             )
 
+    def _forget(self, seq: int) -> None:
+        if self.journal is not None:
+            self.journal.acknowledged(seq)
+
     async def deliver(self, send: Send) -> int:
         """Send queued settlements oldest first until one fails; returns how many left."""
         while self._queue:
+            seq, settlement = self._queue[0]
             try:
-                await send(self._queue[0])
+                await send(settlement)
             except Exception as exc:
                 logger.warning(
                     "router: settlement not delivered (%s); %d queued, retrying",
@@ -84,6 +119,7 @@ class Settler:
                 )
                 break
             self._queue.popleft()
+            self._forget(seq)
         return len(self._queue)
 
     async def settle(self, quotas: dict[str, Quota], send: Send) -> int:

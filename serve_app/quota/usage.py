@@ -80,9 +80,14 @@ class Settlement:
     usage: tuple[UsageRow, ...] = ()
     refunds: tuple[tuple[str, Quota, int, str], ...] = ()  # (tenant, quota, unused, month)
     key_uses: tuple[tuple[str, str, float], ...] = ()  # (key id, tenant, epoch s)
+    # The router replica that was granted the admissions (its batch-id prefix), and the
+    # admissions it answered: (tenant, month, images). The ledger holds what it granted
+    # an origin until it hears which were answered (billed) and which refunded.
+    origin: str = ""
+    spent: tuple[tuple[str, str, int], ...] = ()
 
     def empty(self) -> bool:
-        return not (self.usage or self.refunds or self.key_uses)
+        return not (self.usage or self.refunds or self.key_uses or self.spent)
 
 
 @dataclass

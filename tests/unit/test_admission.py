@@ -4,7 +4,6 @@ ledger: allowances, leases, fail-closed, a settle loop that survives, a final fl
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from ray import exceptions as ray_errors
@@ -12,7 +11,7 @@ from ray import exceptions as ray_errors
 from serve_app.config import Quota
 from serve_app.errors import Overloaded, QuotaExceeded
 from serve_app.quota import admission as admission_module
-from serve_app.quota.admission import Admission
+from serve_app.quota.admission import Admission, Ticket
 from serve_app.quota.gcra import Decision
 from tests.unit.fakes import FakeHandle
 
@@ -23,8 +22,12 @@ CAPPED = Quota(max_concurrent=1)
 def _ledger(**overrides):
     settled = []
     answers = {
-        "grant": lambda tenant, quota, want: Decision(allowed=True, granted=want, month="2026-11"),
-        "admit": lambda tenant, quota, n: Decision(allowed=True, lease_id="lease-1"),
+        "grant": lambda tenant, quota, want, origin: Decision(
+            allowed=True, granted=want, month="2026-11"
+        ),
+        "admit": lambda tenant, quota, n, origin: Decision(
+            allowed=True, lease_id="lease-1", month="2026-11"
+        ),
         "release": lambda tenant, lease: None,
         "settle": settled.append,
         **overrides,
@@ -39,7 +42,7 @@ def _names(ledger):
 
 
 def _admit_once(ledger, quota, quotas=None):
-    """One admission on a fresh Admission, closed afterwards: its lease, or its error."""
+    """One admission on a fresh Admission, closed afterwards: its ticket, or its error."""
 
     async def run():
         admission = Admission(ledger, quotas or (lambda: {"acme": quota}))
@@ -56,7 +59,7 @@ def test_allowances_spare_the_ledger_most_calls():
         ledger = _ledger()
         admission = Admission(ledger, lambda: {"acme": RATE})
         for _ in range(30):
-            assert await admission.admit("acme", RATE, "key_a") is None
+            assert await admission.admit("acme", RATE, "key_a") == Ticket("2026-11")
         await admission.close()
         return ledger
 
@@ -69,13 +72,13 @@ def test_capped_tenants_get_a_lease_and_release_it():
     async def run():
         ledger = _ledger()
         admission = Admission(ledger, lambda: {"acme": CAPPED})
-        lease = await admission.admit("acme", CAPPED, "key_a")
-        await admission.release("acme", lease)
+        ticket = await admission.admit("acme", CAPPED, "key_a")
+        await admission.release("acme", ticket.lease)
         await admission.close()
-        return ledger, lease
+        return ledger, ticket
 
-    ledger, lease = asyncio.run(run())
-    assert lease == "lease-1"
+    ledger, ticket = asyncio.run(run())
+    assert ticket == Ticket("2026-11", "lease-1")
     assert ("release", None, ("acme", "lease-1")) in ledger.calls
 
 
@@ -104,14 +107,14 @@ def test_a_monthly_refusal_is_asked_again_once_after_other_routers_refund(monkey
     month_over = Decision(allowed=False, code="monthly_quota_exceeded", retry_after_s=60)
     answers = iter([month_over, month_over if second == "refused" else None])
 
-    def grant(tenant, quota, want):
+    def grant(tenant, quota, want, origin):
         answer = next(answers)
         return answer or Decision(allowed=True, granted=want, month="2026-11")
 
     ledger = _ledger(grant=grant)
 
     if second == "granted":
-        assert _admit_once(ledger, RATE) is None
+        assert _admit_once(ledger, RATE) == Ticket("2026-11")
     else:
         with pytest.raises(QuotaExceeded) as caught:
             _admit_once(ledger, RATE)
@@ -144,10 +147,10 @@ def test_a_ledger_restart_is_ridden_through_and_admits_once(quota):
     base = _ledger()
     ledger = _ledger(grant=flaky(base.answers["grant"]), admit=flaky(base.answers["admit"]))
 
-    lease = _admit_once(ledger, quota)
+    ticket = _admit_once(ledger, quota)
     name = "admit" if quota is CAPPED else "grant"
     assert _names(ledger).count(name) == 3  # two failed attempts, then the answer
-    assert lease == ("lease-1" if quota is CAPPED else None)
+    assert ticket.lease == ("lease-1" if quota is CAPPED else None)
 
 
 def test_a_ledger_call_held_while_no_replica_is_up_is_made_again(monkeypatch):
@@ -156,13 +159,13 @@ def test_a_ledger_call_held_while_no_replica_is_up_is_made_again(monkeypatch):
     monkeypatch.setattr(admission_module, "LEDGER_TIMEOUT_S", 0.05)
     calls = []
 
-    async def grant(tenant, quota, want):
+    async def grant(tenant, quota, want, origin):
         calls.append(want)
         if len(calls) == 1:
             await asyncio.Event().wait()  # held, never answered
         return Decision(allowed=True, granted=want, month="2026-11")
 
-    assert _admit_once(_ledger(grant=grant), RATE) is None
+    assert _admit_once(_ledger(grant=grant), RATE) == Ticket("2026-11")
     assert len(calls) == 2
 
 
@@ -191,7 +194,7 @@ def test_the_settle_loop_is_restarted_when_it_dies(monkeypatch):
         ledger = _ledger(settle=lambda s: (ledger.settled.append(s), delivered.set()))
         admission = Admission(ledger, quotas)
         admission.start()
-        admission.meter.record("acme", "demo@1", 200, time.time(), 1, 0.02)
+        admission.record("acme", "demo@1", 200, 0.02)
         await asyncio.wait_for(delivered.wait(), 10)
         restarts = admission.restarts
         await admission.close()
@@ -208,8 +211,8 @@ def test_close_flushes_usage_and_refunds_unspent_allowances():
         ten = Decision(allowed=True, granted=10, month="2026-11")
         ledger = _ledger(grant=lambda *_: ten)
         admission = Admission(ledger, lambda: {"acme": RATE})
-        await admission.admit("acme", RATE, "key_a")  # spends 1 of the 10 granted
-        admission.meter.record("acme", "demo@1", 200, time.time(), 1, 0.02)
+        ticket = await admission.admit("acme", RATE, "key_a")  # spends 1 of the 10 granted
+        admission.record("acme", "demo@1", 200, 0.02, ticket)
         left = await admission.close()
         return ledger, left
 
@@ -220,7 +223,32 @@ def test_close_flushes_usage_and_refunds_unspent_allowances():
     keys = [k for s in ledger.settled for k in s.key_uses]
     assert [row.counts.images for row in usage] == [1]
     assert [(r[0], r[2], r[3]) for r in refunds] == [("acme", 9, "2026-11")]
+    assert [t for s in ledger.settled for t in s.spent] == [("acme", "2026-11", 1)]
     assert keys and keys[0][:2] == ("key_a", "acme")
+
+
+def test_an_admission_is_billed_only_if_answered():
+    """The ledger holds the 10 granted: one answered (billed), one admitted and failed
+    (refunded), the eight never spent refunded at close."""
+
+    async def run():
+        ten = Decision(allowed=True, granted=10, month="2026-11")
+        ledger = _ledger(grant=lambda *_: ten)
+        admission = Admission(ledger, lambda: {"acme": RATE})
+        answered = await admission.admit("acme", RATE, "key_a")
+        admission.record("acme", "demo@1", 200, 0.02, answered)
+        failed = await admission.admit("acme", RATE, "key_a")
+        admission.unspent("acme", failed)
+        admission.record("acme", "demo@1", 503)
+        await admission.close()
+        return ledger
+
+    ledger = asyncio.run(run())
+    origins = {s.origin for s in ledger.settled}
+    assert len(origins) == 1 and all(name == "grant" or name == "settle" for name in _names(ledger))
+    assert [args[3] for name, _, args in ledger.calls if name == "grant"] == list(origins)
+    assert sum(n for s in ledger.settled for _t, _m, n in s.spent) == 1
+    assert sum(r[2] for s in ledger.settled for r in s.refunds) == 9
 
 
 def test_close_reports_what_an_absent_ledger_did_not_get():
@@ -229,7 +257,7 @@ def test_close_reports_what_an_absent_ledger_did_not_get():
 
     async def run():
         admission = Admission(_ledger(settle=down), dict)
-        admission.meter.record("acme", "demo@1", 200, time.time(), 1, 0.02)
+        admission.record("acme", "demo@1", 200, 0.02)
         return await admission.close()
 
     assert asyncio.run(run()) == 1

@@ -9,9 +9,9 @@ from serve_app.quota.allowances import Allowances, Refund, uses_allowances
 
 def test_tokens_are_spent_locally_until_gone():
     allowances = Allowances()
-    assert not allowances.take("acme", 0.0)  # nothing granted yet: ask the ledger
+    assert allowances.take("acme", 0.0) is None  # nothing granted yet: ask the ledger
     assert allowances.store("acme", 3, "2026-11", 0.0) == []
-    assert [allowances.take("acme", 0.01) for _ in range(3)] == [True, True, False]
+    assert [allowances.take("acme", 0.01) for _ in range(3)] == ["2026-11", "2026-11", None]
 
 
 def test_unspent_tokens_expire_and_are_refunded_once():
@@ -21,7 +21,7 @@ def test_unspent_tokens_expire_and_are_refunded_once():
     assert allowances.take("acme", 0.01)
     assert allowances.expired(ALLOWANCE_TTL_S / 2) == []
     late = ALLOWANCE_TTL_S + 0.01
-    assert not allowances.take("acme", late)  # expired tokens are not spent
+    assert allowances.take("acme", late) is None  # expired tokens are not spent
     assert allowances.expired(late) == [Refund("acme", 3, "2026-11")]
     assert allowances.expired(late + 1) == []
 
@@ -49,7 +49,7 @@ def test_drain_returns_everything_for_a_table_change():
     allowances.store("acme", 4, "2026-11", 0.0)
     allowances.store("globex", 1, "2026-11", 0.0)  # spent by its own request
     assert allowances.drain() == [Refund("acme", 3, "2026-11")]
-    assert not allowances.take("acme", 0.01)
+    assert allowances.take("acme", 0.01) is None
 
 
 def test_capped_tenants_do_not_use_allowances():

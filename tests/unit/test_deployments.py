@@ -51,8 +51,6 @@ def test_replicas_spread_over_nodes_only_when_asked():
         name="tenant-acme", **deployment_options(DedicatedTenant(id="acme"), batching=True)
     )
     spread_spec = DedicatedTenant(id="acme", max_replicas_per_node=1)
-    spread = Detector.options(
-        name="tenant-acme", **deployment_options(spread_spec, batching=True)
-    )
+    spread = Detector.options(name="tenant-acme", **deployment_options(spread_spec, batching=True))
     assert spread._replica_config.max_replicas_per_node == 1
     assert packed._replica_config.max_replicas_per_node is None

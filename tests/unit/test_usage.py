@@ -65,9 +65,11 @@ class FlakyLedger:
             raise TimeoutError("ledger down")
         self.store.apply_settlement(
             settlement.batch_id,
-            [(t, m, -u) for t, _q, u, m in settlement.refunds],
+            [(t, m, u) for t, _q, u, m in settlement.refunds],
             list(settlement.key_uses),
             settlement.usage,
+            settlement.origin,
+            settlement.spent,
         )
         if self.fail_after:  # applied, but the answer is lost
             self.fail_after -= 1
@@ -90,8 +92,8 @@ def test_settlements_are_delivered_once_through_failures(tmp_path):
 
 def test_refunds_and_key_uses_travel_in_settlements(tmp_path):
     store = LedgerStore(tmp_path / "ledger.db")
-    store.add([("acme", "2026-11", 10)])
     settler = Settler("test")
+    store.add([("acme", "2026-11", 10)], holds=[(settler.origin, "acme", "2026-11", 10)])
     settler.refund([Refund("acme", 4, "2026-11"), Refund("gone", 1, "2026-11")])
     settler.key_used("key_abc", "acme", T0)
     settler.key_used("jwt:job", "acme", T0)  # not a key: no last-used record
@@ -103,8 +105,8 @@ def test_refunds_and_key_uses_travel_in_settlements(tmp_path):
 def test_export_watermark_moves_only_forward(tmp_path):
     store = LedgerStore(tmp_path / "ledger.db")
     row = UsageRow("acme", "2026-11-18T07", "m@1", UsageCounts(1, 1, 0.1))
-    assert store.apply_settlement("b1", [], [], [row, row])
-    assert not store.apply_settlement("b1", [], [], [row, row])  # a retry: ignored
+    assert store.apply_settlement("b1", [], [], [row, row]) is not None
+    assert store.apply_settlement("b1", [], [], [row, row]) is None  # a retry: ignored
     first, last, rows = store.unexported(10)
     assert (first, last, len(rows)) == (1, 2, 2)
     assert store.unexported(10)[2] == rows  # not marked yet: the same rows again
@@ -121,16 +123,17 @@ def test_the_growing_tables_are_pruned_and_retries_stay_exactly_once(tmp_path):
     store = LedgerStore(tmp_path / "ledger.db")
     old, recent = "2026-11-16T07", "2026-11-18T07"
     row = lambda hour: UsageRow("acme", hour, "m@1", UsageCounts(1, 1, 0.1))  # noqa: E731
-    for i in range(50):
+    store.add([("acme", "2026-11", 100)])
+    for i in range(50):  # each refunds one image
         assert store.apply_settlement(f"b{i}", [("acme", "2026-11", 1)], [], [row(old)])
     store.mark_exported(store.unexported(1000)[1])  # all 50 old rows exported
-    assert store.apply_settlement("late", [], [], [row(old), row(recent)])  # not exported
+    assert store.apply_settlement("late", [], [], [row(old), row(recent)]) is not None
     assert store.sizes() == {"settlements": 51, "usage_log": 52}
 
     # retention not over for any id; exported rows before the window go
     assert store.prune(settled_before=0.0, hours_before="2026-11-17T00") == (0, 50)
     assert store.sizes() == {"settlements": 51, "usage_log": 2}  # the unexported two stay
-    assert not store.apply_settlement("b7", [("acme", "2026-11", 1)], [], [row(recent)])
+    assert store.apply_settlement("b7", [("acme", "2026-11", 1)], [], [row(recent)]) is None
     assert store.load()["acme"]["2026-11"] == 50  # the retry counted nothing
 
     assert store.prune(settled_before=time.time() + 1, hours_before="2026-11-17T00") == (51, 0)
@@ -142,6 +145,7 @@ def test_one_connection_serves_the_loop_and_the_export_thread_at_once(tmp_path):
     """Transactions from two threads on the shared connection never interleave."""
     store = LedgerStore(tmp_path / "ledger.db")
     row = UsageRow("acme", "2026-11-18T07", "m@1", UsageCounts(1, 1, 0.1))
+    store.add([("acme", "2026-11", 300)])
     errors: list[BaseException] = []
 
     def settle() -> None:
@@ -167,7 +171,7 @@ def test_one_connection_serves_the_loop_and_the_export_thread_at_once(tmp_path):
     for t in threads:
         t.join()
     assert not errors, errors
-    assert store.load()["acme"]["2026-11"] == 300
+    assert store.load()["acme"]["2026-11"] == 0  # 300 granted, 300 refunded one by one
     assert store.sizes() == {"settlements": 300, "usage_log": 600}
 
 
