@@ -196,7 +196,7 @@ def run(seconds: float, clients: int, remove_at: float, settle_s: float) -> dict
 
         def settled() -> bool:
             billed.append(usage(base))
-            return billed[-1] == figures["answered"]
+            return bool(billed[-1] == figures["answered"])
 
         with contextlib.suppress(TimeoutError):
             _wait(settled, settle_s, "the usage to settle")
