@@ -181,6 +181,10 @@ AUDIT_DIR = os.environ.get("YOLOSERVE_AUDIT_DIR", "var/audit")
 # closed (503). A ledger replica is replaced in ~4 s here (docs/reliability.md).
 LEDGER_TIMEOUT_S = 2.0
 LEDGER_RIDE_THROUGH_S = 8.0
+# ... asked again at most this long apart: a call to the dead ledger fails at once, and
+# every request that needs a grant waits for the replacement; 0.5 s between attempts
+# was up to half a second of the ~3 s without answers.
+LEDGER_RETRY_MAX_WAIT_S = 0.1
 # How long a router trusts its copy of a tenant's own detection defaults (PUT /v1/policy
 # on another router replica is seen within this).
 TENANT_DEFAULTS_TTL_S = 2.0

@@ -33,10 +33,11 @@ async def ride_through(
     retryable: Callable[[BaseException], bool],
     what: str,
     budget_s: float | None = None,
+    max_wait_s: float = RIDE_THROUGH_MAX_WAIT_S,
 ) -> T:
     """``await call()``, made again while it fails with a ``retryable`` error and the
     next attempt would start within ``budget_s`` (default ``RIDE_THROUGH_S``); otherwise
-    the last error is raised."""
+    the last error is raised. The waits between attempts double up to ``max_wait_s``."""
     deadline = time.monotonic() + (RIDE_THROUGH_S if budget_s is None else budget_s)
     wait = RIDE_THROUGH_FIRST_WAIT_S
     attempt = 1
@@ -51,5 +52,5 @@ async def ride_through(
                 what, type(exc).__name__, attempt, wait,
             )  # fmt: skip
         await asyncio.sleep(wait)
-        wait = min(wait * 2, RIDE_THROUGH_MAX_WAIT_S)
+        wait = min(wait * 2, max_wait_s)
         attempt += 1

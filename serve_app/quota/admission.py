@@ -35,6 +35,7 @@ from serve_app.config import Quota
 from serve_app.constants import (
     ALLOWANCE_TTL_S,
     JOURNAL_SWEEP_S,
+    LEDGER_RETRY_MAX_WAIT_S,
     LEDGER_RIDE_THROUGH_S,
     LEDGER_TIMEOUT_S,
     MONTHLY_RECHECK_S,
@@ -197,7 +198,11 @@ class Admission:
 
         try:
             decision = await ride_through(
-                attempt, _ledger_restarting, "quota ledger call", LEDGER_RIDE_THROUGH_S
+                attempt,
+                _ledger_restarting,
+                "quota ledger call",
+                LEDGER_RIDE_THROUGH_S,
+                LEDGER_RETRY_MAX_WAIT_S,
             )
         except Exception as exc:
             logger.error("router: quota ledger unavailable: %s", type(exc).__name__)

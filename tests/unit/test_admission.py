@@ -8,7 +8,9 @@ import asyncio
 import pytest
 from ray import exceptions as ray_errors
 
+from serve_app import ride_through as ride_through_module
 from serve_app.config import Quota
+from serve_app.constants import ALLOWANCE_TTL_S, LEDGER_RETRY_MAX_WAIT_S
 from serve_app.errors import Overloaded, QuotaExceeded
 from serve_app.quota import admission as admission_module
 from serve_app.quota.admission import Admission, Ticket
@@ -167,6 +169,29 @@ def test_a_ledger_call_held_while_no_replica_is_up_is_made_again(monkeypatch):
 
     assert _admit_once(_ledger(grant=grant), RATE) == Ticket("2026-11")
     assert len(calls) == 2
+
+
+def test_a_dead_ledger_is_asked_again_every_tenth_of_a_second(monkeypatch):
+    """A call to a dead ledger fails at once; the replacement is asked within
+    LEDGER_RETRY_MAX_WAIT_S of coming up, not the detectors' half second."""
+    waits = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds):
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(ride_through_module.asyncio, "sleep", sleep)
+    failures = iter(range(6))
+
+    def grant(tenant, quota, want, origin):
+        if next(failures, None) is not None:
+            raise ray_errors.ActorDiedError()
+        return Decision(allowed=True, granted=want, month="2026-11")
+
+    assert _admit_once(_ledger(grant=grant), RATE) == Ticket("2026-11")
+    ride_waits = [w for w in waits if w not in (0, ALLOWANCE_TTL_S)]  # not the settle loop
+    assert ride_waits == [0.05] + [LEDGER_RETRY_MAX_WAIT_S] * 5
 
 
 def test_a_ledger_down_past_the_ride_through_is_503(monkeypatch):
