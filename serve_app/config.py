@@ -228,6 +228,16 @@ class Quota(StrictModel):
     monthly_images: int | None = Field(None, ge=0)
 
     @property
+    def unlimited(self) -> bool:
+        """No rate, concurrency or monthly limit: admitting needs nobody's permission,
+        only metering (a burst without a rate limits nothing)."""
+        return (
+            self.requests_per_s is None
+            and self.max_concurrent is None
+            and (self.monthly_images is None)
+        )
+
+    @property
     def burst_size(self) -> int:
         """Requests that may arrive at once: ``burst``, else the rate rounded up (2.5/s
         allows 3). The ledger and the routers' allowances both use this one rule."""

@@ -46,7 +46,7 @@ from serve_app.constants import (
 )
 from serve_app.errors import Overloaded, QuotaExceeded
 from serve_app.quota.allowances import Allowances, Refund, uses_allowances
-from serve_app.quota.gcra import Decision
+from serve_app.quota.gcra import Decision, month_key
 from serve_app.quota.journal import Entry, orphans
 from serve_app.quota.settlement import Settler
 from serve_app.quota.usage import Settlement
@@ -81,6 +81,7 @@ class Ticket:
 
     month: str
     lease: str | None = None
+    held: bool = True  # granted by the ledger (False: an unlimited tenant, admitted here)
 
 
 class Admission:
@@ -106,6 +107,7 @@ class Admission:
         self.settler = Settler(origin=origin, journal_folder=journal_folder)
         self._journal_folder = journal_folder
         self._next_sweep = 0.0
+        self._ledger_heard_until = 0.0  # monotonic; see admit()
         self.restarts = 0  # times the settle loop died and was started again
         self._task: asyncio.Task[None] | None = None
 
@@ -121,13 +123,15 @@ class Admission:
         admitted and not answered must also give its admission back (``unspent``)."""
         answered = status == 200
         spent = ticket.month if answered and ticket is not None else None
+        held = ticket is None or ticket.held
         self.settler.record(
-            Entry(tenant, model, status, time.time(), int(answered), compute_s, spent)
+            Entry(tenant, model, status, time.time(), int(answered), compute_s, spent, held)
         )
 
     def unspent(self, tenant: str, ticket: Ticket) -> None:
         """An admitted request that was not answered: refund its admission."""
-        self.settler.refund([Refund(tenant, 1, ticket.month)])
+        if ticket.held:  # an unlimited tenant's admission was never charged
+            self.settler.refund([Refund(tenant, 1, ticket.month)])
 
     def start(self) -> None:
         """Start the settle loop on the running event loop (idempotent)."""
@@ -148,6 +152,11 @@ class Admission:
         """
         self.start()
         self.settler.key_used(credential, tenant_id, time.time())
+        if quota.unlimited and time.monotonic() < self._ledger_heard_until:
+            # Nothing to enforce: no ledger call (a ledger restart holds nothing up); the
+            # answer is charged when settled. Once the ledger has been silent for
+            # LEDGER_RIDE_THROUGH_S, these too wait for it (fail closed).
+            return Ticket(month_key(time.time()), held=False)
         origin = self.settler.origin
         if not uses_allowances(quota):
             decision = await self._decide(
@@ -209,6 +218,7 @@ class Admission:
             raise Overloaded(
                 "admission control is unavailable; retry shortly", retry_after_s=RETRY_AFTER_S
             ) from None
+        self._heard_from_ledger()
         if not decision.allowed:
             raise QuotaExceeded(
                 QUOTA_MESSAGES[decision.code],
@@ -256,6 +266,7 @@ class Admission:
                         origin=orphan.origin,
                         usage=segment.meter.take(),
                         spent=tuple((t, m, n) for (t, m), n in segment.spent.items()),
+                        charged=tuple((t, m, n) for (t, m), n in segment.charged.items()),
                     )
                     if not settlement.empty():
                         await self._send(settlement)
@@ -280,6 +291,10 @@ class Admission:
     async def _send(self, settlement: Settlement) -> None:
         async with asyncio.timeout(LEDGER_TIMEOUT_S):
             await self._ledger.settle.remote(settlement)
+        self._heard_from_ledger()
+
+    def _heard_from_ledger(self) -> None:
+        self._ledger_heard_until = time.monotonic() + LEDGER_RIDE_THROUGH_S
 
     async def close(self) -> int:
         """Stop the loop, refund every allowance and flush what is owed (graceful

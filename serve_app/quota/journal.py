@@ -41,7 +41,9 @@ SEGMENT_SUFFIX = ".jsonl"
 @dataclass(frozen=True)
 class Entry:
     """One metered call, as ``UsageMeter.record`` takes it, and the month of the
-    admission it spent if it was answered (``None``: nothing to bill)."""
+    admission it spent if it was answered (``None``: nothing to bill); ``held``: that
+    admission was granted by the ledger (else the router admitted an unlimited tenant
+    alone, and the answer is charged when settled)."""
 
     tenant: str
     model: str
@@ -50,26 +52,30 @@ class Entry:
     images: int = 0
     compute_s: float = 0.0
     spent_month: str | None = None
+    held: bool = True
 
     def line(self) -> bytes:
         fields = [self.tenant, self.model, self.status, self.epoch_s, self.images,
-                  self.compute_s, self.spent_month]  # fmt: skip
+                  self.compute_s, self.spent_month, self.held]  # fmt: skip
         return (json.dumps(fields, separators=(",", ":")) + "\n").encode()
 
     @classmethod
     def parse(cls, line: str) -> Entry:
-        tenant, model, status, epoch_s, images, compute_s, month = json.loads(line)
+        tenant, model, status, epoch_s, images, compute_s, month, held = json.loads(line)
         return cls(str(tenant), str(model), int(status), float(epoch_s), int(images),
-                   float(compute_s), None if month is None else str(month))  # fmt: skip
+                   float(compute_s), None if month is None else str(month),
+                   held is True)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Segment:
-    """What one segment rebuilds: the metered usage and the images billed per month."""
+    """What one segment rebuilds: the metered usage and the images billed per month
+    (held by the ledger, or to be charged)."""
 
     seq: int
     meter: UsageMeter
     spent: Counter[tuple[str, str]]
+    charged: Counter[tuple[str, str]]
 
 
 class Journal:
@@ -135,7 +141,8 @@ class Orphan:
         A line cut short (the process died inside ``write``) was never answered: skipped."""
         for path in sorted(self.folder.glob(f"{self.origin}.*{SEGMENT_SUFFIX}")):
             seq = int(path.name[len(self.origin) + 1 : -len(SEGMENT_SUFFIX)])
-            meter, spent = UsageMeter(), Counter[tuple[str, str]]()
+            meter = UsageMeter()
+            spent, charged = Counter[tuple[str, str]](), Counter[tuple[str, str]]()
             for line in path.read_text(errors="replace").splitlines():
                 try:
                     entry = Entry.parse(line)
@@ -145,8 +152,9 @@ class Orphan:
                 meter.record(entry.tenant, entry.model, entry.status, entry.epoch_s,
                              entry.images, entry.compute_s)  # fmt: skip
                 if entry.spent_month is not None:
-                    spent[(entry.tenant, entry.spent_month)] += entry.images
-            yield Segment(seq, meter, spent)
+                    billed = spent if entry.held else charged
+                    billed[(entry.tenant, entry.spent_month)] += entry.images
+            yield Segment(seq, meter, spent, charged)
 
     def remove(self) -> None:
         """Everything in it reached the ledger: delete it and let the lock go."""

@@ -123,11 +123,15 @@ class QuotaLedger:
             settlement.usage,
             settlement.origin,
             settlement.spent,
+            settlement.charged,
         )
         if applied is None:
             return False
         for tenant, month, images in applied:
             refund(self._state(tenant), quotas[tenant], images, month, now)
+        for tenant, month, images in settlement.charged:
+            monthly = self._state(tenant).monthly
+            monthly[month] = monthly.get(month, 0) + images
         return True
 
     async def close_origin(self, origin: str) -> int:

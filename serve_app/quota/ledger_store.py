@@ -185,9 +185,11 @@ class LedgerStore:
         usage: Sequence[UsageRow],
         origin: str = "",
         spent: Sequence[tuple[str, str, int]] = (),
+        charged: Sequence[tuple[str, str, int]] = (),
     ) -> list[tuple[str, str, int]] | None:
         """Apply one router settlement: ``refunds`` and ``spent`` are ``(tenant, month,
-        images)`` given back / answered. None (and nothing written) if already applied;
+        images)`` given back / answered; ``charged``, answered without a grant (added to
+        the month). None (and nothing written) if already applied;
         else the refunds as applied — of an ``origin``, no more than it still held (a
         closed origin's were refunded already)."""
         with self._transaction():
@@ -203,7 +205,7 @@ class LedgerStore:
                 refunds = [(t, m, self._release_hold(origin, t, m, n)) for t, m, n in refunds]
                 self._conn.execute("DELETE FROM holds WHERE origin = ? AND images <= 0", (origin,))
             refunds = [(t, m, n) for t, m, n in refunds if n > 0]
-            self._add([(t, m, -n) for t, m, n in refunds], last_used)
+            self._add([(t, m, -n) for t, m, n in refunds] + list(charged), last_used)
             self._conn.executemany(
                 "INSERT INTO usage_log(tenant, hour, model, requests, images, compute_s, "
                 "rejected, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -47,6 +47,7 @@ class Settler:
         self.journal = None if journal_folder is None else Journal(journal_folder, self.origin)
         self._seq = 0
         self._spent: Counter[tuple[str, str]] = Counter()
+        self._charged: Counter[tuple[str, str]] = Counter()
         self._refunds: list[Refund] = []
         self._key_uses: dict[str, tuple[str, float]] = {}
         self._queue: deque[tuple[int, Settlement]] = deque()
@@ -63,7 +64,8 @@ class Settler:
         self.meter.record(entry.tenant, entry.model, entry.status, entry.epoch_s,
                           entry.images, entry.compute_s)  # fmt: skip
         if entry.spent_month is not None:
-            self._spent[(entry.tenant, entry.spent_month)] += entry.images
+            billed = self._spent if entry.held else self._charged
+            billed[(entry.tenant, entry.spent_month)] += entry.images
 
     def key_used(self, credential: str, tenant: str, now_epoch: float) -> None:
         if credential.startswith(KEY_ID_PREFIX):
@@ -78,6 +80,7 @@ class Settler:
             batch_id=f"{self.origin}-{self._seq}",
             origin=self.origin,
             spent=tuple((t, m, n) for (t, m), n in self._spent.items()),
+            charged=tuple((t, m, n) for (t, m), n in self._charged.items()),
             usage=self.meter.take(),
             refunds=tuple(
                 (r.tenant, quotas[r.tenant], r.unused, r.month)
@@ -86,7 +89,8 @@ class Settler:
             ),
             key_uses=tuple((k, t, ts) for k, (t, ts) in self._key_uses.items()),
         )
-        self._refunds, self._key_uses, self._spent = [], {}, Counter()
+        self._refunds, self._key_uses = [], {}
+        self._spent, self._charged = Counter(), Counter()
         if settlement.empty():
             return
         if self.journal is not None:

@@ -85,9 +85,12 @@ class Settlement:
     # an origin until it hears which were answered (billed) and which refunded.
     origin: str = ""
     spent: tuple[tuple[str, str, int], ...] = ()
+    # Answered admissions the ledger never granted (tenants without any limit are
+    # admitted by the router alone): counted to the month when settled.
+    charged: tuple[tuple[str, str, int], ...] = ()
 
     def empty(self) -> bool:
-        return not (self.usage or self.refunds or self.key_uses or self.spent)
+        return not (self.usage or self.refunds or self.key_uses or self.spent or self.charged)
 
 
 @dataclass

@@ -4,6 +4,7 @@ ledger: allowances, leases, fail-closed, a settle loop that survives, a final fl
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from ray import exceptions as ray_errors
@@ -286,3 +287,36 @@ def test_close_reports_what_an_absent_ledger_did_not_get():
         return await admission.close()
 
     assert asyncio.run(run()) == 1
+
+
+def test_a_tenant_without_limits_needs_the_ledger_only_to_know_it_is_there():
+    """Nothing to enforce: while the ledger has answered within LEDGER_RIDE_THROUGH_S, no
+    grant is asked (a ledger restart holds nothing up) and an answer is charged to the
+    month at settlement, a failure costs nothing. Before the ledger is heard from, and
+    once it has been silent that long, admission asks it again (fail closed)."""
+
+    async def run():
+        ledger = _ledger()
+        admission = Admission(ledger, lambda: {"acme": Quota()})
+        first = await admission.admit("acme", Quota(), "key_a")  # nobody heard yet
+        admission.record("acme", "demo@1", 200, 0.02, first)
+        answered = await admission.admit("acme", Quota(), "key_a")
+        admission.record("acme", "demo@1", 200, 0.02, answered)
+        failed = await admission.admit("acme", Quota(), "key_a")
+        admission.unspent("acme", failed)
+        admission.record("acme", "demo@1", 503)
+        admission._ledger_heard_until = time.monotonic()  # silent too long
+        last = await admission.admit("acme", Quota(), "key_a")
+        admission.record("acme", "demo@1", 200, 0.02, last)
+        await admission.close()
+        return ledger, [first, answered, failed, last]
+
+    ledger, tickets = asyncio.run(run())
+    assert [t.held for t in tickets] == [True, False, False, True]
+    assert _names(ledger).count("grant") == 2
+    month = tickets[1].month
+    assert [c for s in ledger.settled for c in s.charged] == [("acme", month, 1)]
+    assert sum(n for s in ledger.settled for _t, _m, n in s.spent) == 2
+    granted = sum(args[2] for name, _, args in ledger.calls if name == "grant")
+    refunded = sum(r[2] for s in ledger.settled for r in s.refunds)
+    assert refunded == granted - 2  # the unlimited failure was never charged: no refund

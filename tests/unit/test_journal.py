@@ -34,6 +34,7 @@ def _die_with_a_journal(folder, origin: str, answered: int, cut_after: int) -> N
                 journal.cut(0)
             journal.write(Entry("acme", "m@1", 200, {T0} + i, 1, 0.01, {MONTH!r}))
         journal.write(Entry("acme", "m@1", 503, {T0}))  # metered, not billed
+        journal.write(Entry("globex", "m@1", 200, {T0}, 1, 0.01, {MONTH!r}, False))
         os.write(journal._fd, b'["acme","m@1",200,')  # killed inside a write
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -55,8 +56,9 @@ def test_a_killed_router_leaves_exactly_its_unsettled_answers(tmp_path):
     segments = list(orphan.segments())
     assert [s.seq for s in segments] == [0, 1]
     assert [dict(s.spent) for s in segments] == [{("acme", MONTH): 2}, {("acme", MONTH): 3}]
+    assert dict(segments[1].charged) == {("globex", MONTH): 1}  # admitted without a grant
     rows = segments[1].meter.take()
-    assert sum(r.counts.requests for r in rows) == 4  # 3 answers + the 503; torn line skipped
+    assert sum(r.counts.requests for r in rows) == 5  # 4 answers + the 503; torn line skipped
     assert sum(r.counts.errors for r in rows) == 1
     assert list(orphans(tmp_path, own="router-me")) == []  # we hold it now
     orphan.remove()
@@ -75,7 +77,8 @@ def test_an_acknowledged_segment_is_deleted(tmp_path):
 
 def test_a_dead_routers_hold_is_billed_for_its_answers_and_refunded_for_the_rest(tmp_path):
     """The ledger granted 10 to a router that answered 5 (2 settled before it died) and
-    was killed: after the sweep, 5 billed — not 10, and not 7 from a resent batch."""
+    was killed: after the sweep, 5 billed — not 10, and not 7 from a resent batch — and
+    the unlimited tenant's one answer (never granted) charged."""
     store = LedgerStore(tmp_path / "ledger.db")
     folder = tmp_path / "journal"
     dead = "router-dead"
@@ -87,7 +90,8 @@ def test_a_dead_routers_hold_is_billed_for_its_answers_and_refunded_for_the_rest
     def settle(settlement):
         refunds = [(t, m, n) for t, _q, n, m in settlement.refunds]
         store.apply_settlement(settlement.batch_id, refunds, [], settlement.usage,
-                               settlement.origin, settlement.spent)  # fmt: skip
+                               settlement.origin, settlement.spent,
+                               settlement.charged)  # fmt: skip
 
     def close_origin(origin: str) -> int:
         return sum(n for _t, _m, n in store.close_origin(origin))
@@ -101,7 +105,7 @@ def test_a_dead_routers_hold_is_billed_for_its_answers_and_refunded_for_the_rest
         return first, again
 
     assert asyncio.run(sweep()) == (1, 0)  # found once, gone afterwards
-    assert store.load() == {"acme": {MONTH: 5}}
+    assert store.load() == {"acme": {MONTH: 5}, "globex": {MONTH: 1}}
     assert store.holds() == []
     assert [p.name for p in folder.iterdir()] == []  # the sweeper's own journal closed too
     # Its first segment was resent under its batch id and ignored; the second applied.
@@ -130,3 +134,7 @@ def test_holds_bill_answers_refund_the_rest_and_are_forgotten_when_abandoned(tmp
     store.prune(0.0, "2026-01-01T00", held_before=4e9)
     assert store.holds() == [] and store.load() == {"acme": {MONTH: 7}}
     assert store.close_origin("router-lost") == []  # nothing left to refund
+    # An unlimited tenant's answers were never granted: charged when settled, once.
+    for _ in range(2):
+        store.apply_settlement("b2", [], [], [], origin, charged=[("acme", MONTH, 5)])
+    assert store.load() == {"acme": {MONTH: 12}} and store.holds() == []
