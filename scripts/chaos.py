@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import signal
 import sys
@@ -134,6 +135,27 @@ def load(
     return results, sum(1 for _, s in results if s == "200")
 
 
+def warm_up(url: str) -> int:
+    """Four answers (billed too): each router and detector replica has its model loaded
+    before the clock starts. Returns how many were 200."""
+    warm = 0
+    for image in IMAGES[:4]:
+        r = requests.post(url, data=image.read_bytes(), params={"imgsz": 320},
+                          headers=AUTH, timeout=60)  # fmt: skip
+        warm += r.status_code == 200
+    return warm
+
+
+def emit(figures: dict[str, Any], path: Path | None) -> int:
+    """Print the figures as one JSON line (and write them to ``path``); the exit status:
+    0 if they passed."""
+    line = json.dumps(figures)
+    print(line, flush=True)
+    if path is not None:
+        path.write_text(line)
+    return 0 if figures["passed"] else 1
+
+
 def longest_gap(results: list[tuple[float, str]], seconds: float) -> float:
     times = sorted(t for t, s in results if s == "200")
     edges = [0.0, *times, max(seconds, times[-1] if times else seconds)]
@@ -156,12 +178,7 @@ def run_case(role: str, args: argparse.Namespace) -> Outcome:
     base = f"http://127.0.0.1:{port}"
     url = f"{base}/v1/detect"
     with local_run(config, base, work / "run.log"):
-        # Warm-up, billed too: one answer from each router and detector replica's model.
-        warm = 0
-        for image in IMAGES[:4]:
-            r = requests.post(url, data=image.read_bytes(), params={"imgsz": 320},
-                              headers=AUTH, timeout=60)  # fmt: skip
-            warm += r.status_code == 200
+        warm = warm_up(url)
 
         def kill(_answers: Callable[[], int]) -> None:
             if role == "none":

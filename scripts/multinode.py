@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -40,8 +39,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import requests  # noqa: E402
 import yaml  # noqa: E402
-from bench import IMAGES, _free_port, _wait  # noqa: E402
-from chaos import AUTH, load, longest_gap, usage  # noqa: E402
+from bench import _free_port, _wait  # noqa: E402
+from chaos import emit, load, longest_gap, usage, warm_up  # noqa: E402
 
 from serve_app.constants import RAY_SERVE_ENV  # noqa: E402
 
@@ -163,11 +162,7 @@ def run(seconds: float, clients: int, remove_at: float, settle_s: float) -> dict
         victim_node = sorted(before.values())[0]
         figures["nodes_before"] = sorted(before.values())
 
-        warm = 0
-        for image in IMAGES[:4]:
-            r = requests.post(url, data=image.read_bytes(), params={"imgsz": 320},
-                              headers=AUTH, timeout=60)  # fmt: skip
-            warm += r.status_code == 200
+        warm = warm_up(url)
 
         def remove(answers: Callable[[], int]) -> None:
             def due() -> bool:
@@ -223,12 +218,7 @@ def main() -> int:
     parser.add_argument("--settle-s", type=float, default=20.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    figures = run(args.seconds, args.clients, args.remove_at, args.settle_s)
-    line = json.dumps(figures)
-    print(line, flush=True)
-    if args.json:
-        args.json.write_text(line)
-    return 0 if figures["passed"] else 1
+    return emit(run(args.seconds, args.clients, args.remove_at, args.settle_s), args.json)
 
 
 if __name__ == "__main__":

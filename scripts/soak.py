@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import psutil  # noqa: E402
 import requests  # noqa: E402
 from bench import IMAGES, _free_port, _wait  # noqa: E402
+from chaos import emit  # noqa: E402
 from local_run import BIN, local_run  # noqa: E402
 
 TENANTS: dict[str, Literal["shared", "dedicated"]] = {
@@ -363,7 +364,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--sample-s", type=float, default=30.0)
     parser.add_argument("--warmup-s", type=float, default=180.0)
-    parser.add_argument("--rss-limit", type=float, default=5.0, help="% growth after warm-up")
+    parser.add_argument(
+        "--rss-limit", type=float, default=5.0, help="most RSS growth after the warm-up, in %%"
+    )
     parser.add_argument("--settle-s", type=float, default=20.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -371,11 +374,7 @@ def main() -> int:
     print("| role | RSS after warm-up (MiB) | RSS at the end (MiB) |\n|---|---|---|")
     for role, row in figures["rss"]["by_role"].items():
         print(f"| {role} | {row['after_warmup_mib']} | {row['last_mib']} |")
-    line = json.dumps(figures)
-    print(line, flush=True)
-    if args.json:
-        args.json.write_text(line)
-    return 0 if figures["passed"] else 1
+    return emit(figures, args.json)
 
 
 if __name__ == "__main__":
