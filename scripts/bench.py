@@ -90,9 +90,12 @@ ROLES = (
 )
 
 
-def cpu_by_role() -> dict[str, float]:
-    """CPU seconds (user + system) so far of every serving process on this machine, summed
-    by role; this benchmark's own process (the load generator) is left out."""
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) so far of every serving process on this machine, keyed
+    ``role#pid``: ``closed_loop`` sums the differences by role, per process, so a process
+    that exits between the two readings (a replica of a previous run finishing its drain)
+    cannot make a role's figure negative. This benchmark's own process (the load generator)
+    is left out."""
     import psutil
 
     totals: dict[str, float] = {}
@@ -108,7 +111,7 @@ def cpu_by_role() -> dict[str, float]:
             times = proc.cpu_times()
         except psutil.Error:  # exited between listing and reading
             continue
-        totals[role] = totals.get(role, 0.0) + times.user + times.system
+        totals[f"{role}#{proc.info['pid']}"] = times.user + times.system
     return totals
 
 
@@ -184,7 +187,10 @@ def closed_loop(
     def pct(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
 
-    cpu_ms = {r: (t - before.get(r, 0.0)) * 1e3 / (n * per_call) for r, t in spent.items()}
+    cpu_ms: dict[str, float] = {}
+    for key, t in spent.items():  # keys are roles, or role#pid (summed by role)
+        role = key.split("#", 1)[0]
+        cpu_ms[role] = cpu_ms.get(role, 0.0) + (t - before.get(key, 0.0)) * 1e3 / (n * per_call)
     return Cell("", 0, conc, statistics.median(ordered) * 1e3, pct(0.95), pct(0.99),
                 n / elapsed, cpu_ms)  # fmt: skip
 
@@ -408,7 +414,7 @@ class PlatformRun:
             resp.raise_for_status()
 
         return [
-            _named(closed_loop(call, images, n, c, cpu_by_role), self.label, imgsz)
+            _named(closed_loop(call, images, n, c, cpu_by_process), self.label, imgsz)
             for c in CONCURRENCY
         ]
 
@@ -420,7 +426,7 @@ class PlatformRun:
         def call(data: bytes) -> None:
             client.detect(data, imgsz=imgsz)
 
-        return [_named(closed_loop(call, images, n, c, cpu_by_role), "platform handle", imgsz)
+        return [_named(closed_loop(call, images, n, c, cpu_by_process), "platform handle", imgsz)
                 for c in CONCURRENCY]  # fmt: skip
 
 
