@@ -187,3 +187,11 @@ def delete_yolo_app() -> None:
 
     with contextlib.suppress(RayServeException):  # no Serve instance yet: nothing to delete
         serve.delete("yolo")
+    # The next app gets a fresh ledger file: journals its predecessor's routers left
+    # unsettled (their ledger went first) belong to the old ledger, not to the next test's.
+    import shutil
+
+    from serve_app.constants import JOURNAL_FOLDER
+    from serve_app.ray_compat import node_session_folder
+
+    shutil.rmtree(node_session_folder() / JOURNAL_FOLDER, ignore_errors=True)
