@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -78,8 +79,14 @@ class Outcome:
         )
 
 
-def platform_config(routers: int, port: int) -> dict[str, Any]:
+def platform_config(routers: int, port: int, monthly_images: int | None = None) -> dict[str, Any]:
+    """configs/serve.local.yaml for the run; with ``monthly_images`` the demo tenant has
+    a monthly quota, so every request needs a ledger grant (the demo has no limits, and
+    tenants without limits are admitted without one)."""
     raw: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "serve.local.yaml").read_text())
+    if monthly_images is not None:
+        [router] = [d for d in raw["applications"][0]["deployments"] if d["name"] == "router"]
+        router["user_config"]["tenants"][0]["quota"] = {"monthly_images": monthly_images}
     raw["http_options"]["port"] = port
     args = raw["applications"][0]["args"]
     args["tenants"][0]["autoscaling"] = {"min_replicas": 2, "max_replicas": 2}
@@ -90,10 +97,12 @@ def platform_config(routers: int, port: int) -> dict[str, Any]:
 
 
 def pids_of(role: str) -> list[int]:
-    mark = MARKS[role]
+    """The role's processes; a deployment's mark does not match a longer name
+    (``quota-ledger`` is the primary, not ``quota-ledger-standby``)."""
+    mark = re.compile(re.escape(MARKS[role]) + r"(?![-\w])")
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        if mark in " ".join(proc.info["cmdline"] or []):
+        if mark.search(" ".join(proc.info["cmdline"] or [])):
             found.append(proc.info["pid"])
     return sorted(found)
 
@@ -174,7 +183,7 @@ def run_case(role: str, args: argparse.Namespace) -> Outcome:
     port = _free_port()
     work = Path(tempfile.mkdtemp())
     config = work / "chaos.yaml"
-    config.write_text(yaml.safe_dump(platform_config(args.routers, port)))
+    config.write_text(yaml.safe_dump(platform_config(args.routers, port, args.monthly_images)))
     base = f"http://127.0.0.1:{port}"
     url = f"{base}/v1/detect"
     with local_run(config, base, work / "run.log"):
@@ -217,6 +226,9 @@ def main() -> int:
     parser.add_argument("--kill-at", type=float, default=15.0)
     parser.add_argument("--routers", type=int, default=2)
     parser.add_argument("--settle-s", type=float, default=20.0)
+    parser.add_argument("--monthly-images", type=int, default=None,
+                        help="give the demo tenant this monthly quota: every request then "
+                        "needs a ledger grant")  # fmt: skip
     args = parser.parse_args()
     rows = []
     for role in args.roles:

@@ -18,6 +18,7 @@ from serve_app.config import AppArgs, DeploymentSpec, deployment_name
 from serve_app.constants import (
     BATCH_MAX_SIZE,
     LEDGER_DEPLOYMENT,
+    LEDGER_STANDBY_DEPLOYMENT,
     ROUTER_DEPLOYMENT,
     SHARED_POOL_DEPLOYMENT,
 )
@@ -56,15 +57,20 @@ def build_app(args: AppArgs) -> Application:
     pool = Detector.options(  # type: ignore[attr-defined]
         name=SHARED_POOL_DEPLOYMENT, **deployment_options(args.shared_pool, batching=True)
     ).bind(SHARED_POOL_DEPLOYMENT)
-    ledger = QuotaLedger.options(  # type: ignore[attr-defined]
-        name=LEDGER_DEPLOYMENT,
-        ray_actor_options=args.ledger.resources.ray_actor_options(),
-        max_surge_percent=args.ledger.max_surge_percent,
-    ).bind(str(resolve_path(args.ledger.state_path)), args.ledger.usage_uri, args.ledger.store)
+    ledger_args = (str(resolve_path(args.ledger.state_path)), args.ledger.usage_uri,
+                   args.ledger.store)  # fmt: skip
+    ledgers = [
+        QuotaLedger.options(  # type: ignore[attr-defined]
+            name=name,
+            ray_actor_options=args.ledger.resources.ray_actor_options(),
+            max_surge_percent=args.ledger.max_surge_percent,
+        ).bind(*ledger_args)
+        for name in (LEDGER_DEPLOYMENT, LEDGER_STANDBY_DEPLOYMENT)[: 1 + args.ledger.standby]
+    ]
     router = Router.options(  # type: ignore[attr-defined]
         name=ROUTER_DEPLOYMENT, **deployment_options(args.router, batching=False)
     )
     # Tenants that may scale to zero are not probed by /readyz: a probe would wake them.
     scale_to_zero = sorted(t.id for t in args.tenants if t.autoscaling.min_replicas == 0)
-    app: Application = router.bind(detectors, pool, ledger, scale_to_zero)
+    app: Application = router.bind(detectors, pool, ledgers, scale_to_zero)
     return app

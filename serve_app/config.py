@@ -136,7 +136,7 @@ class StoreSettings(StrictModel):
 
 
 class LedgerSpec(StrictModel):
-    """The single ``quota-ledger`` replica and where it keeps monthly usage."""
+    """The ``quota-ledger`` replica, its warm standby, and where they keep monthly usage."""
 
     state_path: str = Field(
         "var/ledger.db",
@@ -153,6 +153,12 @@ class LedgerSpec(StrictModel):
     )
     resources: ResourceSpec = ResourceSpec(num_cpus=0.1)
     max_surge_percent: int = _SURGE
+    standby: bool = Field(
+        True,
+        description="Run a second ledger replica (``quota-ledger-standby``, same resources) "
+        "that takes over the moment the leader's process dies (docs/reliability.md). It must "
+        "see the same state_path file; one that sees another file never takes over.",
+    )
 
 
 class RouterSpec(DeploymentSpec):

@@ -25,6 +25,7 @@ from serve_app.config import (
 from serve_app.constants import (
     APP_NAME,
     LEDGER_DEPLOYMENT,
+    LEDGER_STANDBY_DEPLOYMENT,
     ROUTER_DEPLOYMENT,
     SHARED_POOL_DEPLOYMENT,
 )
@@ -88,9 +89,12 @@ class ApplicationSpec(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> ApplicationSpec:
         dedicated = {t.id for t in self.args.tenants}
-        known = {ROUTER_DEPLOYMENT, SHARED_POOL_DEPLOYMENT, LEDGER_DEPLOYMENT} | {
-            deployment_name(t) for t in dedicated
-        }
+        known = {
+            ROUTER_DEPLOYMENT,
+            SHARED_POOL_DEPLOYMENT,
+            LEDGER_DEPLOYMENT,
+            LEDGER_STANDBY_DEPLOYMENT,
+        } | {deployment_name(t) for t in dedicated}
         overrides = {d.name: d for d in self.deployments}
         for name in overrides:
             if name not in known:

@@ -62,6 +62,7 @@ ROUTER_DEPLOYMENT = "router"
 TENANT_DEPLOYMENT_PREFIX = "tenant-"
 SHARED_POOL_DEPLOYMENT = "shared-pool"
 LEDGER_DEPLOYMENT = "quota-ledger"
+LEDGER_STANDBY_DEPLOYMENT = "quota-ledger-standby"
 
 # Identifiers.
 TENANT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"
@@ -185,6 +186,10 @@ LEDGER_RIDE_THROUGH_S = 8.0
 # every request that needs a grant waits for the replacement; 0.5 s between attempts
 # was up to half a second of the ~3 s without answers.
 LEDGER_RETRY_MAX_WAIT_S = 0.1
+# The ledger runs as a primary and a warm standby (quota/failover.py): a call the leader
+# has not answered in this long is offered to the other, which takes over only if the
+# leader's process is gone (a live leader keeps it: the call is then waited for).
+LEDGER_FAILOVER_AFTER_S = 0.3
 # How long a router trusts its copy of a tenant's own detection defaults (PUT /v1/policy
 # on another router replica is seen within this).
 TENANT_DEFAULTS_TTL_S = 2.0

@@ -134,15 +134,17 @@ def _ask_ledger(ray_address: str, method: str, *args: Any) -> Any:
     """Call one of the quota ledger's methods on the running application."""
     from ray import serve
 
-    from serve_app.constants import APP_NAME, LEDGER_DEPLOYMENT
+    from serve_app.constants import APP_NAME, LEDGER_DEPLOYMENT, LEDGER_STANDBY_DEPLOYMENT
+    from serve_app.quota.failover import ask_leader_blocking
     from serve_app.ray_compat import handle_for_blocking_callers
 
     try:
         _connect(ray_address)
-        ledger = handle_for_blocking_callers(
-            serve.get_deployment_handle(LEDGER_DEPLOYMENT, APP_NAME)
-        )
-        return getattr(ledger, method).remote(*args).result(timeout_s=30)
+        handles = [
+            handle_for_blocking_callers(serve.get_deployment_handle(name, APP_NAME))
+            for name in (LEDGER_DEPLOYMENT, LEDGER_STANDBY_DEPLOYMENT)
+        ]
+        return ask_leader_blocking(handles, method, *args, timeout_s=30)
     except Exception as exc:
         raise ClusterError(
             f"cannot ask the quota ledger at {ray_address} ({type(exc).__name__}): "

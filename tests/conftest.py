@@ -195,3 +195,32 @@ def delete_yolo_app() -> None:
     from serve_app.ray_compat import node_session_folder
 
     shutil.rmtree(node_session_folder() / JOURNAL_FOLDER, ignore_errors=True)
+
+
+def ledger_call(method: str, *args):
+    """A quota ledger method's answer from whichever replica leads (after the primary
+    was killed, the standby), as ``tenantctl`` asks it."""
+    from ray import serve
+
+    from serve_app.constants import APP_NAME, LEDGER_DEPLOYMENT, LEDGER_STANDBY_DEPLOYMENT
+    from serve_app.quota.failover import ask_leader_blocking
+
+    handles = [
+        serve.get_deployment_handle(name, APP_NAME)
+        for name in (LEDGER_DEPLOYMENT, LEDGER_STANDBY_DEPLOYMENT)
+    ]
+    return ask_leader_blocking(handles, method, *args, timeout_s=30)
+
+
+def kill_primary_ledger() -> None:
+    """Kill the primary ledger replica's actor outright (no shutdown hook, no final
+    export), as a crash would; the routers have made it the leader."""
+    import ray
+    from ray.util.state import list_actors
+
+    [actor] = [
+        a
+        for a in list_actors(filters=[("state", "=", "ALIVE")])
+        if a.class_name == "ServeReplica:yolo:quota-ledger"
+    ]
+    ray.kill(ray.get_actor(actor.name, namespace="serve"), no_restart=True)

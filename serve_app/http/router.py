@@ -49,8 +49,9 @@ from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.observability.audit import AuditSink
 from serve_app.observability.metrics import RouterMetrics
 from serve_app.quota.admission import Admission, Ticket
+from serve_app.quota.failover import FailoverLedger
 from serve_app.quota.usage import NO_MODEL
-from serve_app.ray_compat import node_session_folder
+from serve_app.ray_compat import is_replica_gone, node_session_folder
 
 logger = logging.getLogger("ray.serve")
 
@@ -101,9 +102,15 @@ class Router:
         self,
         detectors: dict[str, Any],
         shared_pool: Any,
-        ledger: Any,
+        ledgers: list[Any],
         scale_to_zero: list[str] | None = None,
     ) -> None:
+        # The primary and, unless the operator turned it off, the warm standby.
+        ledger = (
+            ledgers[0]
+            if len(ledgers) == 1
+            else FailoverLedger(ledgers[0], ledgers[1], is_replica_gone)
+        )
         self._ledger = ledger
         self._jwks = JwksPool()  # outlives table rebuilds: keys are not refetched per change
         self._table = TenantTable(RouterConfig(), self._jwks)

@@ -48,6 +48,7 @@ from serve_app.errors import Overloaded, QuotaExceeded
 from serve_app.quota.allowances import Allowances, Refund, uses_allowances
 from serve_app.quota.gcra import Decision, month_key
 from serve_app.quota.journal import Entry, orphans
+from serve_app.quota.leadership import NotLeader
 from serve_app.quota.settlement import Settler
 from serve_app.quota.usage import Settlement
 from serve_app.ray_compat import is_replica_gone
@@ -319,5 +320,6 @@ class Admission:
 
 def _ledger_restarting(exc: BaseException) -> bool:
     """A ledger call worth making again: its replica died, or it timed out (Serve's
-    handle holds calls while no ledger replica is up)."""
-    return isinstance(exc, TimeoutError) or is_replica_gone(exc)
+    handle holds calls while no ledger replica is up), or the replica that took it does
+    not lead yet (the one being replaced still holds the file)."""
+    return isinstance(exc, (TimeoutError, NotLeader)) or is_replica_gone(exc)

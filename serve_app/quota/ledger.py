@@ -1,4 +1,4 @@
-"""``QuotaLedger``: one replica that every router replica asks before forwarding.
+"""``QuotaLedger``: the replica that every router replica asks before forwarding.
 
 Holds each tenant's GCRA state, concurrency leases and monthly image counts (the
 arithmetic is in ``quota.py``). Monthly counts are written to a SQLite file
@@ -9,6 +9,12 @@ anyone's monthly quota.
 Routers' settlements (metered usage, refunds, key use) are applied exactly once, in
 one transaction each, and the metered usage is exported as append-only JSON lines to
 the usage store (``file://`` or ``s3://``) every ``USAGE_EXPORT_S`` and on shutdown.
+
+Two deployments run this class on the file: the primary and a warm standby. Only the one
+holding the file's lock (``leadership.py``) answers; the other raises ``NotLeader`` and
+the routers ask it only once the leader is gone (``failover.py``). Taking over reads
+the monthly counts from the file, as a restart would, but in milliseconds in a process
+that is already up.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from serve_app.quota.gcra import (
     release,
     seconds_to_next_month,
 )
+from serve_app.quota.leadership import Leadership, NotLeader
 from serve_app.quota.ledger_store import LedgerStore
 from serve_app.quota.usage import Settlement, hour_key, usage_lines
 from serve_app.wire import TenantDefaults
@@ -59,7 +66,8 @@ logger = logging.getLogger("ray.serve")
     logging_config=SERVE_LOGGING,
 )
 class QuotaLedger:
-    """Cluster-wide admission control. Exactly one replica: it is the source of truth."""
+    """Cluster-wide admission control. One replica per deployment, and of the primary
+    and the standby only the leader acts: it is the source of truth."""
 
     def __init__(
         self,
@@ -70,18 +78,47 @@ class QuotaLedger:
         self._store = LedgerStore(Path(state_path))
         self._usage_uri = usage_uri.rstrip("/")
         self._store_settings = store_settings or StoreSettings()
+        self._state_path = state_path
+        self._leadership = Leadership(Path(state_path))
         self._tenants: dict[str, TenantState] = {}
-        for tenant, months in self._store.load().items():
-            self._tenants[tenant] = TenantState(monthly=dict(months))
         self._exporter: asyncio.Task[None] | None = None
-        logger.info("ledger: restored usage of %d tenants from %s", len(self._tenants), state_path)
 
     def _state(self, tenant: str) -> TenantState:
         return self._tenants.setdefault(tenant, TenantState())
 
-    def _start(self) -> None:
-        if self._exporter is None:
+    async def take_over(self, expected_epoch: str | None = None) -> str:
+        """Lead, if the lock is free, and return this file's epoch.
+
+        ``expected_epoch``: the file the previous leader had. A standby placed where it
+        sees another file (another node's disk) refuses, rather than serve an empty
+        ledger: nobody's monthly usage may reset.
+
+        Raises:
+            NotLeader: Another live replica holds the file, or this is another file.
+        """
+        if not self._leadership.held:
+            epoch = self._store.epoch
+            if expected_epoch is not None and epoch != expected_epoch:
+                logger.error("ledger: standby sees ledger file %s, the leader had %s; not "
+                             "taking over (place both where state_path is the same file)",
+                             epoch, expected_epoch)  # fmt: skip
+                raise NotLeader("this ledger replica sees another ledger file")
+            if not self._leadership.acquire():
+                raise NotLeader("another ledger replica holds the ledger file")
+            # Whatever the last leader wrote, committed before it died, is in the file.
+            self._tenants = {
+                tenant: TenantState(monthly=dict(months))
+                for tenant, months in self._store.load().items()
+            }
             self._exporter = asyncio.get_running_loop().create_task(self._export_loop())
+            logger.info("ledger: leading; restored usage of %d tenants from %s",
+                        len(self._tenants), self._state_path)  # fmt: skip
+        return self._store.epoch
+
+    async def _start(self) -> None:
+        """Every call acts only as the leader (taking over if nobody leads)."""
+        if not self._leadership.held:
+            await self.take_over()
 
     def _count(self, tenant: str, month: str, images: int, origin: str) -> None:
         # Durable before the router hears "yes": a crash right after cannot undercount.
@@ -91,7 +128,7 @@ class QuotaLedger:
 
     async def admit(self, tenant: str, quota: Quota, images: int = 1, origin: str = "") -> Decision:
         """One request, with a concurrency lease to ``release`` (capped tenants)."""
-        self._start()
+        await self._start()
         # The router's Quota arrives already validated (frozen, from its user_config).
         decision = admit(self._state(tenant), quota, images, time.monotonic(), time.time())
         if decision.allowed:
@@ -100,7 +137,7 @@ class QuotaLedger:
 
     async def grant(self, tenant: str, quota: Quota, want: int, origin: str = "") -> Decision:
         """Up to ``want`` admissions at once, for a router's local allowance."""
-        self._start()
+        await self._start()
         decision = grant(self._state(tenant), quota, want, time.monotonic(), time.time())
         if decision.allowed:
             self._count(tenant, decision.month, decision.granted, origin)
@@ -112,7 +149,7 @@ class QuotaLedger:
         Its answered admissions, refunds and key uses are written in the same
         transaction as its batch id, so a retry after a lost answer changes nothing.
         """
-        self._start()
+        await self._start()
         now = time.monotonic()
         quotas = {t: q for t, q, _n, _m in settlement.refunds}
         uses = [(k, t, ts) for k, t, ts in settlement.key_uses if k.startswith(KEY_ID_PREFIX)]
@@ -137,6 +174,7 @@ class QuotaLedger:
     async def close_origin(self, origin: str) -> int:
         """A router replica died and its journal was settled: refund what it still held
         (granted, never answered). Returns the images refunded; 0 for a closed origin."""
+        await self._start()
         refunded = self._store.close_origin(origin)
         for tenant, month, images in refunded:
             monthly = self._state(tenant).monthly
@@ -148,6 +186,7 @@ class QuotaLedger:
 
     async def usage_report(self, tenant: str, quota: Quota) -> dict[str, Any]:
         """Body of ``GET /v1/usage``: this month's images, the quota left, the last hours."""
+        await self._start()
         now = time.time()
         month = month_key(now)
         used = self._state(tenant).monthly.get(month, 0)
@@ -175,8 +214,10 @@ class QuotaLedger:
 
         File names carry this ledger file's epoch and the id range, so an export
         repeated after a crash (before the watermark moved) rewrites the same files
-        with the same lines: nothing is counted twice.
+        with the same lines: nothing is counted twice. Only the leader exports.
         """
+        if not self._leadership.held:
+            raise NotLeader("only the leading ledger replica exports usage")
         first, last, rows = self._store.unexported(USAGE_EXPORT_MAX_ROWS)
         if not rows:
             return 0
@@ -207,30 +248,38 @@ class QuotaLedger:
 
     async def tenant_defaults(self, tenant: str) -> TenantDefaults | None:
         """The tenant's own detection defaults, if it saved any."""
+        await self._start()
         body = self._store.tenant_defaults(tenant)
         return None if body is None else TenantDefaults.model_validate_json(body)
 
     async def set_tenant_defaults(self, tenant: str, defaults: TenantDefaults) -> None:
         """Save them (the router checked them against the operator's bounds)."""
+        await self._start()
         self._store.set_tenant_defaults(tenant, defaults.model_dump_json())
 
     async def release(self, tenant: str, lease_id: str) -> None:
+        await self._start()
         release(self._state(tenant), lease_id)
 
     async def key_last_used(self, tenant: str) -> dict[str, float]:
         """Epoch seconds each of ``tenant``'s API keys was last presented."""
+        await self._start()
         return self._store.key_last_used(tenant)
 
     async def usage(self, tenant: str) -> dict[str, Any]:
+        await self._start()
         state = self._state(tenant)
         return {"monthly_images": dict(state.monthly), "in_flight": len(state.leases)}
 
     def __del__(self) -> None:
-        # Graceful shutdown (redeploy, scale-down): export what the loop has not yet.
-        try:
-            while self.export_usage() == USAGE_EXPORT_MAX_ROWS:
-                pass
-        except Exception as exc:
-            logger.error("ledger: usage export on shutdown failed: %s", exc)
+        # Graceful shutdown (redeploy, scale-down): export what the loop has not yet,
+        # then let the other replica (or the new version) lead.
+        if self._leadership.held:
+            try:
+                while self.export_usage() == USAGE_EXPORT_MAX_ROWS:
+                    pass
+            except Exception as exc:
+                logger.error("ledger: usage export on shutdown failed: %s", exc)
         with contextlib.suppress(Exception):
             self._store.close()
+        self._leadership.release()

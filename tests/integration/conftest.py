@@ -116,7 +116,8 @@ def gpu_app(ray_cluster, tmp_path_factory, http_port, jwt_key):
         if app is None:
             return False
         deps = app.deployments
-        names = ["router", "quota-ledger", "tenant-acme", "tenant-globex", "tenant-initech"]
+        names = ["router", "quota-ledger", "quota-ledger-standby", "tenant-acme",
+                 "tenant-globex", "tenant-initech"]  # fmt: skip
         return all(n in deps and deps[n].status == "HEALTHY" for n in names)
 
     wait_for(fractional_running, 300, "router and the three fractional-GPU tenants to be healthy")

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from serve_app.config import StoreSettings
-from tests.conftest import SAMPLES, wait_for
+from tests.conftest import SAMPLES, kill_primary_ledger, ledger_call, wait_for
 from tests.integration.conftest import delete_app
 from tests.platform_app import Platform
 
@@ -39,14 +39,8 @@ def metered(ray_cluster, s3, tmp_path_factory, http_port):
     delete_app()
 
 
-def _ledger():
-    from ray import serve
-
-    return serve.get_deployment_handle("quota-ledger", "yolo")
-
-
 def _settled(tenant: str, requests: int) -> bool:
-    report = _ledger().usage_report.remote(tenant, _quota()).result()
+    report = ledger_call("usage_report", tenant, _quota())
     return sum(h["requests"] for h in report["hours"]) == requests
 
 
@@ -54,18 +48,6 @@ def _quota():
     from serve_app.config import Quota
 
     return Quota()
-
-
-def _kill_ledger() -> None:
-    import ray
-    from ray.util.state import list_actors
-
-    [actor] = [
-        a
-        for a in list_actors(filters=[("state", "=", "ALIVE")])
-        if "quota-ledger" in (a.class_name or "")
-    ]
-    ray.kill(ray.get_actor(actor.name, namespace="serve"), no_restart=True)
 
 
 def test_usage_is_exact_across_a_ledger_restart(metered, capsys):
@@ -79,7 +61,7 @@ def test_usage_is_exact_across_a_ledger_restart(metered, capsys):
     assert send("globex", JPEG, 3) == [200] * 3
     wait_for(lambda: _settled("acme", 5) and _settled("globex", 3), 30, "the first half settled")
 
-    _kill_ledger()  # hard: no shutdown hook, no final export
+    kill_primary_ledger()  # hard: no shutdown hook, no final export
     wait_for(lambda: metered.detect("probe").status_code == 200, 120, "a new ledger")
 
     # Second half: acme 3 ok + 1 garbage (refused for model shapes@1); globex 2 ok, then
@@ -87,7 +69,7 @@ def test_usage_is_exact_across_a_ledger_restart(metered, capsys):
     assert send("acme", JPEG, 3) + send("acme", b"\x00" * 64, 1) == [200] * 3 + [415]
     assert send("globex", JPEG, 3) == [200, 200, 429]
     wait_for(lambda: _settled("acme", 9) and _settled("globex", 6), 30, "the second half")
-    assert _ledger().export_usage.remote().result() > 0  # what the 30 s loop does
+    assert ledger_call("export_usage") > 0  # what the 30 s loop does
 
     db = str(metered.reg.path)
     capsys.readouterr()

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.conftest import delete_yolo_app, wait_for
+from tests.conftest import delete_yolo_app, kill_primary_ledger, ledger_call, wait_for
 from tests.platform_app import IMAGE
 from tests.security.conftest import (
     BETA_SECRETS,
@@ -80,34 +80,20 @@ def test_concurrency_cap(platform):
 def test_usage_is_exact_once_unspent_allowances_are_refunded(platform):
     """Routers take admissions from the ledger in batches; what they do not spend goes
     back, so the month's count ends up equal to the requests really served."""
-    from ray import serve
-
-    ledger = serve.get_deployment_handle("quota-ledger", "yolo")
     served = 0
     for _ in range(40):  # sequential: demand ramps up, grants grow past one
         served += platform.detect("metered").status_code == 200
     assert served == 40
 
     def monthly() -> int:
-        return sum(ledger.usage.remote("metered").result()["monthly_images"].values())
+        return sum(ledger_call("usage", "metered")["monthly_images"].values())
 
     wait_for(lambda: monthly() == 40, 30, "refunds to bring the count to what was served")
 
 
 def test_monthly_quota_survives_a_ledger_restart(platform):
-    import ray
-    from ray import serve
-
     assert [platform.detect("monthly").status_code for _ in range(4)] == [200, 200, 200, 429]
-    ledger = serve.get_deployment_handle("quota-ledger", "yolo")
-    from ray.util.state import list_actors
-
-    [actor] = [
-        a
-        for a in list_actors(filters=[("state", "=", "ALIVE")])
-        if "quota-ledger" in (a.class_name or "")
-    ]
-    ray.kill(ray.get_actor(actor.name, namespace="serve"), no_restart=True)
+    kill_primary_ledger()
 
     def restarted_and_enforcing() -> bool:
         return (
@@ -116,7 +102,7 @@ def test_monthly_quota_survives_a_ledger_restart(platform):
         )
 
     wait_for(restarted_and_enforcing, 120, "a new ledger that remembers the month's usage")
-    usage = ledger.usage.remote("monthly").result()
+    usage = ledger_call("usage", "monthly")
     assert sum(usage["monthly_images"].values()) == 3
 
 

@@ -2,7 +2,7 @@
 clients in a closed loop, one process of each role killed with SIGKILL in turn. The
 longer runs and the table are `scripts/chaos.py` (docs/reliability.md).
 
-* detector, ledger, router, controller: no request fails, the gap without an answer
+* detector, ledger (its warm standby takes over), router, controller: no request fails, the gap without an answer
   stays under the ride-through budget, the role's processes come back;
 * ingress (HAProxy): the requests it had in flight and those sent while it is down fail
   as refused connections or a 503 with Retry-After (never a 500 or a 404), and it is back
@@ -33,6 +33,7 @@ SECONDS = 10.0
 KILL_AFTER_ANSWERS = 20
 GAP_LIMIT_S = 5.0  # under the ride-through budgets (RIDE_THROUGH_S, LEDGER_RIDE_THROUGH_S)
 INGRESS_BACK_S = 20.0
+MONTHLY_IMAGES = 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,10 @@ def platform(tmp_path_factory):
     work = tmp_path_factory.mktemp("chaos")
     port = free_port()
     config = work / "chaos.yaml"
-    config.write_text(yaml.safe_dump(chaos.platform_config(routers=2, port=port)))
+    # A monthly quota: every request needs a ledger grant, so the ledger's kill is felt
+    # (a tenant without limits is admitted without the ledger for a while).
+    raw = chaos.platform_config(routers=2, port=port, monthly_images=MONTHLY_IMAGES)
+    config.write_text(yaml.safe_dump(raw))
     base = f"http://127.0.0.1:{port}"
     with local_run(config, base, work / "run.log") as run:
         yield {"base": base, "url": f"{base}/v1/detect", "answered": [0], "run": run}
