@@ -43,17 +43,20 @@ import yaml  # noqa: E402
 from bench import DEMO_KEY, IMAGES, _free_port, _wait  # noqa: E402
 from local_run import local_run  # noqa: E402
 
-# What to kill, by role: a mark in the process's command line (Ray sets the process
-# title of a replica to ServeReplica:<app>:<deployment>).
+# What to kill, by role: a pattern in the process's command line (Ray sets the process
+# title of a replica to ServeReplica:<app>:<deployment>; a deployment's name does not
+# match a longer one: quota-ledger is the primary ledger, not quota-ledger-standby).
+_END = r"(?![-\w])"
 MARKS = {
-    "detector": "ServeReplica:yolo:tenant-demo",
-    "router": "ServeReplica:yolo:router",
-    "ledger": "ServeReplica:yolo:quota-ledger",
-    "ingress": "haproxy",
-    "proxy": "ProxyActor",
-    "controller": "ServeController",
+    "detector": r"ServeReplica:yolo:tenant-demo" + _END,
+    "router": r"ServeReplica:yolo:router" + _END,
+    "ledger": r"ServeReplica:yolo:quota-ledger" + _END,
+    "ingress": r"/haproxy -db -f ",  # the HAProxy Ray runs (`haproxy -db -f CONFIG`)
+    "understudy": r"/haproxy -D -p ",  # the second one (scripts/haproxy_understudy.sh)
+    "proxy": r"ProxyActor" + _END,
+    "controller": r"ServeController" + _END,
 }
-ROLES = ("none", "detector", "router", "ledger", "ingress", "controller")
+ROLES = ("none", "detector", "router", "ledger", "ingress", "understudy", "controller")
 REQUEST_TIMEOUT_S = 30.0
 AUTH = {"Authorization": f"Bearer {DEMO_KEY}"}
 
@@ -97,9 +100,7 @@ def platform_config(routers: int, port: int, monthly_images: int | None = None) 
 
 
 def pids_of(role: str) -> list[int]:
-    """The role's processes; a deployment's mark does not match a longer name
-    (``quota-ledger`` is the primary, not ``quota-ledger-standby``)."""
-    mark = re.compile(re.escape(MARKS[role]) + r"(?![-\w])")
+    mark = re.compile(MARKS[role])
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         if mark.search(" ".join(proc.info["cmdline"] or [])):

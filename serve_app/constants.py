@@ -48,6 +48,10 @@ RAY_SERVE_ENV: dict[str, str] = {
     # failures, then the actor and its HAProxy are started again: ~35 s without an
     # ingress); probed every second, it is back in a few (docs/reliability.md).
     "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
+    # ... and meanwhile a second HAProxy on the same port serves the same routes
+    # (scripts/haproxy_understudy.sh): Ray's HAProxy must bind with SO_REUSEPORT too
+    # (Ray passes -dR, "no SO_REUSEPORT", unless this is 1; its own proxy's default is 1).
+    "SERVE_SOCKET_REUSE_PORT_ENABLED": "1",
 }
 
 APP_NAME = "yolo"

@@ -49,8 +49,13 @@ def test_binds_become_loopback_the_client_is_forwarded_and_the_pid_is_kept(tmp_p
     fake.chmod(0o755)
     pids = tmp_path / "pids"
     bufsize = RAY_SERVE_ENV["RAY_SERVE_HAPROXY_TUNE_BUFSIZE"]
-    env = {**os.environ, "YOLOSERVE_HAPROXY_BINARY": str(fake), "YOLOSERVE_HAPROXY_PIDS": str(pids),
-           "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": bufsize}  # fmt: skip
+    env = {
+        **os.environ,
+        "YOLOSERVE_HAPROXY_BINARY": str(fake),
+        "YOLOSERVE_HAPROXY_PIDS": str(pids),
+        "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": bufsize,
+        "YOLOSERVE_HAPROXY_UNDERSTUDY": "0",
+    }  # fmt: skip  (tested with a real HAProxy below)
     wrapper = str(ROOT / "scripts" / "haproxy_loopback.sh")
     args = ["-db", "-f", str(config), "-sf", "42"]
     run = subprocess.run(["bash", wrapper, *args], env=env, capture_output=True, text=True)

