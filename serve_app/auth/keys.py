@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from serve_app.constants import API_KEY_MAX_CHARS, API_KEY_PREFIX
 from serve_app.errors import Unauthenticated
@@ -29,14 +30,31 @@ def generate_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def bearer_token(authorization: str | None) -> str:
-    """The token from an ``Authorization: Bearer <token>`` header value."""
+# RFC 6750 §2.1: the scheme (any case), one or more spaces, a b64token. ASCII only: a
+# key padded with a non-breaking space or any other non-ASCII character is no match.
+_BEARER = re.compile(r"bearer +([A-Za-z0-9._~+/-]+=*) *", re.ASCII | re.IGNORECASE)
+_CHALLENGE = 'Bearer realm="yolo"'
+INVALID_REQUEST = {"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_request"'}
+
+
+def bearer_token(authorization: Sequence[str]) -> str:
+    """The token of the request's ``Authorization`` header values (all of them: a request
+    with two is refused, whichever a proxy or framework would have picked)."""
     if not authorization:
         raise Unauthenticated("missing credential: send 'Authorization: Bearer <api key>'")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("malformed Authorization header: use 'Bearer <api key>'")
-    return token.strip()
+    if len(authorization) > 1:
+        raise Unauthenticated(
+            "more than one Authorization header: send exactly one, 'Bearer <api key>'",
+            headers=INVALID_REQUEST,
+        )
+    found = _BEARER.fullmatch(authorization[0])
+    if found is None:
+        raise Unauthenticated(
+            "malformed Authorization header: use 'Bearer <api key>', ASCII letters, digits "
+            "and -._~+/ only",
+            headers=INVALID_REQUEST,
+        )
+    return found.group(1)
 
 
 class KeyTable:

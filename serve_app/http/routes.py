@@ -71,7 +71,7 @@ def error_response(error: ServeAppError) -> JSONResponse:
     if error.status in (429, 503):
         headers["Retry-After"] = str(error.retry_after_s or RETRY_AFTER_S)
     if error.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="yolo"'
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="yolo"')
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from serve_app.config import TenantEntry
 from serve_app.errors import BadParameter, UnknownModel
+from serve_app.numerals import is_integer
 from serve_app.wire import model_id
 
 # Never echoes the name asked for: the answer for another tenant's model must be
@@ -48,7 +49,7 @@ def select_model(tenant: TenantEntry, query: Mapping[str, str]) -> ModelChoice:
             name=model.name, version=model.active_version, fallback=model.fallback_version
         )
     raw = query["version"]
-    if not raw.isdigit() or len(raw) > 9:
+    if not is_integer(raw) or len(raw) > 9:
         raise BadParameter(
             f"query parameter 'version' must be a positive integer, got {raw[:16]!r}"
         )

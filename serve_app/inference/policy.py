@@ -21,6 +21,7 @@ from serve_app.constants import (
     MIN_IOU,
 )
 from serve_app.errors import BadParameter
+from serve_app.numerals import is_decimal, is_integer
 
 DETECTION_PARAMS = frozenset({"conf", "iou", "max_det", "classes", "imgsz"})
 SELECTION_PARAMS = frozenset({"model", "version"})
@@ -50,10 +51,13 @@ def _number(
     wanted = "an integer" if kind is int else "a number"
     if len(raw) > MAX_NUMBER_CHARS:
         raise BadParameter(f"query parameter {name!r} must be {wanted} of at most 32 characters")
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise BadParameter(f"query parameter {name!r} must be {wanted}, got {raw[:32]!r}") from None
+    if not (is_integer(raw) if kind is int else is_decimal(raw)):
+        example = "e.g. 100" if kind is int else "e.g. 0.25"
+        raise BadParameter(
+            f"query parameter {name!r} must be {wanted} in ASCII digits ({example}), "
+            f"got {raw[:32]!r}"
+        )
+    value = kind(raw)
     if value != value or value in (float("inf"), float("-inf")):
         raise BadParameter(f"query parameter {name!r} must be a finite number")
     if value < low or (high is not None and value > high):
@@ -128,7 +132,7 @@ def resolve_classes(params: InferenceParams, class_names: list[str]) -> list[int
         return sorted(allowed) if allowed is not None else None
     wanted: set[int] = set()
     for token in params.classes:
-        if token.isdigit() and int(token) < len(class_names):
+        if is_integer(token) and len(token) <= MAX_NUMBER_CHARS and int(token) < len(class_names):
             wanted.add(int(token))
         elif token in index:
             wanted.add(index[token])

@@ -19,6 +19,7 @@ RANKS = {
     "wire": 1,
     "ray_compat": 1,
     "ride_through": 1,
+    "numerals": 1,
     "config": 2,
     "config_file": 3,
     "blobs": 3,
