@@ -80,6 +80,12 @@ SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
 # Images.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
+# Image structure Pillow would walk in Python (images.py): a PNG's chunks (encoders
+# write IDAT chunks of 8 KiB or more: ~2,600 for a 20 MiB file), a JPEG's markers before
+# its scan and runs of 0xFF fill bytes between them.
+MAX_PNG_CHUNKS = 8192
+MAX_JPEG_MARKERS = 256
+MAX_JPEG_FILL_BYTES = 64
 # OpenCV's decoder limit, read from the environment when cv2 is first imported (by
 # ultralytics, after this module). Tenant images are decoded by Pillow after a header
 # check, but nothing should ever decode a bomb through cv2 either.
@@ -154,6 +160,14 @@ MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 # A multipart form needs one part (the image), maybe a few more from a browser.
 MAX_FORM_PARTS = 16
 MAX_FORM_PART_HEADERS = 8
+MAX_FORM_PART_HEADER_BYTES = 8 * 1024  # one part's header lines together
+MAX_CONTENT_TYPE_CHARS = 1024
+# A request body must have arrived whole this long after the handler started reading it
+# (408): 20 MiB at ~6 Mbit/s. A client trickling bytes holds a router slot no longer.
+BODY_READ_TIMEOUT_S = float(os.environ.get("YOLOSERVE_BODY_READ_TIMEOUT_S", "30"))
+# A form body bigger than this is parsed in a worker thread, off the router's event loop
+# (parsing is linear and C-speed, ~1 ms per MiB; a thread hop costs ~0.1 ms).
+OFF_LOOP_BODY_BYTES = 1024 * 1024
 READY_TIMEOUT_S = 120.0
 # Probes come every few seconds; a recent success stands for this long.
 READY_CACHE_S = 15.0
@@ -175,6 +189,10 @@ JWKS_MAX_KEYS = 64
 
 # Audit log (audit.py): strings in a record are cut to this length.
 AUDIT_MAX_FIELD_CHARS = 200
+# Each audit file is rotated past this size, and this many rotated files are kept: at
+# most 320 MiB per router replica, whatever a flood of requests (audited too) sends.
+AUDIT_ROTATE_BYTES = 64 * 1024 * 1024
+AUDIT_KEEP_FILES = 4
 # Where router replicas write their audit lines (one file per replica), unless the
 # router's user_config says otherwise; relative to the project root.
 AUDIT_DIR = os.environ.get("YOLOSERVE_AUDIT_DIR", "var/audit")
@@ -194,6 +212,13 @@ LEDGER_RETRY_MAX_WAIT_S = 0.1
 # has not answered in this long is offered to the other, which takes over only if the
 # leader's process is gone (a live leader keeps it: the call is then waited for).
 LEDGER_FAILOVER_AFTER_S = 0.3
+# GET /v1/usage, GET and PUT /v1/policy (http/control.py): per tenant and router replica
+# at most this many per second (bursts of CONTROL_CALLS_BURST), else 429; a usage report
+# is answered from a copy at most USAGE_CACHE_S old. A tenant polling in a loop never
+# queues the other tenants' admissions behind its ledger calls.
+CONTROL_CALLS_PER_S = 5.0
+CONTROL_CALLS_BURST = 20
+USAGE_CACHE_S = 1.0
 # How long a router trusts its copy of a tenant's own detection defaults (PUT /v1/policy
 # on another router replica is seen within this).
 TENANT_DEFAULTS_TTL_S = 2.0

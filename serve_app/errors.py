@@ -67,6 +67,11 @@ class MethodNotAllowed(ServeAppError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(ServeAppError):
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ServeAppError):
     status = 413
     code = "payload_too_large"

@@ -9,6 +9,9 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A request body must arrive whole within this (30 s in production): the clusters tests
+# start inherit it, and tests/security/test_parsing.py waits for the 408.
+os.environ.setdefault("YOLOSERVE_BODY_READ_TIMEOUT_S", "5")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"

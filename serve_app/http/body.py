@@ -1,55 +1,104 @@
-"""Reading request bodies: bounded while streaming, in memory only.
+"""Reading request bodies: bounded in size and time, in memory only.
 
-``read_body`` refuses a body (413) as soon as it is over its limit, whether the
-client declared the length or streams it chunked. ``image_bytes`` gets the image out
-of it: raw bodies are the image itself; ``multipart/form-data`` is parsed by
-python-multipart's push parser with limits on parts and headers, collecting only the
-``image`` field in memory (no form parser that spools files to disk: images never
-touch a replica's disk).
+``read_body`` refuses a body (413) as soon as it is over its limit, whether the client
+declared the length or streams it chunked, and one that has not arrived whole within
+``BODY_READ_TIMEOUT_S`` (408: a client trickling bytes holds a router slot no longer).
+``image_bytes`` gets the image out of it: raw bodies are the image itself;
+``multipart/form-data`` is read by ``form_field``, which finds part boundaries with
+``bytes.find`` (C speed, linear in the body whatever its shape) and gives up after
+``MAX_FORM_PARTS`` parts or ``MAX_FORM_PART_HEADERS`` header lines. Python's own and
+python-multipart's parsers walk some inputs byte by byte in Python: a crafted 20 MB form
+held the router's event loop for seconds. Images never touch a replica's disk.
+
+Every refusal is a 4xx whose message names the fix; nothing here raises anything else
+on any input (tests/unit/test_body.py fuzzes it).
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import re
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from serve_app.constants import (
+    BODY_READ_TIMEOUT_S,
     MAX_BODY_BYTES,
+    MAX_CONTENT_TYPE_CHARS,
+    MAX_FORM_PART_HEADER_BYTES,
     MAX_FORM_PART_HEADERS,
     MAX_FORM_PARTS,
     MAX_IMAGE_BYTES,
 )
-from serve_app.errors import BadParameter, PayloadTooLarge, UnsupportedMediaType
+from serve_app.errors import BadParameter, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from serve_app.numerals import is_integer
 
-# The parser logs each malformed body at WARNING: a client could fill the logs with them.
-logging.getLogger("python_multipart").setLevel(logging.ERROR)
 MULTIPART = "multipart/form-data"
 IMAGE_FIELD = "image"
+# RFC 2046 §5.1.1: 1 to 70 of these, not ending in a space.
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,./:=? -]{0,69}[0-9A-Za-z'()+_,./:=?-]", re.ASCII)
+# A parameter of a header value: name=token or name="quoted" (no escapes in either: a
+# browser percent-encodes quotes in field names and file names).
+_PARAM = re.compile(rb';[ \t]*([A-Za-z0-9!#$%&\'*+.^_`|~-]+)[ \t]*=[ \t]*("[^"]*"|[^;\s"]*)[ \t]*')
+_FORM_HELP = "send the file as image=@photo.jpg (curl -F) or the image bytes as the body"
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refused (413) as soon as it is over ``limit``, declared or streamed."""
+    """The body, refused (413) as soon as it is over ``limit``, declared or streamed, or
+    (408) when it has not arrived whole within ``BODY_READ_TIMEOUT_S``."""
     what = "image limit" if limit == MAX_BODY_BYTES else "limit for this call"
     shown = MAX_IMAGE_BYTES if limit == MAX_BODY_BYTES else limit
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and is_integer(declared) and int(declared) > limit:
         raise PayloadTooLarge(f"body is {declared} bytes; the {what} is {shown}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the {shown}-byte {what}")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"body is over the {shown}-byte {what}")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the body did not arrive within {BODY_READ_TIMEOUT_S:g} s; send it in one go"
+        ) from None
     return b"".join(chunks)
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[bytes, bytes]]:
+    """The lower-cased media type and the parameters of a ``Content-Type`` value."""
+    if content_type is None:
+        return "", {}
+    if len(content_type) > MAX_CONTENT_TYPE_CHARS or not content_type.isascii():
+        raise BadParameter(
+            f"Content-Type must be ASCII and at most {MAX_CONTENT_TYPE_CHARS} characters"
+        )
+    raw = content_type.encode("ascii")
+    kind, _, rest = raw.partition(b";")
+    return kind.strip().lower().decode("ascii"), _params(b";" + rest if rest else b"")
+
+
+def _params(text: bytes) -> dict[bytes, bytes]:
+    """``; name=value`` parameters, names lower-cased, quotes removed; the first of a
+    name wins. Anything that is not a parameter is a 400."""
+    params: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(text):
+        found = _PARAM.match(text, pos)
+        if found is None:
+            if not text[pos:].strip(b" \t;"):
+                break
+            raise BadParameter("a header's parameters could not be read: use name=value; ...")
+        name, value = found.group(1).lower(), found.group(2)
+        params.setdefault(name, value[1:-1] if value.startswith(b'"') else value)
+        pos = found.end()
+    return params
 
 
 def expect_json(content_type: str | None, example: str) -> None:
     """415 unless the body is declared as JSON (a form cannot then be replayed here)."""
-    media, _ = parse_options_header(content_type)
-    if media.decode("latin-1").lower() != "application/json":
+    if media_type(content_type)[0] != "application/json":
         raise UnsupportedMediaType(
             f"send the body as JSON with Content-Type: application/json, {example}"
         )
@@ -57,9 +106,12 @@ def expect_json(content_type: str | None, example: str) -> None:
 
 def image_bytes(body: bytes, content_type: str | None) -> bytes:
     """The image in ``body``: the body itself, or the ``image`` part of a multipart form."""
-    media, options = parse_options_header(content_type)
-    if media.decode("latin-1").lower() == MULTIPART:
-        return _multipart_image(body, options.get(b"boundary"))
+    kind, params = media_type(content_type)
+    if kind == MULTIPART:
+        image = form_field(body, params.get(b"boundary"), IMAGE_FIELD)
+        if not image:
+            raise BadParameter("the 'image' field is empty")
+        return image
     if not body:
         raise BadParameter(
             "empty body: send the image bytes, or multipart/form-data with an 'image' field"
@@ -67,72 +119,73 @@ def image_bytes(body: bytes, content_type: str | None) -> bytes:
     return body
 
 
-class _ImageField:
-    """Callbacks for the push parser: keeps the bytes of the ``image`` part only."""
+def form_field(body: bytes, boundary: bytes | None, name: str) -> bytes:
+    """The content of the first part named ``name`` of a ``multipart/form-data`` body.
 
-    def __init__(self) -> None:
-        self.parts = 0
-        self.found: bytearray | None = None
-        self._header_field = b""
-        self._header_value = b""
-        self._in_image = False
-
-    def on_part_begin(self) -> None:
-        self.parts += 1
-        if self.parts > MAX_FORM_PARTS:
-            raise BadParameter(f"multipart body has over {MAX_FORM_PARTS} parts; send the image")
-        self._in_image = False
-
-    def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_field += data[start:end]
-
-    def on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
-
-    def on_header_end(self) -> None:
-        if self._header_field.lower() == b"content-disposition":
-            _, params = parse_options_header(self._header_value)
-            if params.get(b"name") == IMAGE_FIELD.encode() and self.found is None:
-                self._in_image = True
-                self.found = bytearray()
-        self._header_field = self._header_value = b""
-
-    def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._in_image and self.found is not None:
-            self.found += data[start:end]
-
-    def on_part_end(self) -> None:
-        self._in_image = False
-
-
-def _multipart_image(body: bytes, boundary: bytes | None) -> bytes:
-    if not boundary:
-        raise BadParameter("multipart body needs a boundary parameter in its Content-Type")
-    field = _ImageField()
-    callbacks = {
-        name: getattr(field, name)
-        for name in (
-            "on_part_begin",
-            "on_header_field",
-            "on_header_value",
-            "on_header_end",
-            "on_part_data",
-            "on_part_end",
+    Raises:
+        BadParameter: No or a malformed boundary, a malformed or unclosed part, over
+            ``MAX_FORM_PARTS`` parts or ``MAX_FORM_PART_HEADERS`` header lines in one,
+            or no such field.
+    """
+    if not boundary or _BOUNDARY.fullmatch(boundary) is None:
+        raise BadParameter(
+            "multipart body needs a boundary parameter in its Content-Type (1 to 70 "
+            f"letters, digits or '()+_,-./:=?); {_FORM_HELP}"
         )
-    }
-    try:
-        parser = MultipartParser(
-            boundary,
-            callbacks,  # type: ignore[arg-type]
-            max_size=MAX_BODY_BYTES,
-            max_header_count=MAX_FORM_PART_HEADERS,
-        )
-        parser.write(body)
-        parser.finalize()
-    except MultipartParseError:
-        raise BadParameter("multipart body could not be parsed: check the boundary") from None
-    if field.found is None:
-        raise BadParameter("multipart body has no 'image' field: send the file as image=@photo.jpg")
-    if not field.found:
-        raise BadParameter("the 'image' field is empty")
-    return bytes(field.found)
+    delimiter = b"--" + boundary
+    if body.startswith(delimiter):
+        pos = len(delimiter)
+    else:  # a preamble (RFC 2046) ends with the line break before the first delimiter
+        first = body.find(b"\r\n" + delimiter)
+        if first < 0:
+            raise BadParameter(
+                f"multipart body could not be parsed: check the boundary; {_FORM_HELP}"
+            )
+        pos = first + 2 + len(delimiter)
+    found: bytes | None = None
+    for _ in range(MAX_FORM_PARTS + 1):
+        if body.startswith(b"--", pos):  # the close delimiter: done
+            break
+        line_end = body.find(b"\r\n", pos)
+        if line_end < 0 or body[pos:line_end].strip(b" \t"):
+            raise BadParameter(
+                f"multipart body could not be parsed: check the boundary; {_FORM_HELP}"
+            )
+        headers_end = body.find(b"\r\n\r\n", line_end, line_end + MAX_FORM_PART_HEADER_BYTES + 4)
+        if headers_end < 0:
+            raise BadParameter(
+                f"a multipart part's headers are missing their blank line or over "
+                f"{MAX_FORM_PART_HEADER_BYTES} bytes; {_FORM_HELP}"
+            )
+        named = _part_name(body[line_end + 2 : headers_end + 2]) == name.encode()
+        part_end = body.find(b"\r\n" + delimiter, headers_end + 2)
+        if part_end < 0:
+            raise BadParameter(f"multipart body is not closed by its boundary; {_FORM_HELP}")
+        if named and found is None:  # (a delimiter right after the headers: empty)
+            found = body[headers_end + 4 : part_end] if part_end > headers_end + 4 else b""
+        pos = part_end + 2 + len(delimiter)
+    else:
+        raise BadParameter(f"multipart body has over {MAX_FORM_PARTS} parts; send the image")
+    if found is None:
+        raise BadParameter(f"multipart body has no 'image' field: {_FORM_HELP}")
+    return found
+
+
+def _part_name(headers: bytes) -> bytes | None:
+    """The ``name`` of a part's ``Content-Disposition: form-data``, from its header
+    lines (each ending in CRLF)."""
+    lines = headers.split(b"\r\n")[:-1]
+    if len(lines) > MAX_FORM_PART_HEADERS:
+        raise BadParameter(f"a multipart part has over {MAX_FORM_PART_HEADERS} header lines")
+    for line in lines:
+        field, colon, value = line.partition(b":")
+        if not colon or not field or field.strip() != field:
+            raise BadParameter(
+                f"multipart body could not be parsed: a header line has no name; {_FORM_HELP}"
+            )
+        if field.lower() == b"content-disposition":
+            kind, _, rest = value.strip().partition(b";")
+            if kind.strip().lower() != b"form-data":
+                return None
+            return _params(b";" + rest).get(b"name")
+    return None

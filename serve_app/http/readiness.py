@@ -22,6 +22,8 @@ from serve_app.inference.detector_client import DetectorClient
 from serve_app.wire import model_id
 
 logger = logging.getLogger("ray.serve")
+READY: dict[str, Any] = {"status": "ready"}
+NOT_READY: dict[str, Any] = {"status": "not_ready"}
 
 
 class Readiness:
@@ -46,24 +48,30 @@ class Readiness:
         """(HTTP status, body) of the probe."""
         active = [t for t in tenants if t.status == "active"]
         if not active:
-            return 503, {"status": "not_ready", "reason": "no tenants configured"}
+            return _not_ready("no tenants configured")
         if self._clock() < self._ready_until:
-            return 200, {"status": "ready", "tenants": len(active)}
+            return 200, READY
         probes = [t for t in active if t.tier == "dedicated" and t.id not in self._scale_to_zero]
         probes += [t for t in active if t.tier == "shared"][:1]
         try:  # every handle first: no call is sent if one detector is missing
             handles = [self._detectors.for_model(t, _default_model_id(t)) for t in probes]
         except ModelUnavailable:
-            return 503, {"status": "not_ready", "reason": "a detector is missing"}
+            return _not_ready("a detector is missing")
         calls = [handle.ready.remote() for handle in handles]
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await asyncio.gather(*calls)
         except Exception as exc:
-            logger.warning("router: not ready: %s", type(exc).__name__)
-            return 503, {"status": "not_ready", "reason": "a model failed to load"}
+            return _not_ready(f"a model failed to load ({type(exc).__name__})")
         self._ready_until = self._clock() + READY_CACHE_S
-        return 200, {"status": "ready", "tenants": len(active)}
+        return 200, READY
+
+
+def _not_ready(reason: str) -> tuple[int, dict[str, Any]]:
+    """503; why goes to the operator's log only: the probe is public, and what tenants
+    exist or fail is nobody else's business."""
+    logger.warning("router: not ready: %s", reason)
+    return 503, NOT_READY
 
 
 def _default_model_id(tenant: TenantEntry) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ray import serve
@@ -30,13 +30,15 @@ from serve_app.constants import (
     JOURNAL_FOLDER,
     LEDGER_TIMEOUT_S,
     MAX_POLICY_BODY_BYTES,
+    OFF_LOOP_BODY_BYTES,
     REPLICA_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
 )
 from serve_app.errors import BadParameter, Overloaded, QuotaExceeded, ServeAppError
 from serve_app.http import console
-from serve_app.http.body import expect_json, image_bytes, read_body
+from serve_app.http.body import MULTIPART, expect_json, image_bytes, media_type, read_body
 from serve_app.http.calls import Call, CallLog
+from serve_app.http.control import ControlCalls
 from serve_app.http.readiness import Readiness
 from serve_app.http.routes import ApiRoute, error_response, internal_error, match
 from serve_app.inference import images, policy
@@ -73,7 +75,7 @@ class Router:
         except ServeAppError as exc:  # 404 or 405: audited, the path never echoed
             call = Call.start(f"{request.method} other", ip)
             self._calls.finish(call, "other", exc.status, exc.code)
-            return self._secured(error_response(exc))
+            return _secured(error_response(exc))
         if route.public:
             try:
                 response = await route.handler(request)
@@ -81,12 +83,12 @@ class Router:
                 logger.exception("router: unexpected error on %s", route.label)
                 response = internal_error()
             self._calls.count("-", route.label, response.status_code)
-            return self._secured(response, route.label.startswith("/console"))
+            return _secured(response, route.label.startswith("/console"))
         call = Call.start(f"{request.method} {route.label}", ip)
         outcome = "ok"
         try:
             principal = await self._table.authenticate(
-                bearer_token(request.headers.get("authorization"))
+                bearer_token(request.headers.getlist("authorization"))
             )
             call.identify(principal)
             response = await route.handler(request, principal, call)
@@ -96,7 +98,7 @@ class Router:
             logger.exception("router: unexpected error on %s for %s", route.label, call.tenant)
             response, outcome = internal_error(), "internal"
         self._calls.finish(call, route.label, response.status_code, outcome)
-        return self._secured(response)
+        return _secured(response)
 
     def __init__(
         self,
@@ -120,6 +122,7 @@ class Router:
             ledger, self._quotas, journal_folder=node_session_folder() / JOURNAL_FOLDER
         )
         self._defaults = TenantDefaultsCache(lambda t: ledger.tenant_defaults.remote(t))
+        self._control = ControlCalls()
         self._calls = CallLog(RouterMetrics.create())
         self._routes = [
             ApiRoute("/v1/detect", self._post_detect, ["POST"]),
@@ -150,13 +153,14 @@ class Router:
     # ------------------------------------------------------------ routes
 
     async def _post_detect(self, request: Request, principal: Principal, call: Call) -> Response:
-        try:
+        async def upload() -> bytes:
             body = await read_body(request)
-            image = image_bytes(body, request.headers.get("content-type"))
-        except ServeAppError as exc:  # refused before _detect, metered here
-            self._admission.record(principal.tenant.id, NO_MODEL, exc.status)
-            raise
-        outcome = await self._detect(principal, image, request.query_params, call)
+            content_type = request.headers.get("content-type")
+            if len(body) > OFF_LOOP_BODY_BYTES and media_type(content_type)[0] == MULTIPART:
+                return await asyncio.to_thread(image_bytes, body, content_type)
+            return image_bytes(body, content_type)
+
+        outcome = await self._detect(principal, upload, request.query_params, call)
         if isinstance(outcome, Annotated):
             headers = {"X-Detections": str(len(outcome.result.detections))}
             return Response(outcome.jpeg, media_type="image/jpeg", headers=headers)
@@ -170,15 +174,17 @@ class Router:
 
     async def _get_policy(self, _: Request, principal: Principal, __: Call) -> Response:
         tenant = principal.tenant
+        self._control.admit(tenant.id)
         return JSONResponse(policy_view(tenant.policy, await self._defaults.get(tenant.id)))
 
     async def _put_policy(self, request: Request, principal: Principal, _: Call) -> Response:
         """The tenant's own defaults, inside the operator's bounds, kept by the ledger."""
         tenant = principal.tenant
+        self._control.admit(tenant.id)
         expect_json(request.headers.get("content-type"), 'e.g. {"conf": 0.4}')
         body = await read_body(request, MAX_POLICY_BODY_BYTES)
         defaults = parse_defaults(body, tenant.policy)
-        await self._ask_ledger(
+        await _ask_ledger(
             self._ledger.set_tenant_defaults.remote(tenant.id, defaults),
             "your defaults could not be saved right now; retry shortly",
         )
@@ -202,9 +208,18 @@ class Router:
     # ------------------------------------------------------------ shared core
 
     async def _detect(
-        self, principal: Principal, image: bytes, query: Mapping[str, str], call: Call
+        self,
+        principal: Principal,
+        upload: Callable[[], Awaitable[bytes]],
+        query: Mapping[str, str],
+        call: Call,
     ) -> DetectionResult | Annotated:
-        """Detect; with ``annotate=true`` in the query, also the image with boxes drawn."""
+        """Detect; with ``annotate=true`` in the query, also the image with boxes drawn.
+
+        Everything the credential, the query and the quota decide comes first: the body
+        (``upload``) is read and parsed only for a request that was admitted, so parsing
+        work is rate-limited like detection, and a refused request costs no body.
+        """
         started = time.perf_counter()
         tenant = principal.tenant
         admission, metrics = self._admission, self._calls.metrics
@@ -217,10 +232,11 @@ class Router:
             model = call.model = choice.label
             defaults = await self._defaults.get(tenant.id)
             params = policy.clamp(query, effective_policy(tenant.policy, defaults))
-            images.inspect_image(image)
             self._detectors.deployment_for(tenant)  # 503 before any quota is spent
             ticket = await admission.admit(tenant.id, tenant.quota, principal.credential)
             try:
+                image = await upload()
+                images.inspect_image(image)
                 outcome = await self._detectors.detect(tenant, choice, image, params, annotate)
             finally:
                 if ticket.lease is not None:
@@ -246,28 +262,20 @@ class Router:
         return result
 
     async def _usage(self, tenant: TenantEntry) -> dict[str, Any]:
-        report: dict[str, Any] = await self._ask_ledger(
-            self._ledger.usage_report.remote(tenant.id, tenant.quota),
-            "usage is unavailable right now; retry shortly",
-        )
-        return report
+        """The tenant's usage report (rate-limited, from a copy at most 1 s old)."""
+        self._control.admit(tenant.id)
 
-    async def _ask_ledger(self, call: Any, unavailable: str) -> Any:
-        """A ledger call that is not admission: 503 with the given message if it fails."""
-        try:
-            async with asyncio.timeout(LEDGER_TIMEOUT_S):
-                return await call
-        except Exception as exc:
-            logger.error("router: ledger call failed: %s", type(exc).__name__)
-            raise Overloaded(unavailable) from None
+        async def fetch() -> dict[str, Any]:
+            report: dict[str, Any] = await _ask_ledger(
+                self._ledger.usage_report.remote(tenant.id, tenant.quota),
+                "usage is unavailable right now; retry shortly",
+            )
+            return report
+
+        return await self._control.usage(tenant.id, fetch)
 
     def _quotas(self) -> dict[str, Any]:
         return {t.id: t.quota for t in self._table.tenants()}
-
-    @staticmethod
-    def _secured(response: Response, is_console: bool = False) -> Response:
-        response.headers.update(console.security_headers(is_console))
-        return response
 
     # ------------------------------------------------------- Python handle API
 
@@ -285,7 +293,7 @@ class Router:
                     "annotate is an HTTP option (POST /v1/detect?annotate=true returns a JPEG); "
                     "handles return the detections only"
                 )
-            result = await self._detect(principal, image, query, call)
+            result = await self._detect(principal, _given(image), query, call)
             assert isinstance(result, DetectionResult)
         except ServeAppError as exc:
             self._calls.finish(call, "handle", exc.status, exc.code)
@@ -299,3 +307,27 @@ class Router:
     async def usage(self, api_key: str) -> dict[str, Any]:
         """The caller's own usage, as ``GET /v1/usage`` returns it."""
         return await self._usage((await self._table.authenticate(api_key)).tenant)
+
+
+def _given(image: bytes) -> Callable[[], Awaitable[bytes]]:
+    """An image already in hand (handle calls), as ``_detect`` takes an upload."""
+
+    async def upload() -> bytes:
+        return image
+
+    return upload
+
+
+async def _ask_ledger(call: Any, unavailable: str) -> Any:
+    """A ledger call that is not admission: 503 with the given message if it fails."""
+    try:
+        async with asyncio.timeout(LEDGER_TIMEOUT_S):
+            return await call
+    except Exception as exc:
+        logger.error("router: ledger call failed: %s", type(exc).__name__)
+        raise Overloaded(unavailable) from None
+
+
+def _secured(response: Response, is_console: bool = False) -> Response:
+    response.headers.update(console.security_headers(is_console))
+    return response

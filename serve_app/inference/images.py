@@ -9,13 +9,21 @@ writes or logs image bytes.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from serve_app.constants import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE_PX
+from serve_app.constants import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    MAX_JPEG_FILL_BYTES,
+    MAX_JPEG_MARKERS,
+    MAX_PNG_CHUNKS,
+    MIN_IMAGE_SIDE_PX,
+)
 from serve_app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
 
 SUPPORTED = "JPEG, PNG, WebP or BMP"
@@ -65,7 +73,61 @@ def _check_dimensions(width: int, height: int) -> None:
         )
 
 
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk, which must come first: a fixed-cost read
+    (Pillow walks every chunk up to the image data, in Python)."""
+    if len(data) < 24 or data[8:16] != b"\x00\x00\x00\x0dIHDR":
+        raise UndecodableImage(
+            "the PNG header could not be read (no IHDR chunk first); re-export the image"
+        )
+    width, height = struct.unpack_from(">II", data, 16)
+    return int(width), int(height)
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Refuse (422) a PNG of more chunks than any encoder writes, before Pillow walks them
+    one by one in Python (a PNG of a million tiny chunks took it seconds)."""
+    pos, chunks = 8, 0
+    while pos + 8 <= len(data):
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise UndecodableImage(
+                f"the PNG has over {MAX_PNG_CHUNKS} chunks; re-export it (any encoder writes "
+                "far fewer)"
+            )
+        (length,) = struct.unpack_from(">I", data, pos)
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos += 12 + length
+
+
+def _check_jpeg_markers(data: bytes) -> None:
+    """Refuse (422) a JPEG of more markers before its scan than any encoder writes, or of
+    long runs of fill bytes between them: Pillow reads those byte by byte in Python."""
+    pos, markers = 2, 0
+    while pos + 4 <= len(data) and data[pos] == 0xFF:  # else Pillow refuses the file
+        fill_end = pos
+        while fill_end < len(data) and data[fill_end] == 0xFF:
+            fill_end += 1
+            if fill_end - pos > MAX_JPEG_FILL_BYTES:
+                raise UndecodableImage(
+                    f"the JPEG has a run of over {MAX_JPEG_FILL_BYTES} fill bytes; re-export it"
+                )
+        markers += 1
+        if markers > MAX_JPEG_MARKERS:
+            raise UndecodableImage(
+                f"the JPEG has over {MAX_JPEG_MARKERS} markers before its image data; "
+                "re-export it without the extra metadata"
+            )
+        if fill_end + 3 > len(data) or data[fill_end] in (0xDA, 0xD9):
+            return  # start of scan (or end of image): the rest is entropy-coded, read in C
+        (length,) = struct.unpack_from(">H", data, fill_end + 1)
+        pos = fill_end + 1 + length
+
+
 def _open(data: bytes, fmt: str) -> Image.Image:
+    if fmt == "jpeg":
+        _check_jpeg_markers(data)
     try:
         with warnings.catch_warnings():
             # Between 1x and 2x the limit Pillow only warns; _check_dimensions refuses.
@@ -75,10 +137,12 @@ def _open(data: bytes, fmt: str) -> Image.Image:
         raise PayloadTooLarge(
             f"image has more than {MAX_IMAGE_PIXELS} pixels — downscale it"
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:
-        # ImportError: once ultralytics is imported (detector replicas), Image.open is its
-        # patch, which answers unidentifiable data by importing a HEIF plugin we do not
-        # ship (and, with YOLO_AUTOINSTALL=false, never install): still the client's bad file.
+    except Exception as exc:
+        # Whatever Pillow raises on these bytes (UnidentifiedImageError, OSError,
+        # SyntaxError, struct.error, IndexError, ...) is the client's bad file, a 422. So
+        # is ImportError: once ultralytics is imported (detector replicas), Image.open is
+        # its patch, which answers unidentifiable data by importing a HEIF plugin we do
+        # not ship (and, with YOLO_AUTOINSTALL=false, never install).
         raise UndecodableImage(
             f"the {fmt.upper()} header could not be read ({type(exc).__name__}); "
             "re-export the image and send the whole file"
@@ -86,11 +150,15 @@ def _open(data: bytes, fmt: str) -> Image.Image:
 
 
 def inspect_image(data: bytes) -> ImageInfo:
-    """Format and size from the header, without decoding pixels."""
+    """Format and size from the header, without decoding pixels; bounded work whatever
+    the bytes (the router calls it on its event loop)."""
     check_size(len(data))
     fmt = sniff_format(data)
-    with _open(data, fmt) as img:
-        width, height = img.size
+    if fmt == "png":
+        width, height = _png_size(data)
+    else:
+        with _open(data, fmt) as img:
+            width, height = img.size
     _check_dimensions(width, height)
     return ImageInfo(format=fmt, width=width, height=height)
 
@@ -104,14 +172,16 @@ def decode_image(data: bytes) -> np.ndarray:
             by default, where OpenCV would fill the missing rows with grey).
     """
     info = inspect_image(data)
+    if info.format == "png":
+        _check_png_chunks(data)
     try:
         with _open(data, info.format) as img:
             img.load()
             rgb = img if img.mode == "RGB" else img.convert("RGB")
             return np.asarray(rgb)
-    except UndecodableImage:
+    except (UndecodableImage, PayloadTooLarge):
         raise
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # anything Pillow raises on the client's bytes: see _open
         raise UndecodableImage(
             f"the {info.format.upper()} data is truncated or corrupt ({type(exc).__name__}); "
             "send the complete file"

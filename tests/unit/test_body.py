@@ -1,8 +1,14 @@
 from __future__ import annotations
 
-import pytest
+import contextlib
+import time
 
-from serve_app.errors import BadParameter
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serve_app.constants import MAX_FORM_PARTS
+from serve_app.errors import BadParameter, UnsupportedMediaType
 from serve_app.http.body import image_bytes
 
 IMAGE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\r\n--not-the-boundary\r\n"
@@ -73,3 +79,107 @@ def test_a_form_of_many_parts_is_refused_before_it_is_collected():
     part = b'--x\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n'
     with pytest.raises(BadParameter, match="parts"):
         image_bytes(part * 100 + b"--x--\r\n", "multipart/form-data; boundary=x")
+
+
+# --------------------------------------------------------------- hostile bodies
+
+FORM = "multipart/form-data; boundary=x"
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "message"),
+    [
+        (b"--x\r\n" + b"H: v\r\n" * 9 + b"\r\nimg\r\n--x--", FORM, "over 8 header lines"),
+        (b"--x\r\n" + b"H: " + b"v" * 9000 + b"\r\n\r\nimg\r\n--x--", FORM, "over 8192 bytes"),
+        (b'--x\r\nContent-Disposition: form-data; name="image"\r\n\r\nimg', FORM, "not closed"),
+        (b"--x junk\r\n\r\nimg\r\n--x--", FORM, "parsed"),
+        (b"", "multipart/form-data; boundary=" + "b" * 71, "boundary"),
+        (b"", "multipart/form-data; boundary=\u00e9", "ASCII"),
+        (b"", "multipart/form-data; boundary*=utf-8''%ff", "boundary"),
+        (b"", "multipart/form-data; boundary", "parameters"),
+        (b"", "multipart/form-data; " + "a=b;" * 400, "at most 1024"),
+    ],
+)
+def test_hostile_forms_are_400s_naming_the_fix(body, ctype, message):
+    with pytest.raises(BadParameter, match=message):
+        image_bytes(body, ctype)
+
+
+def test_nested_multipart_is_not_walked_into():
+    """A part that is itself multipart is just bytes: only the top level is read."""
+    inner = b"--y\r\nContent-Type: multipart/mixed; boundary=z\r\n\r\n" * 2000
+    head = b'--x\r\nContent-Disposition: form-data; name="image"\r\n'
+    body = head + b"Content-Type: multipart/mixed; boundary=y\r\n\r\n" + inner + b"\r\n--x--"
+    assert image_bytes(body, FORM) == inner
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\r\n--x" * 4_000_000,  # near-delimiters everywhere (16 MB)
+        b"--x\r\n\r\n" * 2_000_000,  # as many tiny parts as fit
+        b"--x\r\n" + b"\r\n" * 8_000_000,
+        b"-" * 16_000_000,
+        b"--x\r\n" + b"a:" * 6_000_000,
+    ],
+    ids=["near-delimiters", "tiny-parts", "blank-lines", "dashes", "colons"],
+)
+def test_a_crafted_form_costs_linear_c_speed_work(body):
+    """What held the event loop for seconds: each such body is refused (or read) in well
+    under a second (the bound is generous: a functional check, not a benchmark)."""
+    started = time.perf_counter()
+    with contextlib.suppress(BadParameter):
+        image_bytes(body, FORM)
+    assert time.perf_counter() - started < 1.0
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parts=st.lists(
+        st.tuples(
+            st.sampled_from(["image", "note", "IMAGE", "file", 'ima"ge']),
+            st.binary(max_size=64),
+            st.lists(st.sampled_from([b"Content-Type: image/jpeg", b"X-A: 1", b"x"]), max_size=3),
+        ),
+        max_size=20,
+    ),
+    boundary=st.from_regex(r"[0-9A-Za-z'()+_,./:=?-]{1,70}", fullmatch=True),
+    preamble=st.binary(max_size=8),
+    noise=st.binary(max_size=16),
+    cut=st.integers(min_value=0, max_value=4096),
+)
+def test_any_form_gets_its_image_field_or_a_400(parts, boundary, preamble, noise, cut):
+    delimiter = b"--" + boundary.encode()
+    body = (preamble + b"\r\n" if preamble else b"") + b"".join(
+        delimiter + b"\r\n"
+        + b"".join(h + b"\r\n" for h in headers)
+        + f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        + content + b"\r\n"
+        for name, content, headers in parts
+    ) + delimiter + b"--\r\n"  # fmt: skip
+    ctype = f'multipart/form-data; boundary="{boundary}"'
+    expected = next((content for name, content, _ in parts if name == "image"), None)
+    well_formed = (
+        len(parts) <= MAX_FORM_PARTS
+        and all(
+            delimiter not in content and b"x" not in headers and '"' not in name
+            for name, content, headers in parts
+        )
+        and delimiter not in preamble
+    )
+    if well_formed and expected:
+        assert image_bytes(body, ctype) == expected
+    elif well_formed:  # no image field, or an empty one
+        with pytest.raises(BadParameter, match="'image' field"):
+            image_bytes(body, ctype)
+    # and whatever the damage, only a 400
+    for broken in (body[:cut] + noise + body[cut:], body[: len(body) - cut % max(len(body), 1)]):
+        with contextlib.suppress(BadParameter):
+            image_bytes(broken, ctype)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ctype=st.text(max_size=200), body=st.binary(max_size=256))
+def test_any_content_type_and_body_is_the_image_or_a_4xx(ctype, body):
+    with contextlib.suppress(BadParameter, UnsupportedMediaType):
+        image_bytes(body, ctype)

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import contextlib
 import io
+import struct
+import time
+import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from serve_app.constants import MAX_PNG_CHUNKS
 from serve_app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
 from serve_app.inference.images import decode_image, inspect_image, sniff_format
 from tests.conftest import png_header_only
@@ -104,3 +111,89 @@ def test_garbage_is_422_even_after_ultralytics_patched_pillow():
         inspect_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
     with pytest.raises(UndecodableImage):
         decode_image(b"\xff\xd8\xff" + b"\x00" * 64)
+
+
+# ------------------------------------------------------ headers Pillow walks in Python
+
+
+def _png(width: int = 64, height: int = 48, noise: bool = False) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels) if noise else Image.new("RGB", (width, height), (200, 30, 30))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (30, 200, 30)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_a_png_of_a_million_tiny_chunks_is_refused_at_once():
+    """The router reads a PNG's size from its first chunk alone; the detector walks the
+    chunks (capped) before Pillow does. Both take well under a second (Pillow alone took
+    seconds: a functional bound, not a benchmark)."""
+    png = _png()
+    ihdr_end = 8 + 25  # signature + IHDR chunk
+    body = png[:ihdr_end] + _chunk(b"tEXt", b"k\x00v") * 1_300_000 + png[ihdr_end:]
+    started = time.perf_counter()
+    assert inspect_image(body) == inspect_image(png)
+    with pytest.raises(UndecodableImage, match="chunks; re-export"):
+        decode_image(body)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_png_without_its_header_chunk_first_is_422():
+    png = _png()
+    with pytest.raises(UndecodableImage, match="IHDR"):
+        inspect_image(png[:8] + _chunk(b"tEXt", b"k\x00v") + png[8:])
+
+
+def test_a_png_with_a_few_thousand_idat_chunks_still_decodes():
+    """What encoders write for big images: the pixel data split in many IDAT chunks."""
+    png = _png(128, 128, noise=True)
+    ihdr_end = 8 + 25
+    chunks, pos = [], ihdr_end
+    while pos < len(png):
+        (length,) = struct.unpack_from(">I", png, pos)
+        chunks.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    idat = b"".join(d for k, d in chunks if k == b"IDAT")
+    split = b"".join(_chunk(b"IDAT", idat[i : i + 16]) for i in range(0, len(idat), 16))
+    assert 2000 < len(idat) // 16 < MAX_PNG_CHUNKS
+    body = png[:ihdr_end] + split + _chunk(b"IEND", b"")
+    assert (decode_image(body) == decode_image(png)).all()
+
+
+@pytest.mark.parametrize(
+    "insert",
+    [b"\xff\xfe\x00\x03x" * 1000, b"\xff" * 5_000_000 + b"\xfe\x00\x03x"],
+    ids=["thousands-of-comments", "fill-bytes"],
+)
+def test_a_jpeg_of_endless_markers_is_refused_at_once(insert):
+    jpeg = _jpeg()
+    body = jpeg[:2] + insert + jpeg[2:]
+    started = time.perf_counter()
+    with pytest.raises(UndecodableImage, match="re-export it"):
+        inspect_image(body)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_ordinary_metadata_is_far_inside_the_caps():
+    jpeg = _jpeg()
+    with_exif = jpeg[:2] + b"\xff\xfe\x00\x03x" * 20 + b"\xff\xff\xff" + jpeg[2:]
+    assert inspect_image(with_exif).width == 64
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=4000), noise=st.binary(min_size=1, max_size=32))
+def test_any_damage_to_a_header_is_a_4xx(cut, noise):
+    for good in (_png(), _jpeg()):
+        damaged = good[: cut % len(good)] + noise + good[cut % len(good) + len(noise) :]
+        with contextlib.suppress(UndecodableImage, UnsupportedMediaType, PayloadTooLarge):
+            decode_image(damaged)
