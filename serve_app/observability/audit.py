@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serve_app.constants import AUDIT_MAX_FIELD_CHARS
+from serve_app.constants import AUDIT_KEEP_FILES, AUDIT_MAX_FIELD_CHARS, AUDIT_ROTATE_BYTES
 from serve_app.wire import utc_iso
 
 logger = logging.getLogger("ray.serve")
@@ -84,24 +84,55 @@ class AuditRecord:
 
 
 class AuditSink:
-    """Appends records to one file; failures are counted, never raised."""
+    """Appends records to one file; failures are counted, never raised.
 
-    def __init__(self, path: Path) -> None:
+    The file is rotated by size: past ``max_bytes`` it becomes ``<stem>.1<suffix>`` (the
+    older ones ``.2``, ...), and only ``keep`` old files stay, so however many requests
+    come (an unauthenticated flood is audited too) one writer never holds more than
+    ``(keep + 1) * max_bytes`` of disk. Rotated names keep the suffix: a reader's
+    ``api-*.jsonl`` finds them all.
+    """
+
+    def __init__(
+        self, path: Path, max_bytes: int = AUDIT_ROTATE_BYTES, keep: int = AUDIT_KEEP_FILES
+    ) -> None:
         self.path = path
         self.failures = 0
+        self._max_bytes = max_bytes
+        self._keep = keep
+        self._size: int | None = None  # of the current file, once known
         self._lock = threading.Lock()
         self._warned_at = 0.0
+
+    def _rotated(self, n: int) -> Path:
+        return self.path.with_name(f"{self.path.stem}.{n}{self.path.suffix}")
+
+    def _rotate(self) -> None:
+        self._rotated(self._keep).unlink(missing_ok=True)
+        for n in range(self._keep - 1, 0, -1):
+            if self._rotated(n).exists():
+                self._rotated(n).rename(self._rotated(n + 1))
+        if self._keep:
+            self.path.rename(self._rotated(1))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._size = 0
 
     def write(self, record: AuditRecord) -> bool:
         line = record.to_line().encode("ascii")
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self._size is None:
+                    self._size = self.path.stat().st_size if self.path.exists() else 0
+                if self._size and self._size + len(line) > self._max_bytes:
+                    self._rotate()
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
                 try:
                     os.write(fd, line)  # one write per line: O_APPEND keeps lines whole
                 finally:
                     os.close(fd)
+                self._size += len(line)
             except OSError as exc:
                 self.failures += 1
                 now = time.monotonic()

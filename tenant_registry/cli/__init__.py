@@ -23,6 +23,7 @@ from typing import Any
 from tenant_registry import audit
 from tenant_registry.cli import deploy, jwt, key, model, platform, policy, quota, tenant, usage
 from tenant_registry.cli.common import Command
+from tenant_registry.cli.terminal import escaped_output
 from tenant_registry.errors import RegistryError
 from tenant_registry.store import Registry, default_db_path
 
@@ -84,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    with escaped_output():  # nothing a tenant named can drive the operator's terminal
+        return _run(build_parser().parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     status, outcome = 0, "ok"
     try:

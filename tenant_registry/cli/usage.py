@@ -33,7 +33,9 @@ def usage(reg: Registry, args: argparse.Namespace) -> int:
         row["compute_s"] = round(row["compute_s"], 3)
     if args.csv:
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["tenant", "hour", "model", *FIELDS])
+        writer = csv.DictWriter(
+            out, fieldnames=["tenant", "hour", "model", *FIELDS], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(data)
         print(out.getvalue(), end="")

@@ -41,6 +41,29 @@ def test_fields_are_capped_and_missing_ones_are_dashes():
     assert (record.tenant, record.credential, record.model, record.version) == ("-",) * 4
 
 
+def test_a_flood_of_lines_is_rotated_and_capped_on_disk(tmp_path):
+    folder = tmp_path / "audit"
+    sink = AuditSink(folder / "api-r1.jsonl", max_bytes=4096, keep=2)
+    for i in range(1000):
+        record = AuditRecord.build(action="POST /v1/detect", outcome="ok", status=200,
+                                   request_id=f"req-{i:04d}")  # fmt: skip
+        assert sink.write(record)
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["api-r1.1.jsonl", "api-r1.2.jsonl", "api-r1.jsonl"]
+    assert all((folder / f).stat().st_size <= 4096 for f in files)
+    lines = [json.loads(line) for line in (folder / "api-r1.jsonl").read_text().splitlines()]
+    assert lines[-1]["request_id"] == "req-0999"  # the newest in the current file
+    older = json.loads((folder / "api-r1.1.jsonl").read_text().splitlines()[-1])
+    assert older["request_id"] == f"req-{int(lines[0]['request_id'][4:]) - 1:04d}"  # no gap
+    # a sink started on an existing file counts what is there
+    again = AuditSink(folder / "api-r1.jsonl", max_bytes=4096, keep=2)
+    for _ in range(100):
+        again.write(AuditRecord.build(action="GET /healthz", outcome="ok", status=200))
+    assert (
+        all(p.stat().st_size <= 4096 for p in folder.iterdir()) and len(list(folder.iterdir())) == 3
+    )
+
+
 def test_an_unwritable_sink_counts_and_never_raises(tmp_path):
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("")

@@ -40,6 +40,26 @@ def test_onboarding_commands(ctl):
     assert code == 0 and "acme/shapes@1" in out and key.strip() not in out
 
 
+def test_control_characters_never_reach_the_terminal(ctl, tmp_path):
+    """Text from outside the registry (here a usage export whose model label clears the
+    screen, forges a line and reverses the text) is printed as visible escapes; --json
+    keeps the exact string."""
+    from serve_app.quota.usage import UsageCounts, UsageRow, usage_lines
+
+    label = "m@1\x1b[2J\rroot ok\u202eelif\x9b"
+    folder = tmp_path / "usage" / "2026-11"
+    folder.mkdir(parents=True)
+    row = UsageRow("acme", "2026-11-18T08", label, UsageCounts(3, 2, 0.05, 1, 0))
+    (folder / "e-1-1.jsonl").write_text("".join(usage_lines([row])))
+    assert ctl("platform", "set", "--usage-uri", f"file://{tmp_path / 'usage'}")[0] == 0
+    code, out, err = ctl("usage", "--month", "2026-11", "--csv")
+    assert code == 0 and "acme" in out
+    assert not any(c in out + err for c in "\x1b\r\u202e\x9b")
+    assert "\\x1b[2J\\x0droot ok\\u202eelif\\x9b" in out
+    code, out, _ = ctl("usage", "--month", "2026-11", "--json")
+    assert json.loads(out)[0]["model"] == label
+
+
 def test_errors_name_the_fix_and_exit_non_zero(ctl):
     code, _, err = ctl("tenant", "show", "ghost")
     assert code == 3 and "tenant list" in err

@@ -38,6 +38,14 @@ def test_local_config_serves_demo_with_only_the_hash_of_the_demo_key():
     ]
 
 
+def test_only_the_local_config_accepts_the_public_demo_key():
+    """The demo key is printed in the README: a config that faces a network (TLS, GPU,
+    the RayService) must not accept it."""
+    digest = hash_api_key(DEMO_KEY)
+    for path in [*CONFIGS, ROOT / "kuberay-cluster.yaml"]:
+        assert (digest in path.read_text()) == (path.name == "serve.local.yaml"), path.name
+
+
 def test_gpu_config_has_three_fractional_tenants_and_one_whole_gpu():
     app = load_serve_config(ROOT / "configs" / "serve.gpu.yaml").app()
     gpus = {t.id: t.resources.num_gpus for t in app.args.tenants}

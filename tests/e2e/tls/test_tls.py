@@ -9,11 +9,14 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import DEMO_KEY, ROOT, SAMPLES, free_port
+from serve_app.auth.keys import generate_api_key, hash_api_key
+from tests.conftest import ROOT, SAMPLES, free_port
 from tests.e2e.conftest import serve_run
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_dev_cert import write_self_signed
+
+KEY = generate_api_key()
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +26,11 @@ def https(tmp_path_factory):
     config = yaml.safe_load((ROOT / "configs" / "serve.tls.yaml").read_text())
     port = free_port()
     config["http_options"].update(port=port, ssl_certfile=str(cert), ssl_keyfile=str(key))
+    # The config ships without keys (it faces a network): the operator adds one.
+    [router] = [d for d in config["applications"][0]["deployments"] if d["name"] == "router"]
+    router["user_config"]["tenants"][0]["api_keys"] = [
+        {"id": "key_tls", "sha256": hash_api_key(KEY)}
+    ]
     path = tmp / "serve.tls.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     url = f"https://127.0.0.1:{port}"
@@ -34,7 +42,7 @@ def test_detect_over_https_with_the_certificate_verified(https):
     resp = requests.post(
         f"{https['url']}/v1/detect",
         data=(SAMPLES / "shapes_02.jpg").read_bytes(),
-        headers={"Authorization": f"Bearer {DEMO_KEY}"},
+        headers={"Authorization": f"Bearer {KEY}"},
         verify=https["cert"],
         timeout=120,
     )
