@@ -28,9 +28,11 @@
 #
 # The understudy's files are in the folder of Ray's config (one per node), under
 # understudy/: its config (Ray's, less the admin socket, the stats and Prometheus
-# listeners and the server-state file, which are Ray's), its pid, its log. Its PID is
-# appended to YOLOSERVE_HAPROXY_PIDS like Ray's (scripts/run_local.sh ends both); when
-# that file is gone (run_local.sh stopping), the watch ends and starts nothing.
+# listeners and the server-state file, which are Ray's), its pid, its log, and a lock
+# that serialises every change (a reload and the watch could otherwise both start one).
+# Its PID and its folder (`dir:...`) are appended to YOLOSERVE_HAPROXY_PIDS like Ray's
+# PID: scripts/run_local.sh ends them and every process whose command line names that
+# folder. When that file is gone (run_local.sh stopping), the watch starts nothing more.
 # YOLOSERVE_HAPROXY_UNDERSTUDY=0 turns all of this off.
 set -uo pipefail
 mode="$1"
@@ -54,11 +56,21 @@ stopping() {  # run_local.sh is ending everything: start nothing
   [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} && ! -f $YOLOSERVE_HAPROXY_PIDS ]]
 }
 
+lock() {  # one change to the understudy at a time: Ray's reloads and the watch race
+  exec 9>"$dir/lock"
+  flock -w 10 9
+}
+
+unlock() {
+  flock -u 9
+  exec 9>&-
+}
+
 start() {  # start the understudy on $dir/haproxy.cfg, taking over from the last one
   local previous=()
   if alive; then previous=(-sf "$(cat "$dir/pid")"); fi
   stopping && return 0
-  if "$binary" -D -p "$dir/pid.new" -f "$dir/haproxy.cfg" "${previous[@]}" \
+  if "$binary" -D -p "$dir/pid.new" -f "$dir/haproxy.cfg" "${previous[@]}" 9>&- \
     >"$dir/haproxy.log" 2>&1; then
     mv -f "$dir/pid.new" "$dir/pid"
     if [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} ]]; then cat "$dir/pid" >>"$YOLOSERVE_HAPROXY_PIDS"; fi
@@ -77,6 +89,11 @@ case "$mode" in
     config="$2" ray_pid="$3"
     dir="$(dirname "$config")/understudy"
     mkdir -p "$dir"
+    lock
+    if [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} && -f $YOLOSERVE_HAPROXY_PIDS ]] &&
+      ! grep -qxF "dir:$dir" "$YOLOSERVE_HAPROXY_PIDS"; then
+      echo "dir:$dir" >>"$YOLOSERVE_HAPROXY_PIDS"  # run_local.sh ends all it finds there
+    fi
     awk -v dir="$dir" '
       /^[^[:space:]#]/ { skip = ($0 ~ /^(frontend prometheus|listen stats)$/) }
       skip { next }
@@ -86,20 +103,25 @@ case "$mode" in
     ' "$config" >"$dir/haproxy.cfg"
     start
     echo "$ray_pid" >"$dir/generation"  # the previous watch ends; this one starts
+    unlock
     setsid "$0" watch "$dir" "$ray_pid" </dev/null >/dev/null 2>&1 &
     ;;
   routeless)
     config="$2" reload="${4:-}"
     dir="$(dirname "$config")/understudy"
+    [[ -d $dir ]] || exit 0  # never started: nothing to do
+    lock
     if [[ -n $reload ]]; then
       stop
     elif alive; then
       sed -i '/^frontend http_frontend$/,/^[^[:space:]]/{/^[[:space:]]*bind /d}' "$config"
     fi
+    unlock
     ;;
   watch)
     dir="$2" ray_pid="$3" gone_since=""
     while sleep 0.5; do
+      lock
       [[ "$(cat "$dir/generation" 2>/dev/null)" == "$ray_pid" ]] || exit 0  # taken over
       stopping && exit 0
       if running "$ray_pid"; then
@@ -110,6 +132,7 @@ case "$mode" in
         alive || exit 0
         if ((SECONDS - gone_since >= grace_s)); then stop; exit 0; fi
       fi
+      unlock
     done
     ;;
   *)

@@ -47,7 +47,15 @@ stop() {
   if [[ -n $pids && -f $pids ]]; then
     mv -f "$pids" "$pids.stopping"
     while read -r pid; do
-      if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == haproxy ]]; then kill "$pid" || true; fi
+      if [[ $pid == dir:* ]]; then  # the understudy's folder: whatever runs from it
+        for proc in /proc/[0-9]*; do
+          if tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF "${pid#dir:}/"; then
+            kill "${proc#/proc/}" 2>/dev/null || true
+          fi
+        done
+      elif [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == haproxy ]]; then
+        kill "$pid" || true
+      fi
     done <"$pids.stopping"
     rm -f "$pids.stopping"
   fi
