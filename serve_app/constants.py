@@ -84,6 +84,8 @@ MAX_IMAGE_PIXELS = 40_000_000
 # write IDAT chunks of 8 KiB or more: ~2,600 for a 20 MiB file), a JPEG's markers before
 # its scan and runs of 0xFF fill bytes between them.
 MAX_PNG_CHUNKS = 8192
+# Operator domains a tenant's ONNX graph may use: ONNX's own (ultralytics exports no other).
+ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 MAX_JPEG_MARKERS = 256
 MAX_JPEG_FILL_BYTES = 64
 # OpenCV's decoder limit, read from the environment when cv2 is first imported (by
@@ -178,6 +180,8 @@ JWT_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 JWT_LEEWAY_S = 30
 JWT_MAX_TOKEN_CHARS = 8192
 JWT_MAX_KID_CHARS = 128
+# A token without a kid is tried against at most this many keys (signature checks).
+JWT_MAX_KEYS_WITHOUT_KID = 4
 JWKS_CACHE_TTL_S = 300.0
 # A token with an unknown kid refetches the document at most this often, per URL.
 JWKS_MIN_REFETCH_S = 30.0

@@ -7,8 +7,12 @@ A ``JwksCache`` per URL, shared by every tenant table a router builds, so a
 * a token naming a ``kid`` the document lacks (a key rotation) triggers at most one
   refetch per ``JWKS_MIN_REFETCH_S`` per URL, however many such tokens arrive, so a
   flood of made-up ``kid``s costs the identity provider nothing;
-* concurrent callers share one fetch; a failed fetch keeps the last good keys for
-  up to ``JWKS_MAX_STALE_S`` (an IdP blip does not lock every user out).
+* concurrent callers share one fetch (a task, not a lock held across the network: a
+  token whose keys are known is never held up by a refresh, which runs in the
+  background); the whole fetch has a deadline, ``JWKS_FETCH_TIMEOUT_S`` (an IdP that
+  trickles its document is cut off); a failed fetch keeps the last good keys for up to
+  ``JWKS_MAX_STALE_S`` (an IdP blip does not lock every user out);
+* URLs are logged without their query string (it may carry a secret).
 
 Only asymmetric signing keys are taken from the document (``RSA``, ``EC``, ``OKP``,
 ``use`` absent or ``sig``, ``alg`` absent or allowlisted): an ``oct`` (HMAC) key in a
@@ -24,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from serve_app.constants import (
     JWKS_CACHE_TTL_S,
@@ -96,9 +101,15 @@ async def http_fetch(url: str) -> bytes:
                 body += chunk
                 if len(body) > JWKS_MAX_BYTES:
                     raise JwksError(f"document larger than {JWKS_MAX_BYTES} bytes")
-    except httpx.HTTPError as exc:
-        raise JwksError(f"fetch failed: {type(exc).__name__}: {exc}") from None
+    except httpx.HTTPError as exc:  # its text names the URL, query string and all
+        raise JwksError(f"fetch failed: {type(exc).__name__}") from None
     return bytes(body)
+
+
+def loggable(url: str) -> str:
+    """``url`` without its query string and fragment (which may carry a secret)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 @dataclass
@@ -113,17 +124,19 @@ class JwksCache:
     _keys: dict[str | None, Any] = field(default_factory=dict)
     _fetched_at: float | None = None  # last good document
     _attempted_at: float | None = None  # last attempt, good or not
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _inflight: asyncio.Task[None] | None = None
 
     async def keys_for(self, kid: str | None) -> list[Any]:
         """Keys a token with this ``kid`` may verify against (all of them if no kid)."""
-        now = self.clock()
+        unknown = kid is not None and kid not in self._keys
         if (
             self._fetched_at is None
-            or now - self._fetched_at >= JWKS_CACHE_TTL_S
-            or (kid is not None and kid not in self._keys)
+            or unknown
+            or self.clock() - self._fetched_at >= JWKS_CACHE_TTL_S
         ):
-            await self._refresh()
+            refresh = self._refresh()
+            if refresh is not None and (self._fetched_at is None or unknown):
+                await asyncio.shield(refresh)  # this token needs the answer
         if self._fetched_at is not None and self.clock() - self._fetched_at > JWKS_MAX_STALE_S:
             return []
         if kid is None:
@@ -131,23 +144,30 @@ class JwksCache:
         key = self._keys.get(kid)
         return [] if key is None else [key]
 
-    async def _refresh(self) -> None:
-        attempted = self._attempted_at
-        async with self._lock:
-            if self._attempted_at != attempted:
-                return  # another caller refreshed while this one waited
-            now = self.clock()
-            if self._attempted_at is not None and now - self._attempted_at < JWKS_MIN_REFETCH_S:
-                return  # bounded: at most one fetch per JWKS_MIN_REFETCH_S
-            self._attempted_at = now
-            self.fetches += 1
-            try:
-                keys = parse_jwks(await self.fetch(self.url), self.algorithms)
-            except JwksError as exc:
-                logger.error("jwks: %s: %s", self.url, exc)
-                return
-            self._keys, self._fetched_at = keys, self.clock()
-            logger.info("jwks: %s: %d usable keys", self.url, len(keys))
+    def _refresh(self) -> asyncio.Task[None] | None:
+        """The fetch in flight, or a new one unless the last attempt was under
+        ``JWKS_MIN_REFETCH_S`` ago (then None)."""
+        if self._inflight is not None and not self._inflight.done():
+            return self._inflight
+        now = self.clock()
+        if self._attempted_at is not None and now - self._attempted_at < JWKS_MIN_REFETCH_S:
+            return None
+        self._attempted_at = now
+        self.fetches += 1
+        self._inflight = asyncio.get_running_loop().create_task(self._load())
+        return self._inflight
+
+    async def _load(self) -> None:
+        try:
+            async with asyncio.timeout(JWKS_FETCH_TIMEOUT_S):  # the whole fetch
+                document = await self.fetch(self.url)
+            keys = parse_jwks(document, self.algorithms)
+        except (JwksError, TimeoutError) as exc:
+            reason = str(exc) or f"no document within {JWKS_FETCH_TIMEOUT_S:g} s"
+            logger.error("jwks: %s: %s", loggable(self.url), reason)
+            return
+        self._keys, self._fetched_at = keys, self.clock()
+        logger.info("jwks: %s: %d usable keys", loggable(self.url), len(keys))
 
 
 class JwksPool:

@@ -25,7 +25,12 @@ import jwt
 from jwt import PyJWTError
 
 from serve_app.auth.jwks import JwksCache, JwksPool
-from serve_app.constants import JWT_LEEWAY_S, JWT_MAX_KID_CHARS, JWT_MAX_TOKEN_CHARS
+from serve_app.constants import (
+    JWT_LEEWAY_S,
+    JWT_MAX_KEYS_WITHOUT_KID,
+    JWT_MAX_KID_CHARS,
+    JWT_MAX_TOKEN_CHARS,
+)
 from serve_app.errors import Unauthenticated
 from serve_app.wire import JwtSettings, load_public_key
 
@@ -41,8 +46,12 @@ class _Issuer:
     jwks: JwksCache | None
 
     async def candidate_keys(self, kid: str | None) -> list[Any]:
+        """The keys to try, in order: the JWKS's for ``kid``, then the PEM keys. A token
+        without a ``kid`` is tried against at most ``JWT_MAX_KEYS_WITHOUT_KID`` of them:
+        each try is a signature check, and a JWKS may hold 64 keys."""
         found = [] if self.jwks is None else await self.jwks.keys_for(kid)
-        return found + list(self.keys)
+        keys = found + list(self.keys)
+        return keys if kid is not None else keys[:JWT_MAX_KEYS_WITHOUT_KID]
 
 
 def looks_like_jwt(token: str) -> bool:

@@ -213,6 +213,50 @@ def test_verifier_uses_the_jwks_and_refuses_hmac_tricks(rsa_keys):
             asyncio.run(verifier.verify(token))
 
 
+def test_a_known_key_is_not_held_up_by_the_refresh_after_the_ttl(rsa_keys):
+    source, clock = Source([rsa_jwk(rsa_keys[0], "k1")]), Clock()
+    cache = _cache(source, clock)
+
+    async def scenario() -> None:
+        assert len(await cache.keys_for("k1")) == 1
+        source.delay_s = 5.0  # a slow IdP
+        clock.now += JWKS_CACHE_TTL_S
+        started = time.perf_counter()
+        assert len(await cache.keys_for("k1")) == 1  # at once, from the cache
+        assert time.perf_counter() - started < 0.5
+        await asyncio.sleep(0)
+        assert source.calls == 2  # the refresh runs meanwhile
+
+    asyncio.run(scenario())
+
+
+def test_the_whole_fetch_has_a_deadline(rsa_keys, monkeypatch, caplog):
+    """An IdP that never finishes its document: the token waiting on it gets no keys after
+    the deadline, and the URL's query string (it may hold a secret) is not logged."""
+    monkeypatch.setattr("serve_app.auth.jwks.JWKS_FETCH_TIMEOUT_S", 0.2)
+    source, clock = Source([rsa_jwk(rsa_keys[0], "k1")]), Clock()
+    source.delay_s = 60.0
+    cache = JwksCache("https://idp.acme.test/jwks?api_key=SECRET", RS, fetch=source, clock=clock)
+    started = time.perf_counter()
+    assert asyncio.run(cache.keys_for("k1")) == []
+    assert time.perf_counter() - started < 2
+    assert "https://idp.acme.test/jwks" in caplog.text and "SECRET" not in caplog.text
+
+
+def test_a_token_without_kid_is_tried_against_a_few_keys_only(rsa_keys):
+    """Each key tried is a signature check: a kid-less token is checked against at most
+    JWT_MAX_KEYS_WITHOUT_KID keys, in the document's order."""
+    signer = rsa_keys[1]
+    others = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(5)]
+    source = Source([rsa_jwk(k, f"o{i}") for i, k in enumerate(others)] + [rsa_jwk(signer, "s")])
+    settings = JwtSettings(issuer=ISSUER, audience="yolo", jwks_url="https://idp.acme.test/jwks")
+    verifier = JwtVerifier({"acme": settings}, jwks=JwksPool(fetch=source, clock=Clock()))
+    with pytest.raises(Unauthenticated):  # the sixth key is never tried without a kid
+        asyncio.run(verifier.verify(jwt.encode(_claims(), signer, algorithm="RS256")))
+    with_kid = jwt.encode(_claims(), signer, algorithm="RS256", headers={"kid": "s"})
+    assert asyncio.run(verifier.verify(with_kid))[0] == "acme"
+
+
 def test_the_pool_keeps_caches_across_table_rebuilds(rsa_keys):
     source = Source([rsa_jwk(rsa_keys[0], "k1")])
     pool = JwksPool(fetch=source, clock=Clock())
