@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from serve_app.constants import (
     ENGINE_MAX_BOX_DIFF_PX,
     ENGINE_MAX_SCORE_DIFF,
     ENGINE_PROBE_SEED,
+    ONNX_DOMAINS,
 )
 from serve_app.errors import ModelLoadError
 from serve_app.models.cache import WeightsCache
@@ -109,7 +111,7 @@ def onnx_session(path: Path | bytes, threads: int) -> Any:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def onnx_runner(path: Path, threads: int) -> OnnxRunner:
+def onnx_runner(path: Path | bytes, threads: int) -> OnnxRunner:
     """The runner of a cached graph: a session with the replica's threads and, where the
     node has the cores, a burst session for lone images (``BURST_THREADS``)."""
     burst_threads = min(BURST_THREADS, os.cpu_count() or 1)
@@ -231,7 +233,7 @@ def build(
     """
     if manifest.format == "onnx":
         return (
-            _uploaded_onnx(manifest, weights, cache, threads),
+            _uploaded_onnx(manifest, weights, threads),
             Engine(ONNX_RUNTIME, "uploaded as ONNX"),
             "cpu",
         )
@@ -253,6 +255,53 @@ def _torch(manifest: ModelManifest, weights: bytes, device: str) -> TorchRunner:
     return TorchRunner(build_yolo(manifest, weights), device, half and device != "cpu")
 
 
+def check_graph(weights: bytes) -> None:
+    """Refuse a tenant's ONNX graph that reaches outside itself.
+
+    * external-data tensors name files by path, resolved next to wherever the graph is
+      loaded from: a graph could read another tenant's cached weights, or any file,
+      into its own tensors (and so into its outputs);
+    * operators from a domain other than ONNX's own need a custom-op library: code the
+      platform did not ship.
+
+    Raises:
+        ModelLoadError: Either, or bytes that are not an ONNX model.
+    """
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(weights)  # no path: external data stays unread
+    except Exception as exc:  # protobuf raises DecodeError and others on garbage
+        raise _unloadable(exc) from None
+    domains = {o.domain for o in model.opset_import} | {
+        node.domain for graph in _graphs(model.graph) for node in graph.node
+    }
+    custom = sorted(domains - ONNX_DOMAINS)
+    if custom:
+        raise ModelLoadError(
+            f"ONNX model uses operators from {custom[0][:64]!r}: only the standard ONNX "
+            "operator set can run here; re-export without custom operators"
+        )
+    for graph in _graphs(model.graph):
+        for tensor in graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+                raise ModelLoadError(
+                    "ONNX model keeps tensors in external files: re-export it as one file "
+                    "(onnx.save(model, path, save_as_external_data=False))"
+                )
+
+
+def _graphs(graph: Any) -> Iterator[Any]:
+    """A graph and every subgraph in its nodes' attributes (If, Loop, Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.g.node or attribute.g.initializer:
+                yield from _graphs(attribute.g)
+            for sub in attribute.graphs:
+                yield from _graphs(sub)
+
+
 def check_loadable(manifest: ModelManifest, weights: bytes) -> None:
     """What ``tenantctl model push`` checks before an upload: some engine takes the weights
     (the torch network for safetensors; ONNX Runtime, in memory, for an ONNX graph).
@@ -263,6 +312,7 @@ def check_loadable(manifest: ModelManifest, weights: bytes) -> None:
     if manifest.format != "onnx":
         build_yolo(manifest, weights)
         return
+    check_graph(weights)
     import onnxruntime as ort
 
     try:
@@ -273,13 +323,12 @@ def check_loadable(manifest: ModelManifest, weights: bytes) -> None:
     warm_up(OnnxRunner(session), manifest)  # an input we can feed, and it runs
 
 
-def _uploaded_onnx(
-    manifest: ModelManifest, weights: bytes, cache: WeightsCache, threads: int
-) -> OnnxRunner:
-    """A tenant's ONNX graph (already sha256-verified) from the node cache, on CPU."""
+def _uploaded_onnx(manifest: ModelManifest, weights: bytes, threads: int) -> OnnxRunner:
+    """A tenant's ONNX graph (already sha256-verified), on CPU, loaded from its bytes: never
+    from a path in the node cache, where other tenants' weights lie beside it."""
+    check_graph(weights)
     try:
-        path = cache.derived(manifest.sha256, lambda: weights, ".onnx")
-        runner = onnx_runner(path, threads)
+        runner = onnx_runner(weights, threads)
     except ModelLoadError:
         raise
     except Exception as exc:  # ONNX Runtime raises many types for a bad graph

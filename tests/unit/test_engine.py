@@ -126,3 +126,58 @@ def test_a_cached_graph_never_stands_in_for_weights_declared_otherwise(demo, tmp
     wrong = demo.manifest.model_copy(update={"architecture": "yolov8s"})
     with pytest.raises(ModelLoadError, match="do not fit architecture yolov8s"):
         engine.build(wrong, demo.weights, "cpu", WeightsCache(tmp_path), threads=1)
+
+
+# ----------------------------------------------------- a tenant's graph stays inside itself
+
+
+def _graph(*, external: bool = False, domain: str = "", nested: bool = False) -> bytes:
+    """A one-node ONNX graph: Add(x, w), with ``w`` an initializer."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((1, 3), dtype=np.float32), "w")
+    if external:  # what onnx.save(..., save_as_external_data=True) writes: a path to read
+        weight.ClearField("raw_data")
+        weight.data_location = TensorProto.EXTERNAL
+        weight.external_data.add(key="location", value="../../other-tenant/weights.bin")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    add = helper.make_node("Add", ["x", "w"], ["y"], domain=domain)
+    inner = helper.make_graph([add], "inner", [x], [y], [weight])
+    if nested:  # the tensor hidden in an If's branch
+        plain = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "p", [], [y])
+        cond = numpy_helper.from_array(np.array(True), "c")
+        node = helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=plain)
+        graph = helper.make_graph([node], "outer", [x], [y], [cond])
+    else:
+        graph = inner
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return onnx.helper.make_model(graph, opset_imports=opsets).SerializeToString()
+
+
+def test_an_exported_yolo_graph_passes_the_graph_check(tmp_path):
+    from tests.conftest import export_demo_onnx
+
+    engine.check_graph(export_demo_onnx(tmp_path))
+    engine.check_graph(_graph())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"external": True}, "external files"),
+        ({"external": True, "nested": True}, "external files"),
+        ({"domain": "com.evil.ops"}, "'com.evil.ops'"),
+    ],
+    ids=["external-data", "external-data-in-a-branch", "custom-op-domain"],
+)
+def test_a_graph_that_reaches_outside_itself_is_refused(kwargs, message):
+    with pytest.raises(ModelLoadError, match=message):
+        engine.check_graph(_graph(**kwargs))
+
+
+def test_bytes_that_are_no_graph_are_refused():
+    with pytest.raises(ModelLoadError, match="could not be loaded"):
+        engine.check_graph(b"\x08\x07garbage-that-is-not-protobuf" * 10)
