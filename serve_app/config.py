@@ -17,7 +17,7 @@ files, so a typo must fail here instead.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -325,10 +325,20 @@ class BatchSettings(StrictModel):
     batch_wait_timeout_s: float = Field(BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
 
 
-class DetectorConfig(StrictModel):
-    """A Detector's ``user_config``: which model ids it may load, and from where."""
+class ModelSource(StrictModel):
+    """Where a model version's files are, and (rendered from the registry) which weights
+    they must be: the sha256 recorded when the version was pushed. The manifest stored
+    beside the weights only describes them; it does not say which weights they are."""
 
-    models: dict[str, str] = Field(default_factory=dict)
+    uri: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
+class DetectorConfig(StrictModel):
+    """A Detector's ``user_config``: which model ids it may load, and from where. A
+    hand-written config may give a bare URI (then the manifest's digest is checked)."""
+
+    models: dict[str, ModelSource] = Field(default_factory=dict)
     store: StoreSettings = StoreSettings()
     max_models_per_replica: int | None = Field(
         None, ge=1, description="LRU size of loaded models; None keeps the built-in default."
@@ -349,12 +359,19 @@ class DetectorConfig(StrictModel):
             raise ValueError(f"preload names models not in models: {', '.join(unknown)}")
         return self
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bare_uris(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"uri": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
     @field_validator("models")
     @classmethod
-    def _ids(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, uri in value.items():
+    def _ids(cls, value: dict[str, ModelSource]) -> dict[str, ModelSource]:
+        for key, source in value.items():
             if not MODEL_ID_RE.fullmatch(key):
                 raise ValueError(f"{key!r} is not a model id <tenant>/<model>@<version>")
-            if not uri.startswith(("file://", "s3://")):
-                raise ValueError(f"{uri!r}: store URIs start with file:// or s3://")
+            if not source.uri.startswith(("file://", "s3://")):
+                raise ValueError(f"{source.uri!r}: store URIs start with file:// or s3://")
         return value

@@ -18,6 +18,7 @@ from serve_app.config import (
     AppArgs,
     DedicatedTenant,
     DetectorConfig,
+    ModelSource,
     RouterConfig,
     TenantEntry,
     TenantModel,
@@ -87,12 +88,13 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
         router=platform.router,
         ledger=platform.ledger.model_copy(update={"store": platform.store}),
     )
-    catalogs: dict[str, dict[str, str]] = {SHARED_POOL_DEPLOYMENT: {}}
+    catalogs: dict[str, dict[str, ModelSource]] = {SHARED_POOL_DEPLOYMENT: {}}
     for tenant in served:
         catalog = catalogs.setdefault(serving_deployment(tenant.id, tenant.tier), {})
         for model in tenant.models:
             for version in model.versions:
-                catalog[model_id(tenant.id, model.name, version.version)] = version.uri
+                mid = model_id(tenant.id, model.name, version.version)
+                catalog[mid] = ModelSource(uri=version.uri, sha256=version.sha256)
     entries = [_entry(t) for t in served]
     preloads: dict[str, list[str]] = {}
     for entry in entries:  # each tenant's default model, warm before traffic arrives

@@ -128,8 +128,8 @@ class Detector:
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> LoadedModel:
-        uri = self._config.models.get(model_id)
-        if uri is None:
+        source = self._config.models.get(model_id)
+        if source is None:
             # The router only asks for versions in its own table, so this is the two
             # user_configs landing at different moments: answer 503 (the router then
             # falls back to the previous version), never a 404 the tenant did not earn.
@@ -144,7 +144,7 @@ class Detector:
         started = time.perf_counter()
         try:
             model = await asyncio.to_thread(
-                load_model, model_id, uri, self._config.store, self._cache, self._threads
+                load_model, model_id, source, self._config.store, self._cache, self._threads
             )
         except (ModelLoadError, OSError, RuntimeError, ValueError) as exc:
             self._failed[model_id] = (time.monotonic(), str(exc))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.config import StoreSettings
+from serve_app.config import ModelSource, StoreSettings
 from serve_app.constants import IMGSZ_STRIDE_PX
 from serve_app.errors import ModelUnavailable
 from serve_app.inference.images import decode_image
@@ -137,7 +137,7 @@ class LoadedModel:
 
 def load_model(
     model_id: str,
-    uri: str,
+    source: ModelSource | str,
     settings: StoreSettings | None = None,
     cache: WeightsCache | None = None,
     threads: int | None = None,
@@ -149,7 +149,9 @@ def load_model(
     cores - 1, for the whole process).
     """
     cache = cache or WeightsCache(default_cache_dir())
-    fetched = fetch_version(uri, settings, cache)
+    if isinstance(source, str):  # a bare URI: the manifest's digest is checked
+        source = ModelSource(uri=source)
+    fetched = fetch_version(source.uri, settings, cache, source.sha256)
     device, _ = inference_device()
     runner, chosen, _ = engine.build(fetched.manifest, fetched.weights, device, cache, threads or 1)
     if threads is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from serve_app.blobs import open_store
 from serve_app.config import StoreSettings
 from serve_app.constants import MANIFEST_FILE, MAX_MANIFEST_BYTES, MAX_WEIGHTS_BYTES
+from serve_app.errors import ModelLoadError
 from serve_app.models.cache import WeightsCache
 from serve_app.models.manifest import ModelManifest, parse_manifest, verify_weights
 
@@ -29,16 +30,29 @@ class FetchedVersion:
 
 
 def fetch_version(
-    uri: str, settings: StoreSettings | None = None, cache: WeightsCache | None = None
+    uri: str,
+    settings: StoreSettings | None = None,
+    cache: WeightsCache | None = None,
+    sha256: str | None = None,
 ) -> FetchedVersion:
     """Read and verify one model version.
 
+    ``sha256``: the digest the registry recorded when the version was pushed (rendered
+    into the detector's config). It decides which weights these must be — the manifest
+    beside them sits in the same store and could have been replaced with them — and
+    keys the node cache.
+
     Raises:
-        ModelLoadError: Missing files, an invalid manifest, or weights whose size or
-            sha256 differ from the manifest.
+        ModelLoadError: Missing files, an invalid manifest, a manifest naming other
+            weights than the registry's digest, or weights whose size or sha256 differ.
     """
     store = open_store(uri, settings)
     manifest = parse_manifest(store.read(MANIFEST_FILE, MAX_MANIFEST_BYTES))
+    if sha256 is not None and manifest.sha256 != sha256:
+        raise ModelLoadError(
+            f"the files at this version's location are not the weights the registry recorded "
+            f"(sha256 {manifest.sha256[:12]}…, expected {sha256[:12]}…): push the version again"
+        )
     limit = min(manifest.size_bytes, MAX_WEIGHTS_BYTES)
     if cache is None:
         weights = store.read(manifest.weights_file, limit)

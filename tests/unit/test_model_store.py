@@ -61,3 +61,28 @@ def test_weights_larger_than_the_manifest_says_are_not_read_whole(tmp_path):
     with pytest.raises(ModelLoadError, match="over the 1000-byte limit"):
         fetch_version(f"file://{dest}")
     assert ROOT.exists()
+
+
+def test_the_registrys_digest_decides_which_weights_a_version_is(tmp_path):
+    """Someone who can write the model store replaces a version's weights *and* its
+    manifest, consistently: the manifest alone would vouch for them; the digest the
+    registry recorded at push (rendered into the detector's config) does not."""
+    from serve_app.models.cache import WeightsCache
+    from serve_app.models.manifest import sha256_hex
+
+    version = tmp_path / "acme" / "shapes" / "1"
+    shutil.copytree(DEMO_MODEL, version)
+    uri = f"file://{version}"
+    recorded = fetch_version(uri).manifest.sha256
+    cache = WeightsCache(tmp_path / "cache")
+    assert fetch_version(uri, cache=cache, sha256=recorded).manifest.sha256 == recorded
+    # the swap: other weights, and a manifest made to match them
+    swapped = (version / "model.safetensors").read_bytes() + b"\x00" * 16
+    (version / "model.safetensors").write_bytes(swapped)
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest.update(sha256=sha256_hex(swapped), size_bytes=len(swapped))
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    assert fetch_version(uri).manifest.sha256 == sha256_hex(swapped)  # self-consistent
+    for with_cache in (None, cache):
+        with pytest.raises(ModelLoadError, match="not the weights the registry recorded"):
+            fetch_version(uri, cache=with_cache, sha256=recorded)

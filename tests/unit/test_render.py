@@ -18,6 +18,7 @@ V1 = ModelVersion(
     sha256="ab" * 32,
     created_at="t",
 )
+SOURCE = {"uri": V1.uri, "sha256": V1.sha256}
 
 
 @pytest.fixture
@@ -64,8 +65,9 @@ def test_tiers_keys_and_catalogs(reg):
     router = {t["id"]: t for t in _user_config(config, "router")["tenants"]}
     assert router["acme"]["tier"] == "shared" and router["bigco"]["status"] == "suspended"
     assert [k["sha256"] for k in router["acme"]["api_keys"]] == [hash_api_key(new_key)]
-    assert _user_config(config, "shared-pool")["models"] == {"acme/shapes@1": V1.uri}
-    assert _user_config(config, "tenant-bigco")["models"] == {"bigco/shapes@1": V1.uri}
+    # the registry's digest travels with each URI: the detector checks the bytes against it
+    assert _user_config(config, "shared-pool")["models"] == {"acme/shapes@1": SOURCE}
+    assert _user_config(config, "tenant-bigco")["models"] == {"bigco/shapes@1": SOURCE}
 
 
 def test_shared_tier_changes_leave_args_alone_so_nothing_restarts(reg):
@@ -129,13 +131,13 @@ def test_hand_written_mistakes_are_named(reg, mutate, needle):
 def test_set_tier_moves_the_catalog_and_changes_args(reg):
     reg.create_tenant("acme", "Acme", "shared", ("shapes", V1))
     shared = _render(reg)
-    assert _user_config(shared, "shared-pool")["models"] == {"acme/shapes@1": V1.uri}
+    assert _user_config(shared, "shared-pool")["models"] == {"acme/shapes@1": SOURCE}
     reg.set_tier("acme", "dedicated")
     dedicated = _render(reg)
     assert [t["id"] for t in _app(dedicated)["args"]["tenants"]] == ["acme"]
     assert _user_config(dedicated, "shared-pool")["models"] == {}
     moved = _user_config(dedicated, "tenant-acme")
-    assert (moved["models"], moved["preload"]) == ({"acme/shapes@1": V1.uri}, ["acme/shapes@1"])
+    assert (moved["models"], moved["preload"]) == ({"acme/shapes@1": SOURCE}, ["acme/shapes@1"])
 
 
 def test_batching_reaches_every_detector_with_room_for_a_batch(tmp_path):
