@@ -81,8 +81,10 @@ def local_run(
         subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120,
                        check=False)  # fmt: skip
         # HAProxy outlives `ray stop --force`; run_local.sh must have ended it on its way out.
-        for survivor in psutil.process_iter(["name"]):
-            if survivor.info["name"] == "haproxy":  # never leave port 8000 taken
+        for survivor in psutil.process_iter(["name", "status"]):
+            # never leave port 8000 taken; a zombie holds no port (the understudy is a
+            # daemon: init reaps it, and in a container PID 1 may never do so)
+            if survivor.info["name"] == "haproxy" and survivor.info["status"] != "zombie":
                 run.haproxy_survivors.append(survivor.pid)
                 with contextlib.suppress(psutil.Error):
                     survivor.kill()
