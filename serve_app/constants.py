@@ -155,6 +155,11 @@ RIDE_THROUGH_MAX_WAIT_S = 0.5
 # replica short, so they are probed this often (a probe is one small actor call).
 LEDGER_HEALTH_CHECK_PERIOD_S = 0.5
 REPLICA_HEALTH_CHECK_PERIOD_S = 1.0
+# A shared-tier tenant may keep this many pinned versions (other than the active one) in
+# use on the shared pool within this window (inference/pool_share.py): cycling through
+# its old versions would evict the other tenants' models from the pool's few slots.
+SHARED_PINNED_VERSIONS = 2
+SHARED_PIN_WINDOW_S = 60.0
 # Per-model-id detector handles the router keeps (cleared when full).
 MAX_CACHED_HANDLES = 4096
 # Multipart framing around an image is small; allow it on top of the image limit.

@@ -47,6 +47,7 @@ from serve_app.inference.catalog import catalog, select_model
 from serve_app.inference.defaults import effective_policy, parse_defaults, policy_view
 from serve_app.inference.defaults_cache import TenantDefaultsCache
 from serve_app.inference.detector_client import DetectorClient
+from serve_app.inference.pool_share import PoolShare
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.observability.audit import AuditSink
 from serve_app.observability.metrics import RouterMetrics
@@ -123,6 +124,7 @@ class Router:
         )
         self._defaults = TenantDefaultsCache(lambda t: ledger.tenant_defaults.remote(t))
         self._control = ControlCalls()
+        self._pool_share = PoolShare()
         self._calls = CallLog(RouterMetrics.create())
         self._routes = [
             ApiRoute("/v1/detect", self._post_detect, ["POST"]),
@@ -230,6 +232,8 @@ class Router:
             annotate = wants_annotation(query.get("annotate"))
             choice = select_model(tenant, query)
             model = call.model = choice.label
+            if tenant.tier == "shared" and choice.pinned(tenant):  # its share of the pool
+                self._pool_share.use(tenant.id, choice.label)
             defaults = await self._defaults.get(tenant.id)
             params = policy.clamp(query, effective_policy(tenant.policy, defaults))
             self._detectors.deployment_for(tenant)  # 503 before any quota is spent

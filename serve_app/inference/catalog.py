@@ -29,6 +29,11 @@ class ModelChoice:
     def label(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def pinned(self, tenant: TenantEntry) -> bool:
+        """A version other than the model's active one (asked for with ``version=``)."""
+        model = tenant.model(self.name)
+        return model is None or self.version != model.active_version
+
     def id_for(self, tenant_id: str) -> str:
         return model_id(tenant_id, self.name, self.version)
 
