@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -136,6 +136,10 @@ def platform(ray_cluster, tmp_path_factory, jwks_server, idp_keys):
     app.key_ids["rotated"] = record.key_id
     app.keys["rotated-old"] = old
     app.onboard("free")
+    app.onboard("cycler")  # a shared tenant with six versions of one model
+    _, first = demo_model()
+    for version in (2, 3, 4, 5, 6):
+        app.reg.add_model_version("cycler", "shapes", replace(first, version=version))
     app.apply()
     for tenant in ("free", "beta"):
         wait_for(lambda t=tenant: app.detect(t).status_code == 200, 300, f"{tenant} to be served")
