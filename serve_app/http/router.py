@@ -232,8 +232,9 @@ class Router:
             annotate = wants_annotation(query.get("annotate"))
             choice = select_model(tenant, query)
             model = call.model = choice.label
-            if tenant.tier == "shared" and choice.pinned(tenant):  # its share of the pool
-                self._pool_share.use(tenant.id, choice.label)
+            pinned = tenant.tier == "shared" and choice.pinned(tenant)
+            if pinned:  # its share of the pool's slots
+                self._pool_share.check(tenant.id, choice.label)
             defaults = await self._defaults.get(tenant.id)
             params = policy.clamp(query, effective_policy(tenant.policy, defaults))
             self._detectors.deployment_for(tenant)  # 503 before any quota is spent
@@ -255,6 +256,8 @@ class Router:
                     metrics.quota_rejections.inc(tags=tags)
             raise
         result = outcome.result if isinstance(outcome, Annotated) else outcome
+        if pinned:
+            self._pool_share.record(tenant.id, choice.label)
         call.model = result.model  # the fallback version, if it answered
         compute_s = result.timing_ms.get("compute", 0.0) / 1e3
         admission.record(tenant.id, result.model, 200, compute_s, ticket)

@@ -37,14 +37,14 @@ class PoolShare:
         self._clock = clock
         self._used: dict[str, dict[str, float]] = {}  # tenant -> model id -> last use
 
-    def use(self, tenant_id: str, model_id: str) -> None:
-        """Count one request for a pinned (not active) version on the shared pool.
+    def check(self, tenant_id: str, model_id: str) -> None:
+        """Before a request for a pinned (not active) version on the shared pool.
 
         Raises:
-            QuotaExceeded: The tenant already uses its share of other pinned versions.
+            QuotaExceeded: The tenant already keeps its share of other pinned versions.
         """
         now = self._clock()
-        used = {m: t for m, t in self._used.get(tenant_id, {}).items() if now - t < self._window_s}
+        used = self._warm(tenant_id, now)
         if model_id not in used and len(used) >= self._pinned:
             wait = min(used.values()) + self._window_s - now
             raise QuotaExceeded(
@@ -55,5 +55,15 @@ class PoolShare:
                 reason="pool_share",
                 retry_after_s=max(1, math.ceil(wait)),
             )
+
+    def record(self, tenant_id: str, model_id: str) -> None:
+        """After it was answered: the version is loaded and holds a slot (one that failed
+        to load holds none, and is not counted)."""
+        now = self._clock()
+        used = self._warm(tenant_id, now)
         used[model_id] = now
         self._used[tenant_id] = used
+
+    def _warm(self, tenant_id: str, now: float) -> dict[str, float]:
+        used = self._used.get(tenant_id, {})
+        return {m: t for m, t in used.items() if now - t < self._window_s}

@@ -16,20 +16,34 @@ class Clock:
         return self.now
 
 
+def _use(share: PoolShare, tenant: str, model_id: str) -> None:
+    share.check(tenant, model_id)
+    share.record(tenant, model_id)  # answered: it holds a slot
+
+
 def test_past_its_share_a_tenant_waits_for_its_oldest_pin_to_go_cold():
     clock = Clock()
     share = PoolShare(pinned=2, window_s=60, clock=clock)
-    share.use("acme", "shapes@2")
+    _use(share, "acme", "shapes@2")
     clock.now += 10
-    share.use("acme", "shapes@3")
-    share.use("acme", "shapes@2")  # already warm: no new slot
+    _use(share, "acme", "shapes@3")
+    _use(share, "acme", "shapes@2")  # already warm: no new slot
     with pytest.raises(QuotaExceeded) as refused:
-        share.use("acme", "shapes@4")
+        share.check("acme", "shapes@4")
     # both were last used at +10 s: the first frees 60 s after that
     assert refused.value.reason == "pool_share" and refused.value.retry_after_s == 60
-    share.use("globex", "shapes@4")  # another tenant has its own share
+    _use(share, "globex", "shapes@4")  # another tenant has its own share
     clock.now += 51  # 51 s after their last use: still warm
     with pytest.raises(QuotaExceeded):
-        share.use("acme", "shapes@4")
+        share.check("acme", "shapes@4")
     clock.now += 10  # now both are past the window
-    share.use("acme", "shapes@4")
+    _use(share, "acme", "shapes@4")
+
+
+def test_a_version_that_never_answered_holds_no_slot():
+    share = PoolShare(pinned=1, window_s=60, clock=Clock())
+    for broken in ("shapes@5", "shapes@6", "shapes@7"):
+        share.check("acme", broken)  # each fails to load: never recorded
+    _use(share, "acme", "shapes@2")
+    with pytest.raises(QuotaExceeded):
+        share.check("acme", "shapes@3")
