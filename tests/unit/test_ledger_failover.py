@@ -62,14 +62,25 @@ def _die(handle: FakeHandle, ledger: Any) -> None:
     handle.answers.update(dict.fromkeys(METHODS, dead))
 
 
+def _pair(path: Path) -> tuple[Any, Any, FakeHandle, FakeHandle]:
+    """A primary and a standby on one file, and the handles the router has to them."""
+    primary, standby = _ledger(path), _ledger(path)
+    return primary, standby, _handle(primary), _handle(standby)
+
+
 def _names(handle: FakeHandle) -> list[str]:
     return [name for name, _model, _args in handle.calls]
 
 
+async def _until(condition: Any) -> None:
+    """Yield to the loop until ``condition()`` holds (callers bound it with wait_for)."""
+    while not condition():
+        await asyncio.sleep(0.001)
+
+
 def test_the_standby_takes_over_a_dead_primary_with_the_months_usage(tmp_path):
     path = tmp_path / "ledger.db"
-    primary, standby = _ledger(path), _ledger(path)
-    hp, hs = _handle(primary), _handle(standby)
+    primary, standby, hp, hs = _pair(path)
     ledger = FailoverLedger(hp, hs, _gone)
 
     async def scenario() -> None:
@@ -103,8 +114,7 @@ def test_the_standby_takes_over_a_dead_primary_with_the_months_usage(tmp_path):
 
 def test_a_call_held_with_no_replica_to_go_to_moves_to_the_standby(tmp_path):
     path = tmp_path / "ledger.db"
-    primary, standby = _ledger(path), _ledger(path)
-    hp, hs = _handle(primary), _handle(standby)
+    primary, standby, hp, hs = _pair(path)
     ledger = FailoverLedger(hp, hs, _gone, failover_after_s=0.05)
 
     async def scenario() -> None:
@@ -122,7 +132,7 @@ def test_a_call_held_with_no_replica_to_go_to_moves_to_the_standby(tmp_path):
         answer = await asyncio.wait_for(ledger.grant.remote("acme", MONTHLY, 3), 2)
         assert answer.granted == 3 and ledger.failovers == 1
         assert standby._leadership.held
-        await asyncio.sleep(0)
+        await asyncio.wait_for(_until(lambda: bool(held)), 2)
         assert held == ["cancelled"]  # the held call does not reach a replacement later
 
     asyncio.run(scenario())
@@ -130,12 +140,12 @@ def test_a_call_held_with_no_replica_to_go_to_moves_to_the_standby(tmp_path):
 
 def test_a_slow_leader_keeps_its_call_and_its_place(tmp_path):
     path = tmp_path / "ledger.db"
-    primary, standby = _ledger(path), _ledger(path)
-    hp, hs = _handle(primary), _handle(standby)
+    primary, standby, hp, hs = _pair(path)
     ledger = FailoverLedger(hp, hs, _gone, failover_after_s=0.05)
 
     async def slow_grant(*args: Any) -> Any:
-        await asyncio.sleep(0.3)
+        # answers only once the router has offered the call to the standby
+        await _until(lambda: "take_over" in _names(hs))
         return await primary.grant(*args)
 
     async def scenario() -> None:
