@@ -23,6 +23,10 @@ from serve_app.wire import StrictModel
 RAY_VERSION = "2.60.0"
 SERVE_PORT = 8000
 METRICS_PORT = 8080  # Ray's metrics agent on every node (Prometheus format)
+DASHBOARD_PORT = 8265  # Ray's dashboard and job API (runs code: never beyond the cluster)
+DASHBOARD_AGENT_PORT = 52365  # where KubeRay checks Serve's health on each pod
+# The label KubeRay's Helm chart gives the operator's pods.
+OPERATOR_POD_LABEL = "kuberay-operator"
 PROJECT_DIR = "/home/ray/yoloserve"  # where the image holds this project
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$"
 
@@ -51,6 +55,17 @@ class KubeRaySettings(StrictModel):
     cpu_worker_memory_gi: int = Field(8, ge=1)
     cpu_workers_min: int = Field(1, ge=0)
     cpu_workers_max: int = Field(4, ge=1)
+    operator_namespace: str = Field(
+        "ray-system",
+        pattern=_DNS_LABEL,
+        description="Namespace of the KubeRay operator: the only outsider let into the "
+        "dashboard (it submits the Serve config and jobs).",
+    )
+    metrics_namespace: str = Field(
+        "monitoring",
+        pattern=_DNS_LABEL,
+        description="Namespace whose pods (Prometheus) may scrape the metrics port.",
+    )
 
 
 def cluster_serve_config(serve_config: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +104,11 @@ def render_rayservice(serve_config: dict[str, Any], settings: KubeRaySettings) -
         image=settings.image,
         serve_port=SERVE_PORT,
         metrics_port=METRICS_PORT,
+        dashboard_port=DASHBOARD_PORT,
+        agent_port=DASHBOARD_AGENT_PORT,
+        operator_namespace=settings.operator_namespace,
+        operator_label=OPERATOR_POD_LABEL,
+        metrics_namespace=settings.metrics_namespace,
         head_cpus=settings.head_cpus,
         head_memory=f"{settings.head_memory_gi}Gi",
         gpus=settings.gpus_per_worker,
@@ -153,13 +173,15 @@ ${serve_config}
         dashboard-host: "0.0.0.0"
         metrics-export-port: "${metrics_port}"
       template:
+        metadata:
+          labels: {app.kubernetes.io/name: ${name}}  # what the NetworkPolicy selects
         spec:
           containers:
             - name: ray-head
               image: ${image}
               ports:
                 - {containerPort: 6379, name: gcs-server}
-                - {containerPort: 8265, name: dashboard}
+                - {containerPort: ${dashboard_port}, name: dashboard}
                 - {containerPort: 10001, name: client}
                 - {containerPort: ${serve_port}, name: serve}
                 - {containerPort: ${metrics_port}, name: metrics}  # scrape every pod here
@@ -185,6 +207,8 @@ ${head_env}
         rayStartParams:
           metrics-export-port: "${metrics_port}"
         template:
+          metadata:
+            labels: {app.kubernetes.io/name: ${name}}
           spec:
             # GPU nodes are usually tainted so nothing else lands there.
             tolerations:
@@ -209,6 +233,8 @@ ${worker_env}
         rayStartParams:
           metrics-export-port: "${metrics_port}"
         template:
+          metadata:
+            labels: {app.kubernetes.io/name: ${name}}
           spec:
             containers:
               - name: ray-worker
@@ -221,5 +247,44 @@ ${worker_env}
                 resources:
                   requests: {cpu: "${cpu_cpus}", memory: ${cpu_memory}}
                   limits: {cpu: "${cpu_cpus}", memory: ${cpu_memory}}
+---
+# Who may reach the pods above (needs a CNI that enforces NetworkPolicy: Calico,
+# Cilium, …). Serve's HTTP port is the product: open to everyone (the router
+# authenticates every call). Everything else — the GCS (6379), the dashboard and job
+# API (${dashboard_port}, which runs code), the Ray client (10001), the dashboard agent
+# (${agent_port}), Ray's object and worker ports — answers only this cluster's own pods,
+# the KubeRay operator (it submits serveConfigV2 and jobs, and checks Serve's health),
+# and, for metrics (${metrics_port}) only, Prometheus's namespace. An operator reaches
+# the dashboard with `kubectl port-forward`, which a NetworkPolicy does not block.
+# Egress stays open: replicas fetch weights from S3.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: ${name}-ray-ports
+  labels:
+    app.kubernetes.io/name: ${name}
+spec:
+  podSelector:
+    matchLabels: {app.kubernetes.io/name: ${name}}
+  policyTypes: [Ingress]
+  ingress:
+    - ports:
+        - {port: ${serve_port}, protocol: TCP}
+    - from:
+        - podSelector:
+            matchLabels: {app.kubernetes.io/name: ${name}}
+    - from:
+        - namespaceSelector:
+            matchLabels: {kubernetes.io/metadata.name: ${operator_namespace}}
+          podSelector:
+            matchLabels: {app.kubernetes.io/name: ${operator_label}}
+      ports:
+        - {port: ${dashboard_port}, protocol: TCP}
+        - {port: ${agent_port}, protocol: TCP}
+    - from:
+        - namespaceSelector:
+            matchLabels: {kubernetes.io/metadata.name: ${metrics_namespace}}
+      ports:
+        - {port: ${metrics_port}, protocol: TCP}
 """
 )

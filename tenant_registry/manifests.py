@@ -1,4 +1,5 @@
-"""Strict offline checks of KubeRay manifests (``RayService``, ``RayJob``, ``RayCluster``).
+"""Strict offline checks of KubeRay manifests (``RayService``, ``RayJob``, ``RayCluster``)
+and of the ``NetworkPolicy`` shipped beside them.
 
 Three layers, each error naming its path in the file:
 
@@ -10,6 +11,9 @@ Three layers, each error naming its path in the file:
    would and strictly as this project does (``render.validate_config``);
 3. placement: a replica asking for more GPUs than any worker group's pods have would
    stay pending forever, so it is an error here.
+
+A file may hold several documents (``---``); a NetworkPolicy in the same file as a
+RayService must select all of its pods.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tenant_registry import network_policy
 from tenant_registry.errors import InvalidInput
 
 API_VERSION = "ray.io/v1"
@@ -70,6 +75,8 @@ def closed(schema: dict[str, Any]) -> dict[str, Any]:
 def _validator(kind: str) -> Any:
     from jsonschema import Draft7Validator
 
+    if kind == network_policy.KIND:
+        return Draft7Validator(closed(network_policy.SCHEMA))
     return Draft7Validator(closed(crd_schema(kind)))
 
 
@@ -89,7 +96,7 @@ def schema_problems(doc: dict[str, Any], kind: str) -> list[str]:
         if error.validator == "additionalProperties":
             allowed = set(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - allowed):
-                problems.append(f"{prefix}{key}: unknown field (not in the {kind} CRD)")
+                problems.append(f"{prefix}{key}: unknown field (not in the {kind} schema)")
         elif error.validator == "required":
             missing = re.findall(r"'([^']+)' is a required property", error.message)
             for key in missing or [error.message]:
@@ -147,14 +154,15 @@ def validate_manifest(doc: dict[str, Any]) -> str:
         InvalidInput: Listing every problem found, each with its path.
     """
     kind = doc.get("kind")
-    if kind not in CRD_FILES:
+    if kind not in (*CRD_FILES, network_policy.KIND):
         raise InvalidInput(
-            f"kind: {str(kind)[:40]!r} is not one of {', '.join(CRD_FILES)} "
-            "(or give a Serve config, which has no kind)"
+            f"kind: {str(kind)[:40]!r} is not one of {', '.join(CRD_FILES)}, "
+            f"{network_policy.KIND} (or give a Serve config, which has no kind)"
         )
     problems = []
-    if doc.get("apiVersion") != API_VERSION:
-        problems.append(f"apiVersion: must be {API_VERSION} (got {doc.get('apiVersion')!r})")
+    api_version = network_policy.API_VERSION if kind == network_policy.KIND else API_VERSION
+    if doc.get("apiVersion") != api_version:
+        problems.append(f"apiVersion: must be {api_version} (got {doc.get('apiVersion')!r})")
     name = (doc.get("metadata") or {}).get("name")
     if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name):
         problems.append("metadata.name: required, lowercase letters, digits, '-' and '.'")
@@ -169,6 +177,33 @@ def validate_manifest(doc: dict[str, Any]) -> str:
         listing = "\n".join(f"  {p}" for p in problems)
         raise InvalidInput(f"{kind} manifest rejected:\n{listing}")
     return str(kind)
+
+
+def validate_documents(docs: list[Any]) -> list[str]:
+    """Check every document of a multi-document manifest file; returns their kinds.
+
+    Raises:
+        InvalidInput: Naming the document (its index and kind) and every problem.
+    """
+    kinds = []
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            raise InvalidInput(f"document {i}: not a mapping (a manifest has kind, metadata …)")
+        try:
+            kinds.append(validate_manifest(doc))
+        except InvalidInput as exc:
+            raise InvalidInput(f"document {i}: {exc}") from None
+    services = [d for d in docs if d.get("kind") == "RayService"]
+    problems = [
+        line
+        for policy in docs
+        if policy.get("kind") == network_policy.KIND
+        for service in services
+        for line in network_policy.unprotected_pods(policy, service)
+    ]
+    if problems:
+        raise InvalidInput("NetworkPolicy rejected:\n" + "\n".join(f"  {p}" for p in problems))
+    return kinds
 
 
 def _serve_config_problems(text: str, cluster: Any) -> list[str]:

@@ -176,8 +176,12 @@ def to_yaml(config: dict[str, Any]) -> str:
     return HEADER + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
-def load_yaml(path: Path) -> Any:
+def load_yaml_documents(path: Path) -> list[Any]:
+    """Every document of a YAML file (``---`` separated); at least one."""
     try:
-        return yaml.safe_load(path.read_text())
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except (OSError, yaml.YAMLError) as exc:
         raise InvalidInput(f"cannot read {path}: {exc}") from None
+    if not docs:
+        raise InvalidInput(f"{path} is empty: give a Serve config or a manifest")
+    return docs

@@ -23,7 +23,7 @@ def _rendered(reg: Registry) -> dict[str, Any]:
 def render_config(reg: Registry, args: argparse.Namespace) -> int:
     if args.format == "rayservice":
         text = kuberay.render_rayservice(_rendered(reg), reg.platform().kuberay)
-        manifests.validate_manifest(yaml.safe_load(text))  # never hand out a bad manifest
+        manifests.validate_documents(list(yaml.safe_load_all(text)))  # never a bad manifest
     else:
         text = render.to_yaml(_rendered(reg))
     if args.output:
@@ -51,11 +51,12 @@ def apply(reg: Registry, args: argparse.Namespace) -> int:
 
 def validate(reg: Registry | None, args: argparse.Namespace) -> int:
     """A Serve config, or a RayService / RayJob / RayCluster manifest (it has a kind)."""
-    raw = render.load_yaml(Path(args.file))
-    if isinstance(raw, dict) and "kind" in raw:
-        kind = manifests.validate_manifest(raw)
-        print(f"{args.file}: valid {kind}", file=sys.stderr)
+    docs = render.load_yaml_documents(Path(args.file))
+    if len(docs) > 1 or (isinstance(docs[0], dict) and "kind" in docs[0]):
+        kinds = manifests.validate_documents(docs)
+        print(f"{args.file}: valid {', '.join(kinds)}", file=sys.stderr)
         return 0
+    raw = docs[0]
     parsed = render.validate_config(raw)
     apps = ", ".join(a.name for a in parsed.applications)
     print(f"{args.file}: valid Serve config ({apps})", file=sys.stderr)

@@ -68,6 +68,8 @@ KUBERAY_FLAGS: dict[str, tuple[type, str]] = {
     "gpus_per_worker": (int, "GPUs per GPU worker pod"),
     "gpu_workers_max": (int, "most GPU worker pods the autoscaler may start"),
     "cpu_workers_max": (int, "most CPU worker pods the autoscaler may start"),
+    "operator_namespace": (str, "the KubeRay operator's namespace (let into the dashboard)"),
+    "metrics_namespace": (str, "Prometheus's namespace (let into the metrics port)"),
 }
 for _field, (_kind, _text) in KUBERAY_FLAGS.items():
     PLATFORM_FLAGS[f"k8s_{_field}"] = Setting(("kuberay", _field), _kind, f"RayService: {_text}")

@@ -13,7 +13,12 @@ from serve_app.constants import RAY_SERVE_ENV
 from tenant_registry.cli import main as tenantctl
 from tenant_registry.errors import InvalidInput
 from tenant_registry.kuberay import RAY_VERSION, render_rayservice
-from tenant_registry.manifests import CRD_FILES, crd_schema, validate_manifest
+from tenant_registry.manifests import (
+    CRD_FILES,
+    crd_schema,
+    validate_documents,
+    validate_manifest,
+)
 from tenant_registry.render import render_config
 from tests.conftest import ROOT
 
@@ -22,14 +27,23 @@ MANIFEST = ROOT / "kuberay-cluster.yaml"
 RAYJOB = ROOT / "configs" / "batch-job.rayjob.yaml"
 
 
+def _documents(path) -> list:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
 def _repo_manifests() -> list:
-    """Every YAML file in the repository that is a KubeRay resource."""
+    """Every YAML file in the repository that holds a KubeRay resource."""
     found = []
     for path in sorted([*ROOT.glob("*.yaml"), *ROOT.glob("configs/*.yaml")]):
-        doc = yaml.safe_load(path.read_text())
-        if isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith("ray.io/"):
+        docs = _documents(path)
+        if any(str(d.get("apiVersion", "")).startswith("ray.io/") for d in docs):
             found.append(path)
     return found
+
+
+def _of_kind(kind: str, path=MANIFEST) -> dict:
+    (doc,) = [d for d in _documents(path) if d.get("kind") == kind]
+    return doc
 
 
 def _example_registry(tmp_path):
@@ -43,8 +57,8 @@ def _example_registry(tmp_path):
 
 
 def test_the_repository_ships_a_rayservice_and_a_rayjob():
-    kinds = {yaml.safe_load(p.read_text())["kind"] for p in _repo_manifests()}
-    assert kinds == {"RayService", "RayJob"}
+    kinds = {d["kind"] for p in _repo_manifests() for d in _documents(p)}
+    assert kinds == {"RayService", "RayJob", "NetworkPolicy"}
 
 
 @pytest.mark.skipif(
@@ -67,12 +81,15 @@ def test_vendored_schemas_are_the_crds_own(kind):
 def test_manifest_validates_against_its_crd(path):
     from jsonschema import Draft7Validator
 
-    doc = yaml.safe_load(path.read_text())
+    docs = _documents(path)
     # The CRD's schema exactly as the API server has it ...
-    errors = list(Draft7Validator(crd_schema(doc["kind"])).iter_errors(doc))
-    assert errors == [], [e.message for e in errors]
-    # ... and the strict checks (closed objects, the Serve config, GPU placement).
-    assert validate_manifest(doc) == doc["kind"]
+    for doc in docs:
+        if doc["kind"] in CRD_FILES:
+            errors = list(Draft7Validator(crd_schema(doc["kind"])).iter_errors(doc))
+            assert errors == [], [e.message for e in errors]
+    # ... and the strict checks (closed objects, the Serve config, GPU placement, the
+    # NetworkPolicy selecting every pod).
+    assert validate_documents(docs) == [d["kind"] for d in docs]
 
 
 def test_serve_config_inside_the_rayservice_passes_serves_schema_and_ours():
@@ -80,7 +97,7 @@ def test_serve_config_inside_the_rayservice_passes_serves_schema_and_ours():
 
     from serve_app.config_file import ServeConfigFile
 
-    serve = yaml.safe_load(yaml.safe_load(MANIFEST.read_text())["spec"]["serveConfigV2"])
+    serve = yaml.safe_load(_of_kind("RayService")["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(serve)
     parsed = ServeConfigFile.model_validate(serve)
     gpus = {t.id: t.resources.num_gpus for t in parsed.app().args.tenants}
@@ -120,14 +137,11 @@ def test_ray_version_is_the_one_pyproject_pins_and_installs():
     assert pin is not None
     assert re.fullmatch(pin.group(1).replace(".", r"\.").replace("*", r"[0-9]+"), RAY_VERSION)
     assert ray.__version__ == RAY_VERSION
-    assert (
-        yaml.safe_load(MANIFEST.read_text())["spec"]["rayClusterConfig"]["rayVersion"]
-        == RAY_VERSION
-    )
+    assert _of_kind("RayService")["spec"]["rayClusterConfig"]["rayVersion"] == RAY_VERSION
 
 
 def _cluster():
-    return yaml.safe_load(MANIFEST.read_text())["spec"]["rayClusterConfig"]
+    return _of_kind("RayService")["spec"]["rayClusterConfig"]
 
 
 def _containers(group):
@@ -184,7 +198,7 @@ def test_every_container_is_offline_and_gets_s3_credentials_only_from_a_secret()
 
 
 def _doc():
-    return yaml.safe_load(MANIFEST.read_text())
+    return _of_kind("RayService")
 
 
 def _job():
@@ -379,14 +393,23 @@ def test_platform_set_k8s_flags_reach_the_rendered_manifest(tmp_path):
                 "7",
                 "--k8s-name",
                 "detect-prod",
+                "--k8s-operator-namespace",
+                "kuberay",
             ]
         )
         == 0
     )
     out = tmp_path / "rs.yaml"
     assert tenantctl(["--db", db, "render", "--format", "rayservice", "-o", str(out)]) == 0
-    doc = yaml.safe_load(out.read_text())
+    doc = _of_kind("RayService", out)
     gpu = doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert doc["metadata"]["name"] == "detect-prod" and gpu["maxReplicas"] == 7
+    policy = _of_kind("NetworkPolicy", out)
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "detect-prod"}
+    assert {"kubernetes.io/metadata.name": "kuberay"} in [
+        peer.get("namespaceSelector", {}).get("matchLabels")
+        for rule in policy["spec"]["ingress"]
+        for peer in rule.get("from", [])
+    ]
     assert _containers(gpu)[0]["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert tenantctl(["--db", db, "platform", "set", "--k8s-name", "Not_A_Name"]) != 0
