@@ -347,6 +347,17 @@ class DetectorConfig(StrictModel):
         default_factory=list,
         description="Model ids loaded in reconfigure(), before a new replica takes traffic.",
     )
+    active: list[str] = Field(
+        default_factory=list,
+        description="Model ids that are their model's active version; the others are "
+        "pinned versions (a request's version=), limited by pinned_per_tenant.",
+    )
+    pinned_per_tenant: int | None = Field(
+        None,
+        ge=1,
+        description="Most pinned versions of one tenant a replica holds at a time: loading "
+        "another unloads that tenant's oldest first (the shared pool); None: no limit.",
+    )
     batching: BatchSettings = Field(
         default_factory=BatchSettings,
         description="Dynamic batching; applied by reconfigure(), no restart.",
@@ -354,9 +365,10 @@ class DetectorConfig(StrictModel):
 
     @model_validator(mode="after")
     def _preload_known(self) -> DetectorConfig:
-        unknown = [m for m in self.preload if m not in self.models]
-        if unknown:
-            raise ValueError(f"preload names models not in models: {', '.join(unknown)}")
+        for field_name in ("preload", "active"):
+            unknown = [m for m in getattr(self, field_name) if m not in self.models]
+            if unknown:
+                raise ValueError(f"{field_name} names models not in models: {', '.join(unknown)}")
         return self
 
     @field_validator("models", mode="before")

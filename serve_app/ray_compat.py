@@ -6,8 +6,9 @@ of Ray's exceptions mean "that replica is gone or full, try again":
 * the request id Serve gives each call (``ray.serve.context._get_serve_request_context``),
   written into audit lines so they match ``X-Request-Id``;
 * the per-replica multiplex wrapper ``@serve.multiplexed`` hangs on the deployment
-  object (``__serve_multiplex_wrapper``): its LRU size can be changed live and it
-  knows which models a replica holds;
+  object (``__serve_multiplex_wrapper``): it knows which models a replica holds, least
+  recently used first (``models``, an ``OrderedDict``), its own LRU limit can be turned
+  off (the detector chooses what to unload) and one chosen model unloaded;
 * the dashboard's Serve REST client (``ServeSubmissionClient``), which ``serve deploy``
   itself uses;
 * a handle's init option ``_run_router_in_separate_loop``: with
@@ -55,15 +56,35 @@ def held_models(replica: object) -> list[str]:
     return sorted(wrapper.models) if wrapper is not None else []
 
 
-def set_models_per_replica(replica: object, size: int) -> None:
-    """Apply a new LRU size without a restart.
+def held_in_lru_order(replica: object) -> list[str]:
+    """Model ids a replica holds, least recently used first."""
+    wrapper = multiplex_wrapper(replica)
+    return list(wrapper.models) if wrapper is not None else []
+
+
+def disable_multiplex_lru(replica: object) -> None:
+    """Stop Serve's wrapper from unloading models by itself: the replica decides.
 
     Serve fixes ``max_num_models_per_replica`` at decoration time, but the per-replica
-    wrapper (created on the first load) reads this attribute on every load.
+    wrapper (created on the first load) reads this attribute on every load; 0 is "no
+    limit".
     """
     wrapper = multiplex_wrapper(replica)
     if wrapper is not None:
-        wrapper.max_num_models_per_replica = size
+        wrapper.max_num_models_per_replica = 0
+
+
+async def unload_model(replica: object, model_id: str) -> None:
+    """Unload one held model the way Serve unloads its LRU one (``__del__`` called, the
+    controller told), whatever its place in the LRU order."""
+    wrapper = multiplex_wrapper(replica)
+    if wrapper is None or model_id not in wrapper.models:
+        return
+    # No await between the move and the pop inside unload_model_lru: nothing can
+    # reorder the dict in between.
+    wrapper.models.move_to_end(model_id, last=False)
+    await wrapper.unload_model_lru()
+    wrapper._push_multiplexed_replica_info = True
 
 
 def serve_submission_client(address: str, headers: dict[str, str] | None = None) -> Any:

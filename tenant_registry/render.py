@@ -30,6 +30,7 @@ from serve_app.constants import (
     APP_NAME,
     MAX_MODELS_PER_REPLICA,
     ROUTER_DEPLOYMENT,
+    SHARED_PINNED_VERSIONS,
     SHARED_POOL_DEPLOYMENT,
     ULTRALYTICS_ENV,
 )
@@ -96,6 +97,12 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
                 mid = model_id(tenant.id, model.name, version.version)
                 catalog[mid] = ModelSource(uri=version.uri, sha256=version.sha256)
     entries = [_entry(t) for t in served]
+    actives: dict[str, list[str]] = {}
+    for entry in entries:
+        for tenant_model in entry.models:
+            actives.setdefault(serving_deployment(entry.id, entry.tier), []).append(
+                model_id(entry.id, tenant_model.name, tenant_model.active_version)
+            )
     preloads: dict[str, list[str]] = {}
     for entry in entries:  # each tenant's default model, warm before traffic arrives
         default = entry.model(entry.default_model)
@@ -119,6 +126,10 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
         detector = DetectorConfig(
             models=models,
             preload=preloads.get(name, []),
+            # Pinned versions share the pool by tenant (pool_share.evictions);
+            # a dedicated tenant's replicas are its own.
+            active=sorted(actives.get(name, [])) if name == SHARED_POOL_DEPLOYMENT else [],
+            pinned_per_tenant=(SHARED_PINNED_VERSIONS if name == SHARED_POOL_DEPLOYMENT else None),
             store=platform.store,
             max_models_per_replica=platform.max_models_per_replica,
             batching=platform.batching,

@@ -37,6 +37,7 @@ from serve_app.inference.loaded_model import (
     load_model,
 )
 from serve_app.inference.policy import InferenceParams
+from serve_app.inference.pool_share import evictions
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.models.cache import WeightsCache, default_cache_dir
 from serve_app.models.load_status import board
@@ -45,7 +46,12 @@ from serve_app.models.loader import (
     match_threads_to_reservation,
 )
 from serve_app.observability.metrics import DetectorMetrics
-from serve_app.ray_compat import held_models, set_models_per_replica
+from serve_app.ray_compat import (
+    disable_multiplex_lru,
+    held_in_lru_order,
+    held_models,
+    unload_model,
+)
 from serve_app.wire import ModelId
 
 logger = logging.getLogger("ray.serve")
@@ -116,7 +122,20 @@ class Detector:
 
     def _set_lru_size(self, size: int) -> None:
         self._lru_size = size
-        set_models_per_replica(self, size)
+        disable_multiplex_lru(self)  # _make_room unloads, choosing by tenant
+
+    async def _make_room(self, model_id: str) -> None:
+        """Before loading ``model_id`` (under Serve's load lock): unload what
+        ``evictions`` picks, so a tenant's pinned versions displace its own first."""
+        victims = evictions(
+            held_in_lru_order(self),
+            model_id,
+            capacity=self._lru_size,
+            active=set(self._config.active),
+            pinned_limit=self._config.pinned_per_tenant,
+        )
+        for victim in victims:
+            await unload_model(self, victim)
 
     def _report(self, model_id: str, outcome: str, reason: str = "") -> None:
         try:
@@ -141,6 +160,7 @@ class Detector:
                 retry_after_s=MODEL_LOAD_RETRY_AFTER_S,
             )
         self._set_lru_size(self._lru_size)  # the wrapper exists now: apply the size
+        await self._make_room(model_id)
         started = time.perf_counter()
         try:
             model = await asyncio.to_thread(

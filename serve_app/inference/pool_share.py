@@ -10,6 +10,15 @@ one past that is a 429 that says when a slot frees and what to do instead. The a
 versions are the operator's choice and are not counted; dedicated tenants have their own
 replicas and are not limited.
 
+That share is kept twice. Each router counts pinned versions per tenant (``PoolShare``),
+so a tenant cycling versions gets a 429 before any load is paid; with R routers a tenant
+could still reach 2R. The pool replica itself makes it exact (``evictions``): loading a
+tenant's pinned version first unloads that tenant's own oldest pinned versions past its
+share, and only then, if the replica is full, the least recently used model of anyone.
+So however many routers, a tenant's pinned versions hold at most their share of a
+replica's slots, and loading one never evicts another tenant's model to make room for
+it while the tenant holds its share.
+
 Pure, with an injected clock: unit-tested in microseconds.
 """
 
@@ -21,6 +30,7 @@ from collections.abc import Callable
 
 from serve_app.constants import SHARED_PIN_WINDOW_S, SHARED_PINNED_VERSIONS
 from serve_app.errors import QuotaExceeded
+from serve_app.wire import ModelId
 
 
 class PoolShare:
@@ -67,3 +77,29 @@ class PoolShare:
     def _warm(self, tenant_id: str, now: float) -> dict[str, float]:
         used = self._used.get(tenant_id, {})
         return {m: t for m, t in used.items() if now - t < self._window_s}
+
+
+def evictions(
+    held: list[str],
+    new: str,
+    *,
+    capacity: int,
+    active: set[str],
+    pinned_limit: int | None,
+) -> list[str]:
+    """The models to unload, in order, before ``new`` is loaded into a replica holding
+    ``held`` (least recently used first) with room for ``capacity``.
+
+    A pinned ``new`` (not in ``active``) first displaces its own tenant's oldest pinned
+    versions until the tenant holds fewer than ``pinned_limit``; then, while the replica
+    is still full, the least recently used model goes, whoever's it is.
+    """
+    victims: list[str] = []
+    if pinned_limit is not None and new not in active:
+        tenant = ModelId.parse(new).tenant
+        own = [m for m in held if m not in active and ModelId.parse(m).tenant == tenant]
+        victims += own[: max(0, len(own) - pinned_limit + 1)]
+    remaining = [m for m in held if m not in victims]
+    while remaining and len(remaining) >= capacity:
+        victims.append(remaining.pop(0))
+    return victims

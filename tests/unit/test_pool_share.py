@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from serve_app.errors import QuotaExceeded
-from serve_app.inference.pool_share import PoolShare
+from serve_app.inference.pool_share import PoolShare, evictions
 
 
 class Clock:
@@ -47,3 +49,61 @@ def test_a_version_that_never_answered_holds_no_slot():
     _use(share, "acme", "shapes@2")
     with pytest.raises(QuotaExceeded):
         share.check("acme", "shapes@3")
+
+
+# ------------------------------------------------------------------ in the pool replica
+
+ACTIVE = {"acme/shapes@1", "globex/shapes@1", "initech/shapes@1"}
+
+
+def _room(held, new, capacity=4, limit=2):
+    return evictions(held, new, capacity=capacity, active=ACTIVE, pinned_limit=limit)
+
+
+def test_a_tenants_third_pinned_version_displaces_its_own_oldest_not_the_lru():
+    held = ["globex/shapes@1", "acme/shapes@2", "acme/shapes@3", "initech/shapes@1"]
+    # full, and globex's model is the least recently used: still, acme pays
+    assert _room(held, "acme/shapes@4") == ["acme/shapes@2"]
+    # with room to spare acme still may not hold a third pinned version
+    assert _room(held, "acme/shapes@4", capacity=8) == ["acme/shapes@2"]
+
+
+def test_active_versions_and_other_tenants_follow_plain_lru():
+    held = ["globex/shapes@1", "acme/shapes@2", "acme/shapes@3", "initech/shapes@1"]
+    assert _room(held, "acme/shapes@1") == ["globex/shapes@1"]  # active: not a pin
+    assert _room(held, "globex/shapes@7") == ["globex/shapes@1"]  # its first pin
+    assert _room(held, "initech/shapes@1", capacity=5) == []
+    assert _room(held, "acme/shapes@4", limit=None) == ["globex/shapes@1"]  # dedicated
+
+
+def test_a_replica_over_its_size_comes_back_within_it():
+    held = [f"t{i}/m@1" for i in range(6)]  # the LRU size was lowered live
+    assert _room(held, "t9/m@1", capacity=3) == [f"t{i}/m@1" for i in range(4)]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["acme", "globex", "initech"]), st.integers(1, 9)),
+        max_size=60,
+    ),
+    st.integers(1, 6),
+    st.integers(1, 3),
+)
+def test_any_sequence_of_loads_keeps_every_share_and_the_size(loads, capacity, limit):
+    held: list[str] = []  # least recently used first, as Serve's wrapper keeps it
+    for tenant, version in loads:
+        new = f"{tenant}/shapes@{version}"
+        if new in held:
+            held.remove(new)
+        else:
+            victims = evictions(held, new, capacity=capacity, active=ACTIVE, pinned_limit=limit)
+            assert set(victims) <= set(held) and len(set(victims)) == len(victims)
+            # another tenant's model goes only when the replica is full
+            others = [v for v in victims if not v.startswith(f"{tenant}/")]
+            assert not others or len(held) - len(victims) + len(others) >= capacity
+            held = [m for m in held if m not in victims]
+        held.append(new)
+        assert len(held) <= capacity
+        for name in ("acme", "globex", "initech"):
+            pinned = [m for m in held if m.startswith(f"{name}/") and m not in ACTIVE]
+            assert len(pinned) <= limit

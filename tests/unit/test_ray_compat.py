@@ -33,6 +33,15 @@ def test_the_private_names_still_exist():
     wrapper_source = inspect.getsource(multiplex._ModelMultiplexWrapper)
     assert "self.max_num_models_per_replica" in wrapper_source
     assert "self.models" in wrapper_source
+    # disable_multiplex_lru: 0 turns the wrapper's own eviction off.
+    assert "self.max_num_models_per_replica > 0" in wrapper_source
+    # unload_model: the LRU order is an OrderedDict whose first item unload_model_lru
+    # pops before its first await; the pushed model list follows a flag.
+    unload_source = inspect.getsource(multiplex._ModelMultiplexWrapper.unload_model_lru)
+    first_await = unload_source.index("await")
+    assert 0 < unload_source.index("self.models.popitem(last=False)") < first_await
+    assert "self.models = OrderedDict()" in wrapper_source
+    assert "if self._push_multiplexed_replica_info:" in wrapper_source
     handle_options = importlib.import_module("ray.serve._private.handle_options")
     assert "_run_router_in_separate_loop" in inspect.getsource(handle_options)
     assert "is_initialized" in inspect.getsource(ray.serve.handle)
@@ -47,6 +56,8 @@ def test_no_module_outside_ray_compat_touches_those_internals():
         "__serve_multiplex_wrapper",
         "ServeSubmissionClient",
         "_run_router_in_separate_loop",
+        "unload_model_lru",
+        "_push_multiplexed_replica_info",
     )
     offenders = [
         str(path.relative_to(ROOT))
