@@ -86,6 +86,11 @@ MAX_IMAGE_PIXELS = 40_000_000
 MAX_PNG_CHUNKS = 8192
 # Operator domains a tenant's ONNX graph may use: ONNX's own (ultralytics exports no other).
 ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+# A tenant's ONNX graph is first built and run on one image in a child process
+# (models/sandbox.py): at most this much memory beyond the child's own imports (a nano
+# detector needs ~60 MiB, an x-large one ~600 MiB) and this long, else it is refused.
+ONNX_LOAD_MAX_BYTES = int(os.environ.get("YOLOSERVE_ONNX_LOAD_MAX_BYTES", str(1024**3)))
+ONNX_LOAD_TIMEOUT_S = float(os.environ.get("YOLOSERVE_ONNX_LOAD_TIMEOUT_S", "60"))
 MAX_JPEG_MARKERS = 256
 MAX_JPEG_FILL_BYTES = 64
 # OpenCV's decoder limit, read from the environment when cv2 is first imported (by

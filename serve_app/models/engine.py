@@ -42,6 +42,7 @@ from serve_app.constants import (
     ONNX_DOMAINS,
 )
 from serve_app.errors import ModelLoadError
+from serve_app.models import sandbox
 from serve_app.models.cache import WeightsCache
 from serve_app.models.loader import build_yolo, inference_device
 from serve_app.models.manifest import ModelManifest
@@ -175,7 +176,7 @@ def warm_up(runner: Runner, manifest: ModelManifest) -> None:
             runner.predict(warm, side, thresholds, alone=True)  # the burst session too
     except Exception as exc:
         if isinstance(runner, OnnxRunner):  # ONNX Runtime raises many types for a bad graph
-            raise _unloadable(exc) from None
+            raise unloadable(exc) from None
         raise
 
 
@@ -233,7 +234,7 @@ def build(
     """
     if manifest.format == "onnx":
         return (
-            _uploaded_onnx(manifest, weights, threads),
+            _uploaded_onnx(manifest, weights, threads, cache),
             Engine(ONNX_RUNTIME, "uploaded as ONNX"),
             "cpu",
         )
@@ -272,7 +273,7 @@ def check_graph(weights: bytes) -> None:
     try:
         model = onnx.load_model_from_string(weights)  # no path: external data stays unread
     except Exception as exc:  # protobuf raises DecodeError and others on garbage
-        raise _unloadable(exc) from None
+        raise unloadable(exc) from None
     domains = {o.domain for o in model.opset_import} | {
         node.domain for graph in _graphs(model.graph) for node in graph.node
     }
@@ -304,35 +305,34 @@ def _graphs(graph: Any) -> Iterator[Any]:
 
 def check_loadable(manifest: ModelManifest, weights: bytes) -> None:
     """What ``tenantctl model push`` checks before an upload: some engine takes the weights
-    (the torch network for safetensors; ONNX Runtime, in memory, for an ONNX graph).
+    (the torch network for safetensors; for an ONNX graph, ONNX Runtime in a limited
+    child process: ``sandbox.probe``).
 
     Raises:
-        ModelLoadError: Neither would load them, or the class count does not match.
+        ModelLoadError: Neither would load them, the class count does not match, or the
+            graph needs more memory or time than a replica allows.
     """
     if manifest.format != "onnx":
         build_yolo(manifest, weights)
         return
     check_graph(weights)
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(weights, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ONNX Runtime raises many types for a bad graph
-        raise _unloadable(exc) from None
-    check_class_count(session, manifest)
-    warm_up(OnnxRunner(session), manifest)  # an input we can feed, and it runs
+    sandbox.probe(manifest, weights)
 
 
-def _uploaded_onnx(manifest: ModelManifest, weights: bytes, threads: int) -> OnnxRunner:
+def _uploaded_onnx(
+    manifest: ModelManifest, weights: bytes, threads: int, cache: WeightsCache
+) -> OnnxRunner:
     """A tenant's ONNX graph (already sha256-verified), on CPU, loaded from its bytes: never
-    from a path in the node cache, where other tenants' weights lie beside it."""
+    from a path in the node cache, where other tenants' weights lie beside it; and only
+    once it loaded and ran within the limits in a child process (``sandbox.probed``)."""
     check_graph(weights)
+    sandbox.probed(cache, manifest, weights)
     try:
         runner = onnx_runner(weights, threads)
     except ModelLoadError:
         raise
     except Exception as exc:  # ONNX Runtime raises many types for a bad graph
-        raise _unloadable(exc) from None
+        raise unloadable(exc) from None
     check_class_count(runner.session, manifest)
     return runner
 
@@ -341,7 +341,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
-def _unloadable(exc: BaseException) -> ModelLoadError:
+def unloadable(exc: BaseException) -> ModelLoadError:
     return ModelLoadError(
         f"ONNX model could not be loaded ({type(exc).__name__}): {_first_line(exc)}"
     )

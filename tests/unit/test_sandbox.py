@@ -1,0 +1,148 @@
+"""A tenant's ONNX graph is loaded and run in a limited child process before a replica
+loads it (``models.sandbox``): graphs that would take a replica's memory or cores are
+refused with a reason, real ones pass, and a pass is remembered per node cache."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from serve_app.errors import ModelLoadError
+from serve_app.models import engine, sandbox
+from serve_app.models.cache import WeightsCache
+from serve_app.models.manifest import build_manifest
+
+CLASSES = ["circle", "square"]
+
+
+def _manifest(weights: bytes, classes=CLASSES, imgsz=64):
+    return build_manifest(
+        architecture=None, class_names=classes, imgsz=imgsz, weights=weights, format="onnx"
+    )
+
+
+def _detector(body) -> bytes:
+    """A graph shaped like a detector (images in, [1, 4 + classes, n] out) whose output
+    ``body`` computes from a list of nodes it returns."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, "n"])
+    nodes, initializers = body()
+    graph = helper.make_graph(nodes, "bomb", [images], [out], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _memory_bomb() -> bytes:
+    """~300 bytes asking for 1 x 6 x 400 M floats (9.6 GB) of zeros."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def body():
+        shape = numpy_helper.from_array(np.array([1, 6, 400_000_000], dtype=np.int64), "shape")
+        zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+        node = helper.make_node("ConstantOfShape", ["shape"], ["output0"], value=zero)
+        return [node], [shape]
+
+    return _detector(body)
+
+
+def _time_bomb() -> bytes:
+    """A Loop of 10^12 iterations adding one to a scalar, then a tiny output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def body():
+        i = helper.make_tensor_value_info("i", TensorProto.INT64, [])
+        cond_in = helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])
+        acc_in = helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1])
+        cond_out = helper.make_tensor_value_info("cond_out", TensorProto.BOOL, [])
+        acc_out = helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1])
+        one = numpy_helper.from_array(np.ones(1, dtype=np.float32), "one")
+        loop_body = helper.make_graph(
+            [
+                helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+            ],
+            "spin",
+            [i, cond_in, acc_in],
+            [cond_out, acc_out],
+            [one],
+        )
+        trips = numpy_helper.from_array(np.array(10**12, dtype=np.int64), "trips")
+        keep_going = numpy_helper.from_array(np.array(True), "keep_going")
+        start = numpy_helper.from_array(np.zeros(1, dtype=np.float32), "start")
+        shape = numpy_helper.from_array(np.array([1, 6, 1], dtype=np.int64), "shape")
+        return [
+            helper.make_node("Loop", ["trips", "keep_going", "start"], ["acc"], body=loop_body),
+            helper.make_node("Expand", ["acc", "shape"], ["output0"]),
+        ], [trips, keep_going, start, shape]
+
+    return _detector(body)
+
+
+def test_a_graph_asking_for_more_memory_than_allowed_is_refused_quickly():
+    bomb = _memory_bomb()
+    assert len(bomb) < 1024
+    engine.check_graph(bomb)  # nothing structural to object to
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match="needed more than 256 MiB of memory"):
+        sandbox.probe(_manifest(bomb), bomb, memory_bytes=256 * 2**20, timeout_s=60)
+    assert time.monotonic() - started < 30
+
+
+def test_a_graph_that_runs_too_long_is_killed_at_the_deadline():
+    bomb = _time_bomb()
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match="took more than 3 s to load and run one image"):
+        sandbox.probe(_manifest(bomb), bomb, timeout_s=3)
+    assert time.monotonic() - started < 10
+
+
+def test_the_childs_own_verdicts_keep_their_words():
+    from tests.unit.test_engine import _graph
+
+    with pytest.raises(ModelLoadError, match="but the manifest lists 2"):
+        sandbox.probe(_manifest(_graph()), _graph(), timeout_s=60)  # a [1, 3] output
+    with pytest.raises(ModelLoadError, match=r"ONNX model could not be loaded \(\w+\)"):
+        sandbox.probe(_manifest(b"not a graph"), b"not a graph", timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from tests.conftest import export_demo_onnx
+
+    return export_demo_onnx(tmp_path_factory.mktemp("export"))
+
+
+def test_an_exported_detector_passes_and_the_pass_is_remembered_per_node(
+    exported, tmp_path, monkeypatch
+):
+    from serve_app.models.store import fetch_version
+
+    demo = fetch_version("file://models/demo/shapes/1")
+    manifest = _manifest(exported, demo.manifest.class_names, demo.manifest.imgsz)
+    wrong = _manifest(exported, [*demo.manifest.class_names, "extra"], demo.manifest.imgsz)
+    with pytest.raises(ModelLoadError, match="but the manifest lists"):
+        sandbox.probe(wrong, exported)
+    cache = WeightsCache(tmp_path)
+    runs = []
+    real = sandbox.probe
+    monkeypatch.setattr(sandbox, "probe", lambda *a, **k: runs.append(1) or real(*a, **k))
+    for _ in range(2):
+        runner, chosen, _ = engine.build(manifest, exported, "cpu", cache, threads=1)
+        assert chosen.reason == "uploaded as ONNX" and runner.fixed_side is not None
+    assert len(runs) == 1 and list(tmp_path.glob("probe-*.passed"))
+
+
+def test_a_replica_never_builds_a_session_for_a_graph_the_child_refused(tmp_path, monkeypatch):
+    bomb = _memory_bomb()
+    monkeypatch.setattr(sandbox, "ONNX_LOAD_MAX_BYTES", 256 * 2**20)
+    sessions = []
+    monkeypatch.setattr(engine, "onnx_runner", lambda *a: sessions.append(a))
+    with pytest.raises(ModelLoadError, match="needed more than"):
+        engine.build(_manifest(bomb), bomb, "cpu", WeightsCache(tmp_path), threads=1)
+    assert sessions == [] and not list(tmp_path.glob("probe-*.passed"))
