@@ -40,7 +40,13 @@ from serve_app.http.body import MULTIPART, expect_json, image_bytes, media_type,
 from serve_app.http.calls import Call, CallLog
 from serve_app.http.control import ControlCalls
 from serve_app.http.readiness import Readiness
-from serve_app.http.routes import ApiRoute, error_response, internal_error, match
+from serve_app.http.routes import (
+    ApiRoute,
+    check_query,
+    error_response,
+    internal_error,
+    match,
+)
 from serve_app.inference import images, policy
 from serve_app.inference.annotate import wants_annotation
 from serve_app.inference.catalog import catalog, select_model
@@ -92,6 +98,7 @@ class Router:
                 bearer_token(request.headers.getlist("authorization"))
             )
             call.identify(principal)
+            check_query(route, request.query_params.multi_items())
             response = await route.handler(request, principal, call)
         except ServeAppError as exc:
             response, outcome = error_response(exc), exc.code
@@ -127,7 +134,7 @@ class Router:
         self._pool_share = PoolShare()
         self._calls = CallLog(RouterMetrics.create())
         self._routes = [
-            ApiRoute("/v1/detect", self._post_detect, ["POST"]),
+            ApiRoute("/v1/detect", self._post_detect, ["POST"], query=policy.QUERY_PARAMS),
             ApiRoute("/v1/models", self._get_models, ["GET"]),
             ApiRoute("/v1/usage", self._get_usage, ["GET"]),
             ApiRoute("/v1/policy", self._get_policy, ["GET"]),

@@ -9,14 +9,21 @@ inside the Serve replica, with no ASGI plumbing per call.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from serve_app.constants import RETRY_AFTER_S
-from serve_app.errors import MethodNotAllowed, NotFound, ServeAppError, error_body
+from serve_app.errors import (
+    BadParameter,
+    MethodNotAllowed,
+    NotFound,
+    ServeAppError,
+    error_body,
+)
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -30,16 +37,46 @@ class ApiRoute(Route):
     """A route with what the router needs to know before calling its handler.
 
     ``public`` routes (probes, console files) take no credential and are not audited;
-    ``label`` names the route in metrics and audit lines (never the raw path).
+    ``label`` names the route in metrics and audit lines (never the raw path); ``query``
+    is the query parameters an API route takes (``check_query``).
     """
 
     def __init__(
-        self, path: str, endpoint: Handler, methods: Sequence[str], *, public: bool = False
+        self,
+        path: str,
+        endpoint: Handler,
+        methods: Sequence[str],
+        *,
+        public: bool = False,
+        query: Iterable[str] = (),
     ) -> None:
         super().__init__(path, endpoint, methods=list(methods))
         self.handler = endpoint
         self.public = public
         self.label = path
+        self.query = frozenset(query)
+
+
+def check_query(route: ApiRoute, items: Iterable[tuple[str, str]]) -> None:
+    """An API route's query: each parameter one it takes, and given once (which of two
+    values would count is as ambiguous as two credentials).
+
+    Raises:
+        BadParameter: Naming the first unknown or repeated parameter and the fix.
+    """
+    counts = Counter(name for name, _ in items)
+    unknown = sorted(set(counts) - route.query)
+    if unknown:
+        takes = f"allowed: {', '.join(sorted(route.query))}" if route.query else "it takes none"
+        raise BadParameter(
+            f"unknown query parameter {unknown[0][:32]!r} for {route.label}; {takes}"
+        )
+    repeated = sorted(name for name, n in counts.items() if n > 1)
+    if repeated:
+        raise BadParameter(
+            f"query parameter {repeated[0][:32]!r} is given {counts[repeated[0]]} times; "
+            "give it once"
+        )
 
 
 def match(routes: Sequence[ApiRoute], scope: Scope) -> ApiRoute:

@@ -21,6 +21,7 @@ from serve_app.constants import (
     MAX_IMAGE_PIXELS,
     MAX_JPEG_FILL_BYTES,
     MAX_JPEG_MARKERS,
+    MAX_JPEG_SCANS,
     MAX_PNG_CHUNKS,
     MIN_IMAGE_SIDE_PX,
 )
@@ -125,9 +126,43 @@ def _check_jpeg_markers(data: bytes) -> None:
         pos = fill_end + 1 + length
 
 
+def _check_jpeg_scans(data: bytes) -> None:
+    """Refuse (422) a JPEG of more scans than any encoder writes. Entropy-coded data
+    stuffs every 0xFF as FF 00, so each FF DA is a start of scan (or sits in metadata,
+    which only over-counts: an EXIF thumbnail's own scan, say)."""
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise UndecodableImage(
+            f"the JPEG has {scans} scans, over the {MAX_JPEG_SCANS} allowed; re-export it "
+            "(baseline, or progressive with the encoder's default scans)"
+        )
+
+
+# BMP compression a client may send: none, bit fields, bit fields with alpha. RLE4/RLE8
+# are decoded by Pillow in Python, holding the GIL: 20 MB of one-pixel runs took 2.6 s,
+# during which the detector's event loop (every tenant on the replica) stood still.
+_BMP_COMPRESSION_OK = frozenset({0, 3, 6})
+
+
+def _check_bmp_compression(data: bytes) -> None:
+    if len(data) < 34:
+        return  # too short for a header: Pillow refuses it
+    (header_size,) = struct.unpack_from("<I", data, 14)
+    if header_size < 40:
+        return  # an OS/2 core header: always uncompressed
+    (compression,) = struct.unpack_from("<I", data, 30)
+    if compression not in _BMP_COMPRESSION_OK:
+        raise UnsupportedMediaType(
+            "run-length or otherwise compressed BMP is not accepted; send an uncompressed "
+            "BMP, or PNG, JPEG or WebP"
+        )
+
+
 def _open(data: bytes, fmt: str) -> Image.Image:
     if fmt == "jpeg":
         _check_jpeg_markers(data)
+    elif fmt == "bmp":
+        _check_bmp_compression(data)
     try:
         with warnings.catch_warnings():
             # Between 1x and 2x the limit Pillow only warns; _check_dimensions refuses.
@@ -174,6 +209,8 @@ def decode_image(data: bytes) -> np.ndarray:
     info = inspect_image(data)
     if info.format == "png":
         _check_png_chunks(data)
+    elif info.format == "jpeg":
+        _check_jpeg_scans(data)
     try:
         with _open(data, info.format) as img:
             img.load()

@@ -26,6 +26,7 @@ from serve_app.numerals import is_decimal, is_integer
 DETECTION_PARAMS = frozenset({"conf", "iou", "max_det", "classes", "imgsz"})
 SELECTION_PARAMS = frozenset({"model", "version"})
 OUTPUT_PARAMS = frozenset({"annotate"})
+QUERY_PARAMS = DETECTION_PARAMS | SELECTION_PARAMS | OUTPUT_PARAMS  # POST /v1/detect's
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,9 @@ def _number(
 
 def check_known(query: Mapping[str, str]) -> None:
     """Refuse unknown query parameters, so a typo is an error and not a silent default."""
-    known = DETECTION_PARAMS | SELECTION_PARAMS | OUTPUT_PARAMS
-    unknown = sorted(set(query) - known)
+    unknown = sorted(set(query) - QUERY_PARAMS)
     if unknown:
-        allowed = ", ".join(sorted(known))
+        allowed = ", ".join(sorted(QUERY_PARAMS))
         raise BadParameter(f"unknown query parameter {unknown[0][:32]!r}; allowed: {allowed}")
 
 

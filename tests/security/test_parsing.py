@@ -141,7 +141,58 @@ def test_numbers_are_ascii_digits_only(platform, query):
     assert_no_leak(response)
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "needle"),
+    [
+        ("/v1/detect", "conf=0.5&conf=0.1", "'conf' is given 2 times; give it once"),
+        ("/v1/detect", "model=shapes&model=other", "'model' is given 2 times"),
+        ("/v1/usage", "month=2026-13", "unknown query parameter 'month' for /v1/usage; it "),
+        ("/v1/models", "tenant=beta", "unknown query parameter 'tenant' for /v1/models"),
+        ("/v1/policy", "conf=0.9", "unknown query parameter 'conf' for /v1/policy"),
+    ],
+)
+def test_a_query_is_unambiguous_and_only_what_the_route_takes(platform, path, query, needle):
+    """Two values for one parameter are as ambiguous as two credentials, and a parameter
+    a route ignores silently (a month to /v1/usage) answers a question not asked."""
+    key = platform.keys["free"]
+    method = "POST" if path == "/v1/detect" else "GET"
+    response = _timed(
+        lambda: requests.request(
+            method,
+            f"{platform.url}{path}?{query}",
+            data=IMAGE if method == "POST" else None,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
+            timeout=30,
+        )
+    )
+    assert error_code(response, 400) == "bad_parameter"
+    assert needle in response.json()["error"]["message"]
+    assert_no_leak(response)
+
+
 # ------------------------------------------------------- parsing never blocks the router
+
+
+def _many_scans() -> bytes:
+    """A 1200 px progressive JPEG whose last (tiny) scan is repeated 1,000 times: ~80 KB
+    that libjpeg would spend seconds decoding, one pass over the image per scan."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1200, 1200), (120, 120, 120)).save(buf, format="JPEG", progressive=True)
+    jpeg = buf.getvalue()
+    return jpeg[:-2] + jpeg[jpeg.rindex(b"\xff\xda") : -2] * 1000 + b"\xff\xd9"
+
+
+def _rle_bmp() -> bytes:
+    """20 MB of one-pixel RLE8 runs: Pillow decodes them in Python, holding the GIL."""
+    width = 6000
+    row = b"".join(bytes([1, i % 256]) for i in range(width)) + b"\x00\x00"
+    height = 20_000_000 // len(row)
+    pixels = row * height + b"\x00\x01"
+    palette = b"\x00\x00\x00\x00" * 256
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 0, 0, 256, 0)
+    header = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+    return header + info + palette + pixels
 
 
 def _form_cases() -> dict[str, tuple[bytes, str, int]]:
@@ -161,6 +212,8 @@ def _form_cases() -> dict[str, tuple[bytes, str, int]]:
         "header-flood": (b"--x\r\n" + b"a: b\r\n" * 2_000_000, FORM, 400),
         "png-of-tiny-chunks": (tiny_chunks, "image/png", 422),
         "jpeg-of-fill-bytes": (JPEG[:2] + b"\xff" * 5_000_000 + JPEG[2:], "image/jpeg", 422),
+        "jpeg-of-a-thousand-scans": (_many_scans(), "image/jpeg", 422),
+        "run-length-bmp": (_rle_bmp(), "image/bmp", 415),
     }
 
 

@@ -197,3 +197,47 @@ def test_any_damage_to_a_header_is_a_4xx(cut, noise):
         damaged = good[: cut % len(good)] + noise + good[cut % len(good) + len(noise) :]
         with contextlib.suppress(UndecodableImage, UnsupportedMediaType, PayloadTooLarge):
             decode_image(damaged)
+
+
+def _progressive(size=(1200, 1200)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (120, 120, 120)).save(buf, format="JPEG", progressive=True)
+    return buf.getvalue()
+
+
+def test_a_jpeg_of_a_thousand_tiny_scans_is_refused_before_decoding():
+    """libjpeg decodes each scan over the whole image: 1,000 copies of a 59-byte scan in
+    a 270 KB file took 13.8 s to decode here."""
+    jpeg = _progressive()
+    last_scan = jpeg.rindex(b"\xff\xda")
+    bomb = jpeg[:-2] + jpeg[last_scan:-2] * 1000 + b"\xff\xd9"
+    started = time.perf_counter()
+    with pytest.raises(UndecodableImage, match=r"has 10\d\d scans, over the 100 allowed"):
+        decode_image(bomb)
+    assert time.perf_counter() - started < 0.5
+    # what encoders write decodes: progressive (10 scans) with a progressive thumbnail
+    assert 8 <= jpeg.count(b"\xff\xda") <= 20
+    assert decode_image(jpeg).shape == (1200, 1200, 3)
+
+
+def _bmp(compression: int, rows: bytes, width: int, height: int) -> bytes:
+    palette = b"\x00\x00\x00\x00" * 256
+    offset = 14 + 40 + len(palette)
+    info = struct.pack(
+        "<IiiHHIIiiII", 40, width, height, 1, 8, compression, len(rows), 2835, 2835, 256, 0
+    )
+    return b"BM" + struct.pack("<IHHI", offset + len(rows), 0, 0, offset) + info + palette + rows
+
+
+def test_run_length_bmp_is_refused_before_pillow_decodes_it_in_python():
+    """Pillow decodes RLE8 in Python holding the GIL: 20 MB of one-pixel runs took 2.6 s,
+    stalling the detector's event loop for every tenant on the replica."""
+    row = b"".join(bytes([1, i % 256]) for i in range(64)) + b"\x00\x00"
+    rle = _bmp(1, row * 48 + b"\x00\x01", 64, 48)
+    with Image.open(io.BytesIO(rle)) as img:  # a valid file Pillow would decode
+        assert img.size == (64, 48)
+    for data in (rle, _bmp(2, row * 48 + b"\x00\x01", 64, 48)):
+        with pytest.raises(UnsupportedMediaType, match="send an uncompressed BMP"):
+            inspect_image(data)
+    plain = _bmp(0, bytes(64 * 48), 64, 48)
+    assert decode_image(plain).shape == (48, 64, 3)

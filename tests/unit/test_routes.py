@@ -7,8 +7,15 @@ import json
 import pytest
 from starlette.responses import Response
 
-from serve_app.errors import MethodNotAllowed, NotFound, Overloaded, QuotaExceeded, Unauthenticated
-from serve_app.http.routes import ApiRoute, error_response, match
+from serve_app.errors import (
+    BadParameter,
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+    QuotaExceeded,
+    Unauthenticated,
+)
+from serve_app.http.routes import ApiRoute, check_query, error_response, match
 
 
 async def _handler(*_: object) -> Response:
@@ -72,3 +79,16 @@ def test_error_responses_carry_the_headers_their_status_needs():
     limited = error_response(QuotaExceeded("slow down", reason="rate_limited"))
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert "www-authenticate" not in busy.headers
+
+
+def test_a_query_takes_only_the_routes_parameters_each_once():
+    detect = ApiRoute("/v1/detect", _handler, ["POST"], query={"conf", "model"})
+    usage = ApiRoute("/v1/usage", _handler, ["GET"])
+    check_query(detect, [("conf", "0.5"), ("model", "a")])
+    check_query(usage, [])
+    with pytest.raises(BadParameter, match="'conf' is given 3 times; give it once"):
+        check_query(detect, [("conf", "0.5"), ("conf", "0.1"), ("conf", "")])
+    with pytest.raises(BadParameter, match="'x' for /v1/detect; allowed: conf, model"):
+        check_query(detect, [("x", "1"), ("conf", "1"), ("conf", "2")])
+    with pytest.raises(BadParameter, match="'month' for /v1/usage; it takes none"):
+        check_query(usage, [("month", "2026-13")])
