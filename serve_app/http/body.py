@@ -43,9 +43,29 @@ _PARAM = re.compile(rb';[ \t]*([A-Za-z0-9!#$%&\'*+.^_`|~-]+)[ \t]*=[ \t]*("[^"]*
 _FORM_HELP = "send the file as image=@photo.jpg (curl -F) or the image bytes as the body"
 
 
+def single_header(request: Request, name: str) -> str | None:
+    """The value of a header that may be given once (two Content-Types are as
+    ambiguous as two credentials: which one describes the body?).
+
+    Raises:
+        BadParameter: The header is given more than once.
+    """
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise BadParameter(f"the {name} header is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The body, refused (413) as soon as it is over ``limit``, declared or streamed, or
-    (408) when it has not arrived whole within ``BODY_READ_TIMEOUT_S``."""
+    (408) when it has not arrived whole within ``BODY_READ_TIMEOUT_S``; a compressed
+    body (``Content-Encoding`` other than identity) is a 415, not bytes misread."""
+    encoding = single_header(request, "content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding[:32]!r} is not accepted; send the body "
+            "uncompressed (JPEG, PNG and WebP are compressed already)"
+        )
     what = "image limit" if limit == MAX_BODY_BYTES else "limit for this call"
     shown = MAX_IMAGE_BYTES if limit == MAX_BODY_BYTES else limit
     declared = request.headers.get("content-length")
@@ -80,8 +100,8 @@ def media_type(content_type: str | None) -> tuple[str, dict[bytes, bytes]]:
 
 
 def _params(text: bytes) -> dict[bytes, bytes]:
-    """``; name=value`` parameters, names lower-cased, quotes removed; the first of a
-    name wins. Anything that is not a parameter is a 400."""
+    """``; name=value`` parameters, names lower-cased, quotes removed. Anything that is
+    not a parameter, or a parameter given twice (which boundary?), is a 400."""
     params: dict[bytes, bytes] = {}
     pos = 0
     while pos < len(text):
@@ -91,7 +111,11 @@ def _params(text: bytes) -> dict[bytes, bytes]:
                 break
             raise BadParameter("a header's parameters could not be read: use name=value; ...")
         name, value = found.group(1).lower(), found.group(2)
-        params.setdefault(name, value[1:-1] if value.startswith(b'"') else value)
+        if name in params:
+            raise BadParameter(
+                f"a header's parameter {name.decode('ascii')[:32]!r} is given twice; give it once"
+            )
+        params[name] = value[1:-1] if value.startswith(b'"') else value
         pos = found.end()
     return params
 
@@ -120,12 +144,14 @@ def image_bytes(body: bytes, content_type: str | None) -> bytes:
 
 
 def form_field(body: bytes, boundary: bytes | None, name: str) -> bytes:
-    """The content of the first part named ``name`` of a ``multipart/form-data`` body.
+    """The content of the part named ``name`` of a ``multipart/form-data`` body, its one
+    field: another field would be silently ignored (``conf`` sent as a field instead of
+    in the query) and a second ``name`` is ambiguous, so either is a 400.
 
     Raises:
         BadParameter: No or a malformed boundary, a malformed or unclosed part, over
             ``MAX_FORM_PARTS`` parts or ``MAX_FORM_PART_HEADERS`` header lines in one,
-            or no such field.
+            no such field, the field twice, or a part that is not that field.
     """
     if not boundary or _BOUNDARY.fullmatch(boundary) is None:
         raise BadParameter(
@@ -157,12 +183,24 @@ def form_field(body: bytes, boundary: bytes | None, name: str) -> bytes:
                 f"a multipart part's headers are missing their blank line or over "
                 f"{MAX_FORM_PART_HEADER_BYTES} bytes; {_FORM_HELP}"
             )
-        named = _part_name(body[line_end + 2 : headers_end + 2]) == name.encode()
+        part = _part_name(body[line_end + 2 : headers_end + 2])
+        if part != name.encode():
+            shown = (
+                "a part without a form-data name"
+                if part is None
+                else f"field {part[:32].decode('ascii', 'replace')!r}"
+            )
+            raise BadParameter(
+                f"multipart body has {shown}: send only the '{name}' field (curl -F "
+                f"{name}=@photo.jpg); detection parameters go in the query string, e.g. ?conf=0.4"
+            )
+        if found is not None:
+            raise BadParameter(f"multipart body has more than one '{name}' field; send one")
         part_end = body.find(b"\r\n" + delimiter, headers_end + 2)
         if part_end < 0:
             raise BadParameter(f"multipart body is not closed by its boundary; {_FORM_HELP}")
-        if named and found is None:  # (a delimiter right after the headers: empty)
-            found = body[headers_end + 4 : part_end] if part_end > headers_end + 4 else b""
+        # (a delimiter right after the headers: empty)
+        found = body[headers_end + 4 : part_end] if part_end > headers_end + 4 else b""
         pos = part_end + 2 + len(delimiter)
     else:
         raise BadParameter(f"multipart body has over {MAX_FORM_PARTS} parts; send the image")

@@ -36,7 +36,14 @@ from serve_app.constants import (
 )
 from serve_app.errors import BadParameter, Overloaded, QuotaExceeded, ServeAppError
 from serve_app.http import console
-from serve_app.http.body import MULTIPART, expect_json, image_bytes, media_type, read_body
+from serve_app.http.body import (
+    MULTIPART,
+    expect_json,
+    image_bytes,
+    media_type,
+    read_body,
+    single_header,
+)
 from serve_app.http.calls import Call, CallLog
 from serve_app.http.control import ControlCalls
 from serve_app.http.readiness import Readiness
@@ -164,7 +171,7 @@ class Router:
     async def _post_detect(self, request: Request, principal: Principal, call: Call) -> Response:
         async def upload() -> bytes:
             body = await read_body(request)
-            content_type = request.headers.get("content-type")
+            content_type = single_header(request, "content-type")
             if len(body) > OFF_LOOP_BODY_BYTES and media_type(content_type)[0] == MULTIPART:
                 return await asyncio.to_thread(image_bytes, body, content_type)
             return image_bytes(body, content_type)
@@ -190,7 +197,7 @@ class Router:
         """The tenant's own defaults, inside the operator's bounds, kept by the ledger."""
         tenant = principal.tenant
         self._control.admit(tenant.id)
-        expect_json(request.headers.get("content-type"), 'e.g. {"conf": 0.4}')
+        expect_json(single_header(request, "content-type"), 'e.g. {"conf": 0.4}')
         body = await read_body(request, MAX_POLICY_BODY_BYTES)
         defaults = parse_defaults(body, tenant.policy)
         await _ask_ledger(

@@ -170,6 +170,50 @@ def test_a_query_is_unambiguous_and_only_what_the_route_takes(platform, path, qu
     assert_no_leak(response)
 
 
+def _image_part(name: str = "image") -> bytes:
+    return (
+        f'--x\r\nContent-Disposition: form-data; name="{name}"\r\n'.encode()
+        + b"Content-Type: image/jpeg\r\n\r\n"
+        + IMAGE
+        + b"\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "needle"),
+    [
+        ([b"Content-Type: " + FORM.encode()], _image_part() * 2, 400, "more than one 'image'"),
+        (
+            [b"Content-Type: " + FORM.encode()],
+            b'--x\r\nContent-Disposition: form-data; name="conf"\r\n\r\n0.9\r\n' + _image_part(),
+            400,
+            "field 'conf': send only the 'image' field",
+        ),
+        ([b"Content-Type: " + FORM.encode() + b"; boundary=y"], _image_part(), 400, "twice"),
+        ([b"Content-Type: image/jpeg", b"Content-Type: image/png"], IMAGE, 400, "2 times"),
+        ([b"Content-Type: image/jpeg", b"Content-Encoding: gzip"], IMAGE, 415, "uncompressed"),
+    ],
+    ids=["two-image-fields", "a-field-besides", "boundary-twice", "two-types", "gzip"],
+)
+def test_an_ambiguous_body_is_refused_not_guessed(platform, headers, body, status, needle):
+    """Which image, which boundary, which type, compressed or not: the router never picks."""
+    closed = body + b"--x--\r\n" if body.startswith(b"--x") else body
+    lines = [
+        b"POST /v1/detect HTTP/1.1",
+        b"Host: test",
+        b"Authorization: Bearer " + platform.keys["free"].encode(),
+        b"Content-Length: " + str(len(closed)).encode(),
+        b"Connection: close",
+        *headers,
+    ]
+    started = time.perf_counter()
+    got, answer = _raw(platform, lines, closed)
+    assert time.perf_counter() - started < HOSTILE_FAST_S
+    assert got == status, answer[:300]
+    assert needle.encode() in answer
+    assert b"beta" not in answer.lower()
+
+
 # ------------------------------------------------------- parsing never blocks the router
 
 

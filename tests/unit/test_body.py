@@ -14,13 +14,17 @@ from serve_app.http.body import image_bytes
 IMAGE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\r\n--not-the-boundary\r\n"
 
 
-def _multipart(field: str, payload: bytes, boundary: str = "XyZ123") -> tuple[bytes, str]:
+def _multipart(
+    field: str, payload: bytes, boundary: str = "XyZ123", note: bool = False
+) -> tuple[bytes, str]:
     body = (
         (
-            f"--{boundary}\r\n"
-            'Content-Disposition: form-data; name="note"\r\n\r\n'
-            "hello\r\n"
-            f"--{boundary}\r\n"
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
+                if note
+                else ""
+            )
+            + f"--{boundary}\r\n"
             f'Content-Disposition: form-data; name="{field}"; filename="a.jpg"\r\n'
             "Content-Type: image/jpeg\r\n\r\n"
         ).encode()
@@ -42,8 +46,29 @@ def test_multipart_image_field_is_extracted_byte_exact():
 
 def test_multipart_without_image_field_names_the_field():
     body, ctype = _multipart("file", IMAGE)
-    with pytest.raises(BadParameter, match="'image' field"):
+    with pytest.raises(BadParameter, match="field 'file': send only the 'image' field"):
         image_bytes(body, ctype)
+
+
+def test_a_form_field_besides_the_image_is_refused_not_ignored():
+    """``conf`` sent as a field would otherwise be silently ignored."""
+    body, ctype = _multipart("image", IMAGE, note=True)
+    with pytest.raises(BadParameter, match=r"field 'note'.*query string, e\.g\. \?conf=0\.4"):
+        image_bytes(body, ctype)
+
+
+def test_two_image_fields_are_ambiguous():
+    part = b'--x\r\nContent-Disposition: form-data; name="image"\r\n\r\n' + IMAGE + b"\r\n"
+    twice, ctype = part * 2 + b"--x--\r\n", "multipart/form-data; boundary=x"
+    assert image_bytes(part + b"--x--\r\n", ctype) == IMAGE
+    with pytest.raises(BadParameter, match="more than one 'image' field; send one"):
+        image_bytes(twice, ctype)
+
+
+def test_a_parameter_given_twice_is_ambiguous():
+    body, _ = _multipart("image", IMAGE, boundary="b1")
+    with pytest.raises(BadParameter, match="'boundary' is given twice"):
+        image_bytes(body, "multipart/form-data; boundary=b1; boundary=b2")
 
 
 def test_empty_body_is_400():
@@ -51,7 +76,7 @@ def test_empty_body_is_400():
         image_bytes(b"", "application/octet-stream")
 
 
-def test_multipart_boundary_may_be_quoted_and_the_first_image_field_wins():
+def test_multipart_boundary_may_be_quoted():
     body, _ = _multipart("image", IMAGE, boundary="b-1")
     assert image_bytes(body, 'multipart/form-data; boundary="b-1"') == IMAGE
 
@@ -76,9 +101,9 @@ def test_malformed_multipart_is_400_naming_the_fix(body, ctype, message):
 
 
 def test_a_form_of_many_parts_is_refused_before_it_is_collected():
-    part = b'--x\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n'
-    with pytest.raises(BadParameter, match="parts"):
-        image_bytes(part * 100 + b"--x--\r\n", "multipart/form-data; boundary=x")
+    part = b'--x\r\nContent-Disposition: form-data; name="image"\r\n\r\nv\r\n'
+    with pytest.raises(BadParameter, match="more than one 'image'"):
+        image_bytes(part * 100_000 + b"--x--\r\n", "multipart/form-data; boundary=x")
 
 
 # --------------------------------------------------------------- hostile bodies
@@ -158,7 +183,7 @@ def test_any_form_gets_its_image_field_or_a_400(parts, boundary, preamble, noise
         for name, content, headers in parts
     ) + delimiter + b"--\r\n"  # fmt: skip
     ctype = f'multipart/form-data; boundary="{boundary}"'
-    expected = next((content for name, content, _ in parts if name == "image"), None)
+    only = parts[0] if len(parts) == 1 and parts[0][0] == "image" else None
     well_formed = (
         len(parts) <= MAX_FORM_PARTS
         and all(
@@ -167,10 +192,10 @@ def test_any_form_gets_its_image_field_or_a_400(parts, boundary, preamble, noise
         )
         and delimiter not in preamble
     )
-    if well_formed and expected:
-        assert image_bytes(body, ctype) == expected
-    elif well_formed:  # no image field, or an empty one
-        with pytest.raises(BadParameter, match="'image' field"):
+    if well_formed and only is not None and only[1]:
+        assert image_bytes(body, ctype) == only[1]
+    elif well_formed:  # no image field, an empty one, two, or another field
+        with pytest.raises(BadParameter, match="'image'"):
             image_bytes(body, ctype)
     # and whatever the damage, only a 400
     for broken in (body[:cut] + noise + body[cut:], body[: len(body) - cut % max(len(body), 1)]):
