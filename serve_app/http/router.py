@@ -34,8 +34,8 @@ from serve_app.constants import (
     REPLICA_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
 )
-from serve_app.errors import BadParameter, Overloaded, QuotaExceeded, ServeAppError
-from serve_app.http import console
+from serve_app.errors import Overloaded, QuotaExceeded, ServeAppError
+from serve_app.http import console, handle_input
 from serve_app.http.body import (
     MULTIPART,
     expect_json,
@@ -306,15 +306,11 @@ class Router:
         """Detect with a tenant's API key; what ``DetectionClient`` calls."""
         call = Call.start("handle.detect", source_ip=None)
         try:
-            principal = await self._table.authenticate(api_key)
+            principal = await self._table.authenticate(handle_input.credential(api_key))
             call.identify(principal)
-            query = {k: str(v) for k, v in (params or {}).items() if v is not None}
-            if "annotate" in query:
-                raise BadParameter(
-                    "annotate is an HTTP option (POST /v1/detect?annotate=true returns a JPEG); "
-                    "handles return the detections only"
-                )
-            result = await self._detect(principal, _given(image), query, call)
+            query = handle_input.query(params)
+            upload = _given(handle_input.image_bytes(image))
+            result = await self._detect(principal, upload, query, call)
             assert isinstance(result, DetectionResult)
         except ServeAppError as exc:
             self._calls.finish(call, "handle", exc.status, exc.code)
@@ -323,11 +319,12 @@ class Router:
         return result
 
     async def list_models(self, api_key: str) -> dict[str, object]:
-        return catalog((await self._table.authenticate(api_key)).tenant)
+        return catalog((await self._table.authenticate(handle_input.credential(api_key))).tenant)
 
     async def usage(self, api_key: str) -> dict[str, Any]:
         """The caller's own usage, as ``GET /v1/usage`` returns it."""
-        return await self._usage((await self._table.authenticate(api_key)).tenant)
+        principal = await self._table.authenticate(handle_input.credential(api_key))
+        return await self._usage(principal.tenant)
 
 
 def _given(image: bytes) -> Callable[[], Awaitable[bytes]]:

@@ -120,3 +120,34 @@ def test_handle_calls_from_batch_jobs_go_through_the_same_checks(platform):
     assert "beta" not in theirs.value.message and "widgets" not in theirs.value.message
     beta = DetectionClient(api_key=platform.keys["beta"])
     assert beta.detect(SAMPLES / "shapes_03.png", model="widgets").model == "widgets@1"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ((123, IMAGE, None), "api_key must be a str"),
+        (("KEY", "shapes_03.png", None), "image must be the encoded file's bytes"),
+        (("KEY", IMAGE, ["conf", 0.5]), "params must be a dict"),
+        (("KEY", IMAGE, {"conf": float("nan")}), "must be a finite number"),
+        (("KEY", IMAGE, {"max_det": 10**5000}), "out of range"),
+        (("KEY", IMAGE, {"classes": [object()]}), "got list"),
+    ],
+    ids=["key-not-str", "path-not-bytes", "params-list", "nan", "huge-int", "object"],
+)
+def test_a_handle_call_with_wrong_types_is_a_400_not_a_crash(platform, args, needle):
+    """Batch jobs pass Python objects: a wrong type is the same 400 an HTTP client gets
+    for a malformed request, never an AttributeError inside the router."""
+    from ray import serve
+
+    from serve_app.errors import BadParameter, unwrap_error
+
+    key = platform.keys["alpha"]
+    args = tuple(key if a == "KEY" else a for a in args)
+    router = serve.get_deployment_handle("router", "yolo")
+    with pytest.raises(Exception) as raised:
+        router.detect_image.remote(*args).result()
+    error = unwrap_error(raised.value)
+    assert isinstance(error, BadParameter), raised.value
+    assert needle in error.message and error.status == 400
+    # and the same router keeps answering handle and HTTP calls
+    assert DetectionClient(api_key=key).detect(IMAGE).model == "shapes@1"
