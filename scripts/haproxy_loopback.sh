@@ -10,7 +10,11 @@
 # * it does not tell the router who the client is: `option forwardfor` appends the
 #   client's address to X-Forwarded-For, which the router's uvicorn believes from a
 #   trusted peer (FORWARDED_ALLOW_IPS, default 127.0.0.1: this HAProxy), so the audit
-#   log keeps the client's address;
+#   log keeps the client's address. The client's own X-Forwarded-For is dropped first:
+#   it would be believed too and forge the audit log's address (behind a load balancer
+#   the audit therefore shows the balancer's address);
+# * a client's X-Request-Id becomes the request's id (echoed, in the audit log): one that
+#   is repeated, over 64 characters or not [A-Za-z0-9._:-] is dropped and Serve makes one;
 # * a router replica that dies with requests in flight: HAProxy may send them again to
 #   another router (RAY_SERVE_HAPROXY_RETRY_ON=empty-response, configs/ray-serve.env) only
 #   if it still holds the request; with Ray's `option splice-request` the body goes
@@ -47,7 +51,7 @@ if [[ -n $config && -f $config ]]; then
     -e "s#^([[:space:]]*errorfile 50[234] ).*#\\1$unavailable#" \
     -e 's#^([[:space:]]*http-request return) status 404 (content-type) text/plain lf-string .*not found.*#\1 status 503 \2 application/json hdr Retry-After 1 string "{\\"error\\": \\"the service is starting; retry after Retry-After seconds\\"}"#' \
     -e 's/^defaults$/defaults\n    option forwardfor/' \
-    -e "s/^(frontend http_frontend)$/\\1\\n    http-request wait-for-body time ${body_wait_s}s if { req.hdr_val(content-length) le $body_buffer_bytes }/" \
+    -e "s/^(frontend http_frontend)$/\\1\\n    http-request del-header x-forwarded-for\\n    http-request del-header x-request-id if { req.hdr_cnt(x-request-id) gt 1 } || !{ req.hdr(x-request-id) -m reg ^[A-Za-z0-9._:-]+\$ } || { req.hdr(x-request-id),length gt 64 }\\n    http-request wait-for-body time ${body_wait_s}s if { req.hdr_val(content-length) le $body_buffer_bytes }/" \
     -e '/^[[:space:]]*option splice-request$/d' "$config"
 fi
 if [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} ]]; then

@@ -5,6 +5,7 @@ SIGKILL. Under Ray, the chaos tier (tests/e2e/chaos) kills it under load."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -212,3 +213,65 @@ def test_no_understudy_beside_an_haproxy_that_does_not_share_its_port(tmp_path, 
         assert [p.pid for p in _ours(folder)] == [proc.pid]
     finally:
         proc.kill()
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers with the X-Forwarded-For and X-Request-Id headers it received."""
+
+    def do_GET(self) -> None:
+        seen = {
+            name: self.headers.get_all(name) or [] for name in ("X-Forwarded-For", "X-Request-Id")
+        }
+        body = repr(seen).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_the_client_cannot_forge_its_address_or_a_wild_request_id(tmp_path):
+    """The router's uvicorn believes X-Forwarded-For from HAProxy, and Serve takes a
+    client's X-Request-Id as the request's id (echoed, audited): HAProxy drops the
+    client's X-Forwarded-For (it then sends the real address only) and any X-Request-Id
+    that is repeated, long or not plain."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(_config(tmp_path, port, server.server_address[1]))
+    env = {**os.environ, "YOLOSERVE_HAPROXY_BINARY": _haproxy_binary()}
+    env["YOLOSERVE_HAPROXY_UNDERSTUDY"] = "0"
+    proxy = subprocess.Popen(["bash", WRAPPER, "-db", "-f", str(config)], env=env)
+    try:
+        seen = functools.partial(_seen, port)
+        wait_for(lambda: _statuses(port, 1) == [200], 20, "HAProxy to route")
+        forged = seen(("X-Forwarded-For", "203.0.113.7, <script>"))
+        assert forged["X-Forwarded-For"] == ["127.0.0.1"]
+        assert seen(("X-Request-Id", "job-42_a.b:c"))["X-Request-Id"] == ["job-42_a.b:c"]
+        for wild in ("a" * 65, "<script>", "id with spaces", "id/../x"):
+            assert seen(("X-Request-Id", wild))["X-Request-Id"] == [], wild
+        assert seen(("X-Request-Id", "one"), ("X-Request-Id", "two"))["X-Request-Id"] == []
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        server.shutdown()
+
+
+def _seen(port: int, *headers: tuple[str, str]) -> dict[str, list[str]]:
+    """What the backend received of a request with ``headers``, written line by line
+    (``requests`` would merge a repeated header)."""
+    import ast
+    import socket
+
+    lines = [b"GET /x HTTP/1.1", b"Host: t", b"Connection: close"]
+    lines += [f"{name}: {value}".encode() for name, value in headers]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    seen: dict[str, list[str]] = ast.literal_eval(answer.split(b"\r\n\r\n", 1)[1].decode())
+    return seen

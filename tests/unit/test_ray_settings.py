@@ -74,7 +74,11 @@ def test_binds_become_loopback_the_client_is_forwarded_and_the_pid_is_kept(tmp_p
     # a dying router's requests can be sent again: a body that fits the buffer is kept
     # whole (waited for, briefly); a bigger declared one goes on at once (the router's 413)
     wait = "http-request wait-for-body time 2s if { req.hdr_val(content-length) le 262144 }"
-    assert f"frontend http_frontend\n    {wait}\n" in text
+    assert f"    {wait}\n" in text
+    # the client's own X-Forwarded-For and any wild X-Request-Id are dropped first
+    # (tests/unit/test_haproxy_understudy.py sends them through a real HAProxy)
+    assert "frontend http_frontend\n    http-request del-header x-forwarded-for\n" in text
+    assert "http-request del-header x-request-id if" in text
     assert "splice-request" not in text and "option splice-response" in text
     # what HAProxy answers itself: our 503 with Retry-After, not Ray's 500 or a 404
     unavailable = tmp_path / "yoloserve-503.http"

@@ -63,3 +63,19 @@ def test_request_id_and_client_address_reach_the_audit_log_through_haproxy(serve
     wait_for(lambda: audited() is not None, 30, "the call's audit line")
     line = audited()
     assert line is not None and line["source_ip"] == "127.0.0.1" and line["status"] == 200
+    # a forged address and a wild request id do not reach the audit log
+    forged = requests.post(
+        f"{served['url']}/v1/detect",
+        data=(SAMPLES / "shapes_02.jpg").read_bytes(),
+        headers={
+            "Authorization": f"Bearer {DEMO_KEY}",
+            "X-Request-Id": "<img src=x> " + request_id,
+            "X-Forwarded-For": "203.0.113.9",
+        },
+        timeout=60,
+    )
+    request_id = forged.headers["X-Request-Id"]  # the one Serve made instead
+    assert forged.status_code == 200 and "<" not in request_id and len(request_id) <= 64
+    wait_for(lambda: audited() is not None, 30, "the forged call's audit line")
+    line = audited()
+    assert line is not None and line["source_ip"] == "127.0.0.1"
