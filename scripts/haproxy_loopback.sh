@@ -42,16 +42,25 @@ done
 if [[ -n $config && -f $config ]]; then
   body_buffer_bytes="${RAY_SERVE_HAPROXY_TUNE_BUFSIZE:-16384}"
   body_wait_s=2
-  unavailable="$(dirname "$config")/yoloserve-503.http"
-  printf '%s\r\n' 'HTTP/1.1 503 Service Unavailable' 'Content-Type: application/json' \
-    'Retry-After: 1' 'Cache-Control: no-store' 'Connection: close' '' \
-    '{"error": "the service is starting or restarting; retry after Retry-After seconds"}' \
-    >"$unavailable"
+  folder="$(dirname "$config")"
+  # What HAProxy answers itself, in the router's shape: {"error": {"code", "message"}}.
+  # (Its 400 for malformed HTTP stays its own HTML page: HAProxy 2.8 ignores errorfile
+  # 400 for errors of its HTTP/1 parser, haproxy/haproxy#3032, fixed in 3.2.)
+  error_file() {  # STATUS REASON CODE MESSAGE [EXTRA HEADER]
+    printf '%s\r\n' "HTTP/1.1 $1 $2" 'Content-Type: application/json' ${5:+"$5"} \
+      'Cache-Control: no-store' 'Connection: close' '' \
+      "{\"error\": {\"code\": \"$3\", \"message\": \"$4\"}}" >"$folder/yoloserve-$1.http"
+  }
+  error_file 503 'Service Unavailable' overloaded \
+    'the service is starting or restarting; retry after Retry-After seconds' 'Retry-After: 1'
+  unavailable="$folder/yoloserve-503.http"
+  long_url="$folder/yoloserve-414.json"
+  printf '%s' '{"error": {"code": "bad_request", "message": "the URL is over 16384 characters: send fewer or shorter query parameters"}}' >"$long_url"
   sed -i -E -e 's/^([[:space:]]*bind )\*?(:[0-9]+)/\1127.0.0.1\2/' \
     -e "s#^([[:space:]]*errorfile 50[234] ).*#\\1$unavailable#" \
-    -e 's#^([[:space:]]*http-request return) status 404 (content-type) text/plain lf-string .*not found.*#\1 status 503 \2 application/json hdr Retry-After 1 string "{\\"error\\": \\"the service is starting; retry after Retry-After seconds\\"}"#' \
+    -e 's#^([[:space:]]*http-request return) status 404 (content-type) text/plain lf-string .*not found.*#\1 status 503 \2 application/json hdr Retry-After 1 string "{\\"error\\": {\\"code\\": \\"overloaded\\", \\"message\\": \\"the service is starting; retry after Retry-After seconds\\"}}"#' \
     -e 's/^defaults$/defaults\n    option forwardfor/' \
-    -e "s/^(frontend http_frontend)$/\\1\\n    http-request del-header x-forwarded-for\\n    http-request del-header x-request-id if { req.hdr_cnt(x-request-id) gt 1 } || !{ req.hdr(x-request-id) -m reg ^[A-Za-z0-9._:-]+\$ } || { req.hdr(x-request-id),length gt 64 }\\n    http-request wait-for-body time ${body_wait_s}s if { req.hdr_val(content-length) le $body_buffer_bytes }/" \
+    -e "s#^(frontend http_frontend)\$#\\1\\n    http-request del-header x-forwarded-for\\n    http-request del-header x-request-id if { req.hdr_cnt(x-request-id) gt 1 } || !{ req.hdr(x-request-id) -m reg ^[A-Za-z0-9._:-]+\$ } || { req.hdr(x-request-id),length gt 64 }\\n    http-request return status 414 content-type application/json file $long_url if { url,length gt 16384 }\\n    http-request wait-for-body time ${body_wait_s}s if { req.hdr_val(content-length) le $body_buffer_bytes }#" \
     -e '/^[[:space:]]*option splice-request$/d' "$config"
 fi
 if [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} ]]; then

@@ -6,6 +6,7 @@ SIGKILL. Under Ray, the chaos tier (tests/e2e/chaos) kills it under load."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -241,7 +242,9 @@ def test_the_client_cannot_forge_its_address_or_a_wild_request_id(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = free_port()
     config = tmp_path / "haproxy.cfg"
-    config.write_text(_config(tmp_path, port, server.server_address[1]))
+    # the buffer Ray configures from RAY_SERVE_HAPROXY_TUNE_BUFSIZE (configs/ray-serve.env)
+    text = _config(tmp_path, port, server.server_address[1])
+    config.write_text(text.replace("global\n", "global\n    tune.bufsize 262144\n", 1))
     env = {**os.environ, "YOLOSERVE_HAPROXY_BINARY": _haproxy_binary()}
     env["YOLOSERVE_HAPROXY_UNDERSTUDY"] = "0"
     proxy = subprocess.Popen(["bash", WRAPPER, "-db", "-f", str(config)], env=env)
@@ -254,10 +257,29 @@ def test_the_client_cannot_forge_its_address_or_a_wild_request_id(tmp_path):
         for wild in ("a" * 65, "<script>", "id with spaces", "id/../x"):
             assert seen(("X-Request-Id", wild))["X-Request-Id"] == [], wild
         assert seen(("X-Request-Id", "one"), ("X-Request-Id", "two"))["X-Request-Id"] == []
+        # a URL the router's server would refuse as plain text is a JSON 414 here
+        head, body = _raw_answer(
+            port, b"GET /x?" + b"a=1&" * 5000 + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        assert head.startswith(b"HTTP/1.1 414 "), head
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request" and "query parameters" in error["message"]
     finally:
         proxy.terminate()
         proxy.wait(10)
         server.shutdown()
+
+
+def _raw_answer(port: int, request: bytes) -> tuple[bytes, bytes]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
 
 
 def _seen(port: int, *headers: tuple[str, str]) -> dict[str, list[str]]:

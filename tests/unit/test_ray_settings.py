@@ -85,6 +85,10 @@ def test_binds_become_loopback_the_client_is_forwarded_and_the_pid_is_kept(tmp_p
     assert text.count("errorfile 50") == 3 and text.count(str(unavailable)) == 3
     head, body = unavailable.read_bytes().split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1" in head
-    assert "retry" in json.loads(body)["error"]
+    assert json.loads(body)["error"]["code"] == "overloaded"
+    assert "retry" in json.loads(body)["error"]["message"]
+    long_url = tmp_path / "yoloserve-414.json"
+    assert f"return status 414 content-type application/json file {long_url} if" in text
+    assert "url,length gt 16384" in json.dumps(text) and json.loads(long_url.read_text())
     assert "status 404" not in text
     assert 'return status 503 content-type application/json hdr Retry-After 1 string "{' in text
