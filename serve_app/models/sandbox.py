@@ -43,15 +43,18 @@ def probe(
     manifest: ModelManifest,
     weights: bytes,
     *,
-    memory_bytes: int = ONNX_LOAD_MAX_BYTES,
-    timeout_s: float = ONNX_LOAD_TIMEOUT_S,
+    memory_bytes: int | None = None,
+    timeout_s: float | None = None,
 ) -> None:
-    """Load and run ``weights`` in a limited child process.
+    """Load and run ``weights`` in a limited child process (by default within
+    ``ONNX_LOAD_MAX_BYTES`` and ``ONNX_LOAD_TIMEOUT_S``).
 
     Raises:
         ModelLoadError: Over the memory or time limit, or ONNX Runtime refused the
             graph; the message says which, in words for the model's owner.
     """
+    memory_bytes = memory_bytes or ONNX_LOAD_MAX_BYTES
+    timeout_s = timeout_s or ONNX_LOAD_TIMEOUT_S
     header = json.dumps({"manifest": manifest.model_dump(mode="json"), "memory": memory_bytes})
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

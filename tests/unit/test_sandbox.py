@@ -146,3 +146,16 @@ def test_a_replica_never_builds_a_session_for_a_graph_the_child_refused(tmp_path
     with pytest.raises(ModelLoadError, match="needed more than"):
         engine.build(_manifest(bomb), bomb, "cpu", WeightsCache(tmp_path), threads=1)
     assert sessions == [] and not list(tmp_path.glob("probe-*.passed"))
+
+
+def test_model_push_refuses_the_bomb_before_uploading_it(tmp_path, monkeypatch):
+    """``tenantctl model push`` checks an ONNX file with the same child: the operator's
+    own process never builds the session."""
+    from tenant_registry.errors import InvalidInput
+    from tenant_registry.push import prepare
+
+    monkeypatch.setattr(sandbox, "ONNX_LOAD_MAX_BYTES", 256 * 2**20)
+    bomb = tmp_path / "bomb.onnx"
+    bomb.write_bytes(_memory_bomb())
+    with pytest.raises(InvalidInput, match=r"bomb\.onnx cannot be served: ONNX model needed more"):
+        prepare(bomb, class_names=CLASSES, imgsz=64)
