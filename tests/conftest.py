@@ -12,6 +12,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # A request body must arrive whole within this (30 s in production): the clusters tests
 # start inherit it, and tests/security/test_parsing.py waits for the 408.
 os.environ.setdefault("YOLOSERVE_BODY_READ_TIMEOUT_S", "5")
+# An ONNX graph's sandboxed load (models/sandbox.py): an endless graph is cut at 8 s, not 60.
+os.environ.setdefault("YOLOSERVE_ONNX_LOAD_TIMEOUT_S", "8")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"

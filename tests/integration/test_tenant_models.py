@@ -30,6 +30,8 @@ from tenant_registry.render import render_config
 from tenant_registry.store import Registry
 from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, wait_for
 from tests.integration.conftest import delete_app, deploy
+from tests.onnx_bombs import CLASSES as BOMB_CLASSES
+from tests.onnx_bombs import endless_loop, memory_bomb
 
 BUCKET = "tenant-models"
 IMAGE = (SAMPLES / "shapes_02.jpg").read_bytes()
@@ -315,6 +317,20 @@ def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tm
             ).model_dump(),
             corrupt_onnx,
         ),
+        # Valid graphs that would take the replica's memory or cores: the sandbox child
+        # refuses them, the replica never builds their session (models/sandbox.py).
+        **{
+            why: (
+                build_manifest(
+                    architecture=None, class_names=BOMB_CLASSES, imgsz=64, weights=g, format="onnx"
+                ).model_dump(),
+                g,
+            )
+            for why, g in (
+                ("onnx memory bomb", memory_bomb()),
+                ("onnx endless loop", endless_loop()),
+            )
+        },
     }
     versions = {
         why: app.put_raw("globex", "pcb", manifest, weights)
@@ -347,6 +363,8 @@ def test_broken_versions_fail_cleanly_and_the_previous_one_keeps_serving(app, tm
     )
     assert "not a valid safetensors" in reasons["pickle as safetensors"]
     assert "ONNX model could not be loaded" in reasons["corrupt onnx"]
+    assert "needed more than 1024 MiB of memory" in reasons["onnx memory bomb"]
+    assert "took more than 8 s" in reasons["onnx endless loop"]
     assert status["globex/pcb@1"]["outcome"] == "loaded"
     # What the operator sees: tenantctl model list --cluster
     assert (
