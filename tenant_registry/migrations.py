@@ -106,6 +106,63 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (tenant_id, model, version)
     );
     """,
+    # 6: which tenants changed, in order, for the tenant directory (tenant_registry/
+    # publish.py): triggers on every table a tenant's directory record is read from, so
+    # no code path can change a tenant without it being published.
+    """
+    CREATE TABLE tenant_changes (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id  TEXT NOT NULL
+    );
+    CREATE TRIGGER tenants_insert_changes AFTER INSERT ON tenants
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.id); END;
+    CREATE TRIGGER tenants_update_changes AFTER UPDATE ON tenants
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.id); END;
+    CREATE TRIGGER tenants_delete_changes AFTER DELETE ON tenants
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.id); END;
+    CREATE TRIGGER api_keys_insert_changes AFTER INSERT ON api_keys
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER api_keys_update_changes AFTER UPDATE ON api_keys
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER api_keys_delete_changes AFTER DELETE ON api_keys
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.tenant_id); END;
+    CREATE TRIGGER quotas_insert_changes AFTER INSERT ON quotas
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER quotas_update_changes AFTER UPDATE ON quotas
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER quotas_delete_changes AFTER DELETE ON quotas
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.tenant_id); END;
+    CREATE TRIGGER policies_insert_changes AFTER INSERT ON policies
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER policies_update_changes AFTER UPDATE ON policies
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER policies_delete_changes AFTER DELETE ON policies
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.tenant_id); END;
+    CREATE TRIGGER resources_insert_changes AFTER INSERT ON resources
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER resources_update_changes AFTER UPDATE ON resources
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER resources_delete_changes AFTER DELETE ON resources
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.tenant_id); END;
+    CREATE TRIGGER models_insert_changes AFTER INSERT ON models
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER models_update_changes AFTER UPDATE ON models
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER models_delete_changes AFTER DELETE ON models
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.tenant_id); END;
+    CREATE TRIGGER model_versions_insert_changes AFTER INSERT ON model_versions
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER model_versions_update_changes AFTER UPDATE ON model_versions
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER model_versions_delete_changes AFTER DELETE ON model_versions
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.tenant_id); END;
+    CREATE TRIGGER jwt_settings_insert_changes AFTER INSERT ON jwt_settings
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER jwt_settings_update_changes AFTER UPDATE ON jwt_settings
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (NEW.tenant_id); END;
+    CREATE TRIGGER jwt_settings_delete_changes AFTER DELETE ON jwt_settings
+    BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.tenant_id); END;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -130,12 +187,23 @@ def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> int:
                 "upgrade tenantctl"
             )
         for index in range(current, target):
-            for statement in MIGRATIONS[index].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(MIGRATIONS[index]):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {index + 1}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return schema_version(conn)
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script``, a trigger's ``BEGIN ...; END`` kept whole."""
+    out, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending)
+            pending = ""
+    return out

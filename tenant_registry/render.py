@@ -50,7 +50,8 @@ def servable(tenant: Tenant) -> bool:
     return any(m.active_version is not None for m in tenant.models)
 
 
-def _entry(tenant: Tenant) -> TenantEntry:
+def tenant_entry(tenant: Tenant) -> TenantEntry:
+    """What the routers know of ``tenant`` (a servable one: see ``servable``)."""
     models = [
         TenantModel(
             name=m.name,
@@ -96,7 +97,7 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
             for version in model.versions:
                 mid = model_id(tenant.id, model.name, version.version)
                 catalog[mid] = ModelSource(uri=version.uri, sha256=version.sha256)
-    entries = [_entry(t) for t in served]
+    entries = [tenant_entry(t) for t in served]
     actives: dict[str, list[str]] = {}
     for entry in entries:
         for tenant_model in entry.models:

@@ -143,6 +143,21 @@ class Registry:
         rows = self._conn.execute("SELECT * FROM tenants ORDER BY id").fetchall()
         return [read_tenant(self._conn, r) for r in rows]
 
+    def changed_since(self, seq: int) -> tuple[int, list[str]]:
+        """The registry's latest change number, and the tenants changed after ``seq``
+        (recorded by triggers on every table of a tenant's record: migration 6)."""
+        rows = self._conn.execute(
+            "SELECT tenant_id, MAX(seq) AS last FROM tenant_changes WHERE seq > ? "
+            "GROUP BY tenant_id ORDER BY last",
+            (seq,),
+        ).fetchall()
+        latest = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM tenant_changes").fetchone()
+        return int(latest[0]), [str(r["tenant_id"]) for r in rows]
+
+    def find_tenant(self, tenant_id: str) -> Tenant | None:
+        row = self._conn.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
+        return None if row is None else read_tenant(self._conn, row)
+
     def _touch(self, db: sqlite3.Connection, tenant_id: str) -> None:
         cur = db.execute("UPDATE tenants SET updated_at = ? WHERE id = ?", (utc_iso(), tenant_id))
         if cur.rowcount == 0:

@@ -23,6 +23,7 @@ RANKS = {
     "config": 2,
     "config_file": 3,
     "blobs": 3,
+    "directory": 4,
     "observability": 10,
     "models": 11,
     "auth": 11,
