@@ -108,9 +108,7 @@ class DirectoryView:
             else:
                 changed = []
             changes = [
-                DirectoryChange.model_validate_json(
-                    store.read(change_name(seq), MAX_CHANGE_BYTES)
-                )
+                DirectoryChange.model_validate_json(store.read(change_name(seq), MAX_CHANGE_BYTES))
                 for seq in range(self.seq + 1, head.seq + 1)
             ]
         except (ModelLoadError, OSError, ValidationError, ValueError) as exc:

@@ -58,20 +58,37 @@ def bearer_token(authorization: Sequence[str]) -> str:
 
 
 class KeyTable:
-    """Maps key digests to ``(tenant id, key id)``; rebuilt whenever the tenant table
-    changes. ``keys_by_tenant`` maps a tenant to ``(key id, sha256 hex)`` pairs."""
+    """Maps key digests to ``(tenant id, key id)``. ``keys_by_tenant`` maps a tenant to
+    ``(key id, sha256 hex)`` pairs; ``put`` and ``remove`` change one tenant's keys in
+    time proportional to that tenant's keys (the tenant directory's changes)."""
 
     def __init__(self, keys_by_tenant: Mapping[str, Iterable[tuple[str, str]]]) -> None:
         # Bucketed by the digest's first bytes; the full digest is then compared in
         # constant time, so no timing reveals how much of a stored digest matched.
         self._buckets: dict[bytes, list[tuple[bytes, str, str]]] = {}
+        self._by_tenant: dict[str, list[bytes]] = {}
         for tenant, keys in keys_by_tenant.items():
-            for key_id, digest in keys:
-                raw = bytes.fromhex(digest)
-                self._buckets.setdefault(raw[:_BUCKET_BYTES], []).append((raw, tenant, key_id))
+            self.put(tenant, keys)
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets.values())
+
+    def put(self, tenant: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Make ``keys`` the tenant's keys (any it had before stop working)."""
+        self.remove(tenant)
+        digests = []
+        for key_id, digest in keys:
+            raw = bytes.fromhex(digest)
+            self._buckets.setdefault(raw[:_BUCKET_BYTES], []).append((raw, tenant, key_id))
+            digests.append(raw)
+        self._by_tenant[tenant] = digests
+
+    def remove(self, tenant: str) -> None:
+        for raw in self._by_tenant.pop(tenant, []):
+            bucket = self._buckets.get(raw[:_BUCKET_BYTES], [])
+            bucket[:] = [k for k in bucket if not (k[0] == raw and k[1] == tenant)]
+            if not bucket:
+                self._buckets.pop(raw[:_BUCKET_BYTES], None)
 
     def authenticate(self, key: str) -> tuple[str, str]:
         """``(tenant id, key id)`` of ``key``.

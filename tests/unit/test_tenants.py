@@ -98,3 +98,47 @@ def test_a_key_hash_may_not_belong_to_two_tenants():
     ]
     with pytest.raises(ValueError, match="one tenant"):
         RouterConfig.model_validate(raw)
+
+
+def _entry(tenant: str, *keys: str, **overrides) -> TenantEntry:
+    return TenantEntry.model_validate(
+        {
+            "id": tenant,
+            "name": tenant.title(),
+            "api_keys": [{"id": f"key_{k}", "sha256": hash_api_key(k)} for k in keys],
+            "models": [{"name": "shapes", "versions": [1], "active_version": 1}],
+            "default_model": "shapes",
+            **overrides,
+        }
+    )
+
+
+def test_one_tenant_changes_in_place_and_the_others_are_untouched():
+    """The tenant directory's changes: put and remove one tenant at a time."""
+    table = TenantTable(_config())
+    table.put(_entry("newco", "yk_new1"))
+    assert authenticate(table, "yk_new1").id == "newco" and len(table) == 3
+    table.put(_entry("newco", "yk_new2"))  # yk_new1 revoked, yk_new2 issued
+    with pytest.raises(Unauthenticated):
+        authenticate(table, "yk_new1")
+    assert authenticate(table, "yk_new2").id == "newco"
+    table.put(_entry("acme", "yk_acme", status="suspended"))
+    with pytest.raises(Forbidden):
+        authenticate(table, "yk_acme")
+    table.remove("newco")
+    with pytest.raises(Unauthenticated):
+        authenticate(table, "yk_new2")
+    assert authenticate(table, "yk_globex").id == "globex" and len(table) == 2
+    table.remove("nobody")  # removing what is not there changes nothing
+    assert len(table) == 2
+
+
+def test_a_jwt_issuer_taken_by_another_tenant_leaves_the_table_unchanged():
+    jwt = {"issuer": "https://idp.test", "audience": "yolo", "jwks_url": "https://idp.test/jwks"}
+    table = TenantTable(_config())
+    table.put(_entry("first", "yk_first", jwt=jwt))
+    with pytest.raises(ValueError, match="two tenants"):
+        table.put(_entry("second", "yk_second", jwt=jwt))
+    assert {t.id for t in table.tenants()} == {"acme", "globex", "first"}
+    with pytest.raises(Unauthenticated):
+        authenticate(table, "yk_second")
