@@ -25,6 +25,7 @@ from serve_app.constants import (
     AUDIT_DIR,
     BATCH_MAX_SIZE,
     BATCH_WAIT_TIMEOUT_S,
+    DIRECTORY_POLL_S,
     KEY_ID_PATTERN,
     MAX_BATCH_SIZE,
     MAX_DETECTIONS,
@@ -133,6 +134,14 @@ class StoreSettings(StrictModel):
         None, description="For MinIO, Ceph or a test server; None means AWS S3."
     )
     s3_region: str | None = None
+
+
+class DirectorySpec(StrictModel):
+    """Where the tenant directory is (serve_app/directory.py) and how often to read it."""
+
+    uri: str = Field(pattern=r"^(s3|file)://.+", description="The directory's folder.")
+    store: StoreSettings = StoreSettings()
+    poll_s: float = Field(DIRECTORY_POLL_S, gt=0, le=60)
 
 
 class LedgerSpec(StrictModel):
@@ -288,9 +297,10 @@ class TenantEntry(StrictModel):
 
 
 class RouterConfig(StrictModel):
-    """The Router's ``user_config``: the whole tenant table."""
+    """The Router's ``user_config``: the tenant table, or where to follow it from."""
 
     tenants: list[TenantEntry] = Field(default_factory=list)
+    directory: DirectorySpec | None = Field(None, description="Also follow this (listed win).")
     audit_dir: str = Field(
         AUDIT_DIR,
         min_length=1,
@@ -339,6 +349,7 @@ class DetectorConfig(StrictModel):
     hand-written config may give a bare URI (then the manifest's digest is checked)."""
 
     models: dict[str, ModelSource] = Field(default_factory=dict)
+    directory: DirectorySpec | None = Field(None, description="For ids not in models.")
     store: StoreSettings = StoreSettings()
     max_models_per_replica: int | None = Field(
         None, ge=1, description="LRU size of loaded models; None keeps the built-in default."

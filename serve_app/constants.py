@@ -214,6 +214,10 @@ AUDIT_KEEP_FILES = 4
 # Where router replicas write their audit lines (one file per replica), unless the
 # router's user_config says otherwise; relative to the project root.
 AUDIT_DIR = os.environ.get("YOLOSERVE_AUDIT_DIR", "var/audit")
+# The tenant directory (serve_app/directory.py): a folder of the model store; how often a
+# router reads its head (a revoked key or a suspension is refused within about this).
+DIRECTORY_FOLDER = "_directory"
+DIRECTORY_POLL_S = 0.5
 
 # Quota ledger.
 # Admission waits this long for one ledger call; a call that timed out (while Serve

@@ -9,13 +9,14 @@ from pydantic import Field
 from serve_app.config import (
     AutoscalingSpec,
     BatchSettings,
+    DirectorySpec,
     LedgerSpec,
     ResourceSpec,
     RouterSpec,
     SharedPoolSpec,
     StoreSettings,
 )
-from serve_app.constants import AUDIT_DIR, MODEL_NAME_PATTERN
+from serve_app.constants import AUDIT_DIR, DIRECTORY_FOLDER, MODEL_NAME_PATTERN
 from serve_app.wire import StrictModel
 from tenant_registry.kuberay import KubeRaySettings
 
@@ -48,7 +49,21 @@ class PlatformSettings(StrictModel):
     audit_dir: str = Field(
         AUDIT_DIR, min_length=1, description="Folder of the routers' audit logs."
     )
+    tenant_directory: bool = Field(
+        False,
+        description="Publish tenants to the tenant directory (<model_store_uri>/_directory) "
+        "and leave them out of the Serve config: one tenant's change is one file, not a "
+        "redeploy (docs/control-plane.md).",
+    )
     kuberay: KubeRaySettings = Field(
         default_factory=KubeRaySettings,
         description="The KubeRay cluster of `tenantctl render --format rayservice`.",
     )
+
+
+def directory_spec(platform: PlatformSettings) -> DirectorySpec | None:
+    """Where the routers and the pool follow the tenant directory; None when it is off."""
+    if not platform.tenant_directory:
+        return None
+    uri = f"{platform.model_store_uri.rstrip('/')}/{DIRECTORY_FOLDER}"
+    return DirectorySpec(uri=uri, store=platform.store)

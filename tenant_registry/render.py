@@ -36,7 +36,7 @@ from serve_app.constants import (
 )
 from serve_app.wire import model_id
 from tenant_registry.errors import InvalidInput
-from tenant_registry.platform import PlatformSettings
+from tenant_registry.platform import PlatformSettings, directory_spec
 from tenant_registry.records import Tenant
 
 HEADER = (
@@ -74,6 +74,14 @@ def tenant_entry(tenant: Tenant) -> TenantEntry:
         default_model=default or models[0].name,
         policy=tenant.policy,
         jwt=tenant.jwt,
+    )
+
+
+def _dump(config: RouterConfig | DetectorConfig) -> dict[str, Any]:
+    """A ``user_config`` as JSON; ``directory`` only where it is on (configs rendered
+    without it stay as they were)."""
+    return config.model_dump(
+        mode="json", exclude={"directory"} if config.directory is None else None
     )
 
 
@@ -116,10 +124,14 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
     preloads[SHARED_POOL_DEPLOYMENT] = preloads.get(SHARED_POOL_DEPLOYMENT, [])[
         :MAX_MODELS_PER_REPLICA
     ]
-    router = RouterConfig(tenants=entries, audit_dir=platform.audit_dir)
-    deployments: list[dict[str, Any]] = [
-        {"name": ROUTER_DEPLOYMENT, "user_config": router.model_dump(mode="json")}
-    ]
+    # With the tenant directory, routers and the pool follow it: the config lists no
+    # tenant (dedicated tenants keep their deployment and its own catalog).
+    directory = directory_spec(platform)
+    if directory is not None:
+        entries, catalogs[SHARED_POOL_DEPLOYMENT] = [], {}
+        actives[SHARED_POOL_DEPLOYMENT] = preloads[SHARED_POOL_DEPLOYMENT] = []
+    router = RouterConfig(tenants=entries, audit_dir=platform.audit_dir, directory=directory)
+    deployments: list[dict[str, Any]] = [{"name": ROUTER_DEPLOYMENT, "user_config": _dump(router)}]
     specs = {SHARED_POOL_DEPLOYMENT: args.shared_pool.max_ongoing_requests}
     specs.update({deployment_name(t.id): t.max_ongoing_requests for t in args.tenants})
     for name, max_ongoing in specs.items():
@@ -130,6 +142,7 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
             # Pinned versions share the pool by tenant (pool_share.evictions);
             # a dedicated tenant's replicas are its own.
             active=sorted(actives.get(name, [])) if name == SHARED_POOL_DEPLOYMENT else [],
+            directory=directory if name == SHARED_POOL_DEPLOYMENT else None,
             pinned_per_tenant=(SHARED_PINNED_VERSIONS if name == SHARED_POOL_DEPLOYMENT else None),
             store=platform.store,
             max_models_per_replica=platform.max_models_per_replica,
@@ -138,7 +151,7 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
         deployments.append(
             {
                 "name": name,
-                "user_config": detector.model_dump(mode="json"),
+                "user_config": _dump(detector),
                 # A batch only fills if a replica may hold that many requests; both
                 # settings change without restarting a replica.
                 "max_ongoing_requests": max(max_ongoing, platform.batching.max_batch_size),

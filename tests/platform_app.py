@@ -77,9 +77,20 @@ class Platform:
         record, self.keys[tenant] = self.reg.issue_key(tenant)
         self.key_ids[tenant] = record.key_id
 
+    def publish(self) -> None:
+        """What ``tenantctl apply`` does first when the tenant directory is on."""
+        from serve_app.blobs import open_store
+        from tenant_registry.platform import directory_spec
+        from tenant_registry.publish import publish
+
+        spec = directory_spec(self.reg.platform())
+        if spec is not None:
+            publish(self.reg, open_store(spec.uri, spec.store))
+
     def apply(self) -> None:
         from tenant_registry.render import render_config
 
+        self.publish()
         deploy_config(self.context, render_config(self.reg.tenants(), self.reg.platform()))
 
     def post(

@@ -21,9 +21,10 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from serve_app.auth.followed_table import FollowedTable
 from serve_app.auth.jwks import JwksPool
 from serve_app.auth.keys import bearer_token
-from serve_app.auth.tenants import Principal, TenantTable
+from serve_app.auth.tenants import Principal
 from serve_app.blobs import resolve_path
 from serve_app.config import RouterConfig, TenantEntry
 from serve_app.constants import (
@@ -101,7 +102,7 @@ class Router:
         call = Call.start(f"{request.method} {route.label}", ip)
         outcome = "ok"
         try:
-            principal = await self._table.authenticate(
+            principal = await self._tenants.table.authenticate(
                 bearer_token(request.headers.getlist("authorization"))
             )
             call.identify(principal)
@@ -129,8 +130,8 @@ class Router:
             else FailoverLedger(ledgers[0], ledgers[1], is_replica_gone)
         )
         self._ledger = ledger
-        self._jwks = JwksPool()  # outlives table rebuilds: keys are not refetched per change
-        self._table = TenantTable(RouterConfig(), self._jwks)
+        # The JWKS pool outlives table rebuilds: keys are not refetched per change.
+        self._tenants = FollowedTable(JwksPool())
         self._detectors = DetectorClient(detectors, shared_pool)
         self._readiness = Readiness(self._detectors, scale_to_zero or ())
         self._admission = Admission(
@@ -153,18 +154,19 @@ class Router:
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = RouterConfig.model_validate(user_config)
-        self._table = TenantTable(config, self._jwks)
+        await self._tenants.configure(config)
         replica = serve.get_replica_context().replica_id.unique_id
         self._calls.sink = AuditSink(resolve_path(config.audit_dir) / f"api-{replica}.jsonl")
         self._readiness.forget()
         self._admission.reset()
         self._admission.start()  # the settle loop runs from the replica's start
-        logger.info("router: tenant table now has %d tenants", len(self._table))
+        logger.info("router: tenant table now has %d tenants", len(self._tenants.table))
 
     async def __del__(self) -> None:
         # Graceful shutdown (scale-down, redeploy): Serve awaits an async __del__, so the
         # last usage and the unspent allowances reach the ledger before the replica goes.
         await self._admission.close()
+        await self._tenants.close()
 
     # ------------------------------------------------------------ routes
 
@@ -211,7 +213,7 @@ class Router:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, _: Request) -> Response:
-        status, body = await self._readiness.check(self._table.tenants())
+        status, body = await self._readiness.check(self._tenants.table.tenants())
         return JSONResponse(body, status_code=status)
 
     async def _console(self, request: Request) -> Response:
@@ -296,7 +298,7 @@ class Router:
         return await self._control.usage(tenant.id, fetch)
 
     def _quotas(self) -> dict[str, Any]:
-        return {t.id: t.quota for t in self._table.tenants()}
+        return {t.id: t.quota for t in self._tenants.table.tenants()}
 
     # ------------------------------------------------------- Python handle API
 
@@ -306,7 +308,7 @@ class Router:
         """Detect with a tenant's API key; what ``DetectionClient`` calls."""
         call = Call.start("handle.detect", source_ip=None)
         try:
-            principal = await self._table.authenticate(handle_input.credential(api_key))
+            principal = await self._tenants.table.authenticate(handle_input.credential(api_key))
             call.identify(principal)
             query = handle_input.query(params)
             upload = _given(handle_input.image_bytes(image))
@@ -319,12 +321,13 @@ class Router:
         return result
 
     async def list_models(self, api_key: str) -> dict[str, object]:
-        return catalog((await self._table.authenticate(handle_input.credential(api_key))).tenant)
+        tenant = await self._tenants.table.authenticate(handle_input.credential(api_key))
+        return catalog(tenant.tenant)
 
     async def usage(self, api_key: str) -> dict[str, Any]:
         """The caller's own usage, as ``GET /v1/usage`` returns it."""
-        principal = await self._table.authenticate(handle_input.credential(api_key))
-        return await self._usage(principal.tenant)
+        tenant = await self._tenants.table.authenticate(handle_input.credential(api_key))
+        return await self._usage(tenant.tenant)
 
 
 def _given(image: bytes) -> Callable[[], Awaitable[bytes]]:

@@ -36,6 +36,7 @@ from serve_app.inference.loaded_model import (
     group_batch,
     load_model,
 )
+from serve_app.inference.model_sources import ModelSources
 from serve_app.inference.policy import InferenceParams
 from serve_app.inference.pool_share import evictions
 from serve_app.inference.results import Annotated, DetectionResult
@@ -86,7 +87,7 @@ class Detector:
         self._scope = scope
         reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self._threads = match_threads_to_reservation(reserved)
-        self._config = DetectorConfig()
+        self._sources = ModelSources()
         self._cache = WeightsCache(default_cache_dir())
         # model id -> (monotonic time, reason) of its last failed load: retried only after
         # FAILED_LOAD_RETRY_S, so a broken upload costs one load, not one per request.
@@ -109,12 +110,12 @@ class Detector:
         old replica keeps serving until the new one has its models in memory. A
         model that fails to load is logged, not raised: it must not fail the replica.
         """
-        self._config = DetectorConfig.model_validate(user_config)
+        self._sources.configure(DetectorConfig.model_validate(user_config))
         self._failed.clear()  # a new catalog may have fixed what failed
-        batching = self._config.batching
+        batching = self._sources.config.batching
         self._batcher.configure(batching.max_batch_size, batching.batch_wait_timeout_s)
-        self._set_lru_size(self._config.max_models_per_replica or MAX_MODELS_PER_REPLICA)
-        for mid in self._config.preload:
+        self._set_lru_size(self._sources.config.max_models_per_replica or MAX_MODELS_PER_REPLICA)
+        for mid in self._sources.config.preload:
             try:
                 await self.get_model(mid)
             except Exception as exc:
@@ -131,8 +132,8 @@ class Detector:
             held_in_lru_order(self),
             model_id,
             capacity=self._lru_size,
-            active=set(self._config.active),
-            pinned_limit=self._config.pinned_per_tenant,
+            active=self._sources.active(),
+            pinned_limit=self._sources.config.pinned_per_tenant,
         )
         for victim in victims:
             await unload_model(self, victim)
@@ -147,7 +148,7 @@ class Detector:
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> LoadedModel:
-        source = self._config.models.get(model_id)
+        source = await asyncio.to_thread(self._sources.source, model_id)
         if source is None:
             # The router only asks for versions in its own table, so this is the two
             # user_configs landing at different moments: answer 503 (the router then
@@ -164,7 +165,7 @@ class Detector:
         started = time.perf_counter()
         try:
             model = await asyncio.to_thread(
-                load_model, model_id, source, self._config.store, self._cache, self._threads
+                load_model, model_id, source, self._sources.config.store, self._cache, self._threads
             )
         except (ModelLoadError, OSError, RuntimeError, ValueError) as exc:
             self._failed[model_id] = (time.monotonic(), str(exc))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 
 from serve_app.constants import SHARED_PIN_WINDOW_S, SHARED_PINNED_VERSIONS
 from serve_app.errors import QuotaExceeded
@@ -84,7 +84,7 @@ def evictions(
     new: str,
     *,
     capacity: int,
-    active: set[str],
+    active: Set[str],
     pinned_limit: int | None,
 ) -> list[str]:
     """The models to unload, in order, before ``new`` is loaded into a replica holding

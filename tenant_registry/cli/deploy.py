@@ -9,10 +9,13 @@ from typing import Any
 
 import yaml
 
+from serve_app.blobs import open_store
 from serve_app.constants import APP_NAME
 from tenant_registry import cluster, kuberay, manifests, render
 from tenant_registry.cli.common import Command, arg, emit
 from tenant_registry.errors import RegistryError
+from tenant_registry.platform import directory_spec
+from tenant_registry.publish import publish
 from tenant_registry.store import Registry
 
 
@@ -39,10 +42,16 @@ def apply(reg: Registry, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(render.to_yaml(config), end="")
         return 0
+    directory = directory_spec(reg.platform())
+    if directory is not None:  # tenants first: the config no longer lists them
+        done = publish(reg, open_store(directory.uri, directory.store))
+        what = "all tenants" if done.snapshot else f"{len(done.changed)} changed tenants"
+        print(f"published {what} to {directory.uri} (seq {done.seq})", file=sys.stderr)
     since = cluster.deployed_at(args.address) if args.wait is not None else None
     cluster.deploy(config, args.address)
     tenants = config["applications"][0]["deployments"][0]["user_config"]["tenants"]
-    print(f"applied {len(tenants)} tenants to {args.address}", file=sys.stderr)
+    listed = f"{len(tenants)} tenants" if directory is None else "the platform"
+    print(f"applied {listed} to {args.address}", file=sys.stderr)
     if args.wait is not None:
         cluster.wait_applied(args.address, since, args.wait)
         print("live on every replica", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from tenant_registry.cli.common import Command, arg, emit
@@ -17,11 +18,21 @@ from tenant_registry.platform import PlatformSettings
 from tenant_registry.store import Registry
 
 
+def switch(text: str) -> bool:
+    """``on`` / ``off`` (or true/false, yes/no, 1/0) for a yes-or-no setting."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text[:16]!r}: say on or off")
+
+
 class Setting(NamedTuple):
     """One ``platform set`` flag: the field it changes and how."""
 
     path: tuple[str, ...]  # where in PlatformSettings
-    kind: type = str
+    kind: Callable[[str], Any] = str
     help: str | None = None
     empty_unsets: bool = False  # '' means "back to the default (None)"
 
@@ -49,6 +60,11 @@ PLATFORM_FLAGS: dict[str, Setting] = {
     ),
     "usage_uri": Setting(
         ("ledger", "usage_uri"), help="where metered usage is exported: s3://… or file://…"
+    ),
+    "tenant_directory": Setting(
+        ("tenant_directory",),
+        switch,
+        "on: publish tenants to the tenant directory, not the Serve config (docs/control-plane.md)",
     ),
     "audit_dir": Setting(
         ("audit_dir",), help="folder of the routers' audit logs (one file per replica)"

@@ -217,3 +217,18 @@ def test_key_list_shows_ids_and_prefixes_never_keys(ctl):
     assert entry["key_id"].startswith("key_") and key.strip().startswith(entry["prefix"][:-1])
     assert key.strip() not in listing and "sha256" not in entry
     assert entry["last_used_at"] is None  # only the cluster knows; see tests/security
+
+
+def test_platform_set_turns_the_tenant_directory_on_and_off(tmp_path, capsys):
+    from tenant_registry.store import Registry
+
+    db = str(tmp_path / "r.db")
+    assert main(["--db", db, "platform", "set", "--tenant-directory", "on"]) == 0
+    with Registry(db) as reg:
+        assert reg.platform().tenant_directory is True
+    assert main(["--db", db, "platform", "set", "--tenant-directory", "off"]) == 0
+    with Registry(db) as reg:
+        assert reg.platform().tenant_directory is False
+    with pytest.raises(SystemExit):
+        main(["--db", db, "platform", "set", "--tenant-directory", "maybe"])
+    assert "say on or off" in capsys.readouterr().err
