@@ -31,6 +31,17 @@ def _store(tmp_path):
     return FileStore(tmp_path / "dir")
 
 
+async def _until(condition, timeout_s: float = 5.0) -> None:
+    """Wait for ``condition`` while the follower's task runs on this loop."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the follower did not apply it"
+        await asyncio.sleep(POLL_S)
+
+
+POLL_S = 0.02
+
+
 def test_the_table_follows_publishes_and_listed_tenants_win(reg, tmp_path):
     store = _store(tmp_path)
     reg.create_tenant("acme", "Acme", "shared", ("shapes", V1))
@@ -45,10 +56,7 @@ def test_the_table_follows_publishes_and_listed_tenants_win(reg, tmp_path):
         _, beta_key = reg.issue_key(reg.create_tenant("beta", "Beta", "shared", ("shapes", V1)).id)
         reg.set_status("acme", "suspended")
         publish(reg, store)
-        for _ in range(100):  # the poll task applies it (a condition, polled)
-            if "beta" in {t.id for t in followed.table.tenants()}:
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: "beta" in {t.id for t in followed.table.tenants()})
         assert (await followed.table.authenticate(beta_key)).tenant.id == "beta"
         with pytest.raises(Forbidden):
             await followed.table.authenticate(acme_key)

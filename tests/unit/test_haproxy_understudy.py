@@ -286,14 +286,9 @@ def _seen(port: int, *headers: tuple[str, str]) -> dict[str, list[str]]:
     """What the backend received of a request with ``headers``, written line by line
     (``requests`` would merge a repeated header)."""
     import ast
-    import socket
 
     lines = [b"GET /x HTTP/1.1", b"Host: t", b"Connection: close"]
     lines += [f"{name}: {value}".encode() for name, value in headers]
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    seen: dict[str, list[str]] = ast.literal_eval(answer.split(b"\r\n\r\n", 1)[1].decode())
+    _, body = _raw_answer(port, b"\r\n".join(lines) + b"\r\n\r\n")
+    seen: dict[str, list[str]] = ast.literal_eval(body.decode())
     return seen
