@@ -9,17 +9,18 @@ import shutil
 
 import pytest
 
-from tests.conftest import delete_yolo_app, free_port, wait_for
+from tests.conftest import delete_yolo_app, wait_for
 from tests.platform_app import Platform
 
 ROUNDS = 12  # requests per check: both router replicas answer some of them
 
 
 @pytest.fixture(scope="module")
-def app(ray_cluster, tmp_path_factory):
+def app(ray_cluster, tmp_path_factory, http_port):
     delete_yolo_app()
     folder = tmp_path_factory.mktemp("directory")
-    platform = Platform(ray_cluster, folder / "registry.db", free_port())
+    # the package's port: Serve keeps the HTTP port it started with
+    platform = Platform(ray_cluster, folder / "registry.db", http_port)
     settings = platform.reg.platform().model_copy(
         update={"tenant_directory": True, "model_store_uri": f"file://{folder}/models"}
     )
