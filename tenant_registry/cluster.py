@@ -51,6 +51,25 @@ def deploy(config: dict[str, Any], address: str) -> None:
         raise ClusterError(f"the cluster refused the config: {exc}") from None
 
 
+def is_deployed(config: dict[str, Any], address: str) -> bool:
+    """Whether every application of ``config`` is what the cluster already runs, as
+    Ray Serve itself parses it: then submitting it again would change nothing (with the
+    tenant directory on, most tenant changes leave the Serve config as it was)."""
+    from ray.serve.schema import ServeApplicationSchema
+
+    def normal(app: dict[str, Any]) -> dict[str, Any]:
+        parsed = ServeApplicationSchema.model_validate(app)
+        normalised: dict[str, Any] = parsed.model_dump(mode="json", exclude_unset=True)
+        return normalised
+
+    running = serve_details(address).get("applications", {})
+    for app in config["applications"]:
+        deployed = (running.get(app["name"]) or {}).get("deployed_app_config")
+        if not deployed or normal(deployed) != normal(app):
+            return False
+    return True
+
+
 def serve_details(address: str) -> dict[str, Any]:
     """Applications, deployments and replicas as the dashboard reports them."""
     details: dict[str, Any] = _client(address).get_serve_details()

@@ -163,6 +163,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER jwt_settings_delete_changes AFTER DELETE ON jwt_settings
     BEGIN INSERT INTO tenant_changes(tenant_id) VALUES (OLD.tenant_id); END;
     """,
+    # 7: who this registry is, kept in the tenant directory's head: a directory another
+    # registry (or a recreated file) published to gets a snapshot, not changes counted
+    # from that registry's numbers.
+    """
+    CREATE TABLE registry_identity (id TEXT NOT NULL);
+    INSERT INTO registry_identity(id) VALUES (lower(hex(randomblob(16))));
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

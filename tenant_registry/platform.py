@@ -50,7 +50,7 @@ class PlatformSettings(StrictModel):
         AUDIT_DIR, min_length=1, description="Folder of the routers' audit logs."
     )
     tenant_directory: bool = Field(
-        False,
+        True,
         description="Publish tenants to the tenant directory (<model_store_uri>/_directory) "
         "and leave them out of the Serve config: one tenant's change is one file, not a "
         "redeploy (docs/control-plane.md).",

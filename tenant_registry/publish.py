@@ -20,21 +20,22 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from serve_app.blobs import BlobStore
-from serve_app.config import ModelSource
+from serve_app.blobs import BlobStore, open_store
+from serve_app.config import DirectorySpec, ModelSource
 from serve_app.directory import (
     HEAD,
     MAX_HEAD_BYTES,
     DirectoryChange,
     DirectoryHead,
-    DirectorySnapshot,
     TenantRecord,
     change_name,
+    snapshot_lines,
     snapshot_name,
 )
 from serve_app.errors import ModelLoadError
 from serve_app.wire import model_id
-from tenant_registry.records import Tenant
+from tenant_registry.platform import directory_spec
+from tenant_registry.records import Changes, Tenant
 from tenant_registry.render import servable, tenant_entry
 from tenant_registry.store import Registry
 
@@ -74,36 +75,58 @@ def read_head(store: BlobStore) -> DirectoryHead | None:
         return None
 
 
+def publish_registry(reg: Registry) -> tuple[DirectorySpec, Published] | None:
+    """Publish to the platform's tenant directory (what ``apply`` does before it
+    deploys); None when the directory is off."""
+    spec = directory_spec(reg.platform())
+    if spec is None:
+        return None
+    return spec, publish(reg, open_store(spec.uri, spec.store))
+
+
 def publish(reg: Registry, store: BlobStore) -> Published:
     """Bring the directory in ``store`` up to the registry."""
     head = read_head(store)
     digest = platform_digest(reg)
-    registry_seq, changed = reg.changed_since(head.registry_seq if head else 0)
-    if head is None or head.platform != digest or len(changed) > SNAPSHOT_AFTER_CHANGES:
-        return _snapshot(reg, store, head, registry_seq, digest)
-    seq = head.seq
-    for tenant_id in changed:
-        found = reg.find_tenant(tenant_id)
-        seq += 1
-        change = DirectoryChange(
-            seq=seq, tenant_id=tenant_id, record=tenant_record(found) if found else None
-        )
-        store.write(change_name(seq), change.model_dump_json().encode())
-    new_head = head.model_copy(update={"seq": seq, "registry_seq": registry_seq})
-    store.write(HEAD, new_head.model_dump_json().encode())
-    return Published(seq=seq, changed=changed, snapshot=False)
+    changes = reg.changed_since(head.registry_seq if head else 0)
+    ours = head is not None and head.registry == changes.registry
+    if (
+        head is None
+        or not ours  # another registry (or a recreated file) published here
+        or head.platform != digest
+        or len(changes.tenants) > SNAPSHOT_AFTER_CHANGES
+    ):
+        done = _snapshot(reg, store, head, changes, digest)
+    else:
+        seq = head.seq
+        for tenant_id in changes.tenants:
+            found = reg.find_tenant(tenant_id)
+            seq += 1
+            change = DirectoryChange(
+                seq=seq, tenant_id=tenant_id, record=tenant_record(found) if found else None
+            )
+            store.write(change_name(seq), change.model_dump_json().encode())
+        new_head = head.model_copy(update={"seq": seq, "registry_seq": changes.seq})
+        store.write(HEAD, new_head.model_dump_json().encode())
+        done = Published(seq=seq, changed=changes.tenants, snapshot=False)
+    reg.forget_changes(changes.seq)  # published: the registry need not keep them
+    return done
 
 
 def _snapshot(
-    reg: Registry, store: BlobStore, head: DirectoryHead | None, registry_seq: int, digest: str
+    reg: Registry, store: BlobStore, head: DirectoryHead | None, changes: Changes, digest: str
 ) -> Published:
     seq = (head.seq if head else 0) + 1
     epoch = head.epoch if head else uuid.uuid4().hex  # no head: a new directory
     records = [r for r in (tenant_record(t) for t in reg.tenants()) if r is not None]
-    snapshot = DirectorySnapshot(seq=seq, tenants=records)
-    store.write(snapshot_name(seq), snapshot.model_dump_json().encode())
+    store.write(snapshot_name(seq), snapshot_lines(seq, records))
     new_head = DirectoryHead(
-        epoch=epoch, seq=seq, snapshot=seq, registry_seq=registry_seq, platform=digest
+        epoch=epoch,
+        seq=seq,
+        snapshot=seq,
+        registry_seq=changes.seq,
+        platform=digest,
+        registry=changes.registry,
     )
     store.write(HEAD, new_head.model_dump_json().encode())
     return Published(seq=seq, changed=[r.entry.id for r in records], snapshot=True)

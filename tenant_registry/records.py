@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -101,3 +101,11 @@ class Tenant:
 
     def active_keys(self) -> list[ApiKey]:
         return sorted((k for k in self.keys if k.revoked_at is None), key=lambda k: k.key_id)
+
+
+class Changes(NamedTuple):
+    """What changed in a registry since a publish (``Registry.changed_since``)."""
+
+    registry: str  # the registry's identity (migration 7)
+    seq: int  # its latest change number
+    tenants: list[str]  # tenants changed since, oldest change first

@@ -22,6 +22,7 @@ from serve_app.config import (
     RouterConfig,
     TenantEntry,
     TenantModel,
+    Tier,
     deployment_name,
     serving_deployment,
 )
@@ -38,6 +39,7 @@ from serve_app.wire import model_id
 from tenant_registry.errors import InvalidInput
 from tenant_registry.platform import PlatformSettings, directory_spec
 from tenant_registry.records import Tenant
+from tenant_registry.store import Registry
 
 HEADER = (
     "# Rendered by `tenantctl render` from the tenant registry. Do not edit by hand:\n"
@@ -83,6 +85,15 @@ def _dump(config: RouterConfig | DetectorConfig) -> dict[str, Any]:
     return config.model_dump(
         mode="json", exclude={"directory"} if config.directory is None else None
     )
+
+
+def render_registry(reg: Registry) -> dict[str, Any]:
+    """The Serve config of the registry. With the tenant directory on, only dedicated
+    tenants are read: they are the only ones the config names (a deployment each), so a
+    change to any other tenant neither costs nor changes a render."""
+    platform = reg.platform()
+    tier: Tier | None = "dedicated" if platform.tenant_directory else None
+    return render_config(reg.tenants(tier), platform)
 
 
 def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str, Any]:

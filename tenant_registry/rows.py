@@ -171,3 +171,21 @@ def read_tenant(conn: sqlite3.Connection, row: sqlite3.Row) -> Tenant:
         keys=tuple(ApiKey(**dict(k)) for k in key_rows),
         models=tuple(models),
     )
+
+
+def next_version_number(db: sqlite3.Connection, tenant_id: str, model: str) -> int:
+    """The number after every recorded and reserved version of the model."""
+    row = db.execute(
+        "SELECT MAX(v) AS v FROM (SELECT version AS v FROM model_versions "
+        "WHERE tenant_id = ? AND model = ? UNION ALL SELECT version FROM "
+        "model_version_reservations WHERE tenant_id = ? AND model = ?)",
+        (tenant_id, model, tenant_id, model),
+    ).fetchone()
+    return int(row["v"] or 0) + 1
+
+
+def end_reservation(db: sqlite3.Connection, tenant_id: str, model: str, version: int) -> None:
+    db.execute(
+        "DELETE FROM model_version_reservations WHERE tenant_id = ? AND model = ? AND version = ?",
+        (tenant_id, model, version),
+    )

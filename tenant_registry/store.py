@@ -30,6 +30,7 @@ from tenant_registry.migrations import migrate
 from tenant_registry.platform import PlatformSettings
 from tenant_registry.records import (
     ApiKey,
+    Changes,
     ModelVersion,
     Tenant,
     TenantModel,
@@ -38,7 +39,14 @@ from tenant_registry.records import (
     validate_tenant_id,
     validated,
 )
-from tenant_registry.rows import insert_version, read_tenant, write_policy, write_resources
+from tenant_registry.rows import (
+    end_reservation,
+    insert_version,
+    next_version_number,
+    read_tenant,
+    write_policy,
+    write_resources,
+)
 
 DB_ENV = "TENANTCTL_DB"
 DEFAULT_DB = Path("var") / "registry.db"
@@ -139,20 +147,33 @@ class Registry:
             raise NotFound(f"no tenant {tenant_id[:40]!r}: see `tenantctl tenant list`")
         return read_tenant(self._conn, row)
 
-    def tenants(self) -> list[Tenant]:
-        rows = self._conn.execute("SELECT * FROM tenants ORDER BY id").fetchall()
+    def tenants(self, tier: Tier | None = None) -> list[Tenant]:
+        """Every tenant, or one ``tier``'s (the directory's Serve config: dedicated)."""
+        rows = self._conn.execute(
+            "SELECT * FROM tenants WHERE ?1 IS NULL OR tier = ?1 ORDER BY id", (tier,)
+        ).fetchall()
         return [read_tenant(self._conn, r) for r in rows]
 
-    def changed_since(self, seq: int) -> tuple[int, list[str]]:
-        """The registry's latest change number, and the tenants changed after ``seq``
-        (recorded by triggers on every table of a tenant's record: migration 6)."""
+    def changed_since(self, seq: int) -> Changes:
+        """The tenants changed after ``seq`` (recorded by triggers on every table of a
+        tenant's record: migration 6), the latest change number, and who this registry is."""
         rows = self._conn.execute(
             "SELECT tenant_id, MAX(seq) AS last FROM tenant_changes WHERE seq > ? "
             "GROUP BY tenant_id ORDER BY last",
             (seq,),
         ).fetchall()
         latest = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM tenant_changes").fetchone()
-        return int(latest[0]), [str(r["tenant_id"]) for r in rows]
+        identity = self._conn.execute("SELECT id FROM registry_identity").fetchone()
+        return Changes(identity["id"], int(latest[0]), [str(r["tenant_id"]) for r in rows])
+
+    def forget_changes(self, upto: int) -> None:
+        """Drop change records up to ``upto`` (published), keeping the latest number."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM tenant_changes WHERE seq <= ? AND seq < (SELECT MAX(seq) "
+                "FROM tenant_changes)",
+                (upto,),
+            )
 
     def find_tenant(self, tenant_id: str) -> Tenant | None:
         row = self._conn.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
@@ -321,12 +342,12 @@ class Registry:
         with self._write() as db:
             self._touch(db, tenant_id)
             insert_version(db, tenant_id, model, version, activate=activate)
-            self._end_reservation(db, tenant_id, model, version.version)
+            end_reservation(db, tenant_id, model, version.version)
         return self.model(tenant_id, model)
 
     def next_version(self, tenant_id: str, model: str) -> int:
         """The number after every recorded and reserved version of the model."""
-        return self._next_version(self._conn, tenant_id, model)
+        return next_version_number(self._conn, tenant_id, model)
 
     def reserve_version(self, tenant_id: str, model: str) -> int:
         """Take the next version number for an upload in progress: a concurrent push
@@ -335,7 +356,7 @@ class Registry:
         released; a push that crashed leaves its number unused, never reused."""
         validate_model_name(model)
         with self._write() as db:
-            number = self._next_version(db, tenant_id, model)
+            number = next_version_number(db, tenant_id, model)
             db.execute(
                 "INSERT INTO model_version_reservations(tenant_id, model, version, reserved_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -346,25 +367,7 @@ class Registry:
     def release_version(self, tenant_id: str, model: str, version: int) -> None:
         """Give back a reserved number whose upload failed (nothing was recorded)."""
         with self._write() as db:
-            self._end_reservation(db, tenant_id, model, version)
-
-    @staticmethod
-    def _next_version(db: sqlite3.Connection, tenant_id: str, model: str) -> int:
-        row = db.execute(
-            "SELECT MAX(v) AS v FROM (SELECT version AS v FROM model_versions "
-            "WHERE tenant_id = ? AND model = ? UNION ALL SELECT version FROM "
-            "model_version_reservations WHERE tenant_id = ? AND model = ?)",
-            (tenant_id, model, tenant_id, model),
-        ).fetchone()
-        return int(row["v"] or 0) + 1
-
-    @staticmethod
-    def _end_reservation(db: sqlite3.Connection, tenant_id: str, model: str, version: int) -> None:
-        db.execute(
-            "DELETE FROM model_version_reservations WHERE tenant_id = ? AND model = ? "
-            "AND version = ?",
-            (tenant_id, model, version),
-        )
+            end_reservation(db, tenant_id, model, version)
 
     def model(self, tenant_id: str, model: str) -> TenantModel:
         found = next((m for m in self.tenant(tenant_id).models if m.name == model), None)

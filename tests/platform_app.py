@@ -44,6 +44,8 @@ class Platform:
             p.model_copy(
                 update={
                     "http_port": http_port,
+                    # the tenant directory (and model pushes) in the test's own folder
+                    "model_store_uri": f"file://{db.parent}/models",
                     "router": p.router.model_copy(
                         update={
                             "resources": p.router.resources.model_copy(update=cpu),
@@ -79,19 +81,15 @@ class Platform:
 
     def publish(self) -> None:
         """What ``tenantctl apply`` does first when the tenant directory is on."""
-        from serve_app.blobs import open_store
-        from tenant_registry.platform import directory_spec
-        from tenant_registry.publish import publish
+        from tenant_registry.publish import publish_registry
 
-        spec = directory_spec(self.reg.platform())
-        if spec is not None:
-            publish(self.reg, open_store(spec.uri, spec.store))
+        publish_registry(self.reg)
 
     def apply(self) -> None:
-        from tenant_registry.render import render_config
+        from tenant_registry.render import render_registry
 
         self.publish()
-        deploy_config(self.context, render_config(self.reg.tenants(), self.reg.platform()))
+        deploy_config(self.context, render_registry(self.reg))
 
     def post(
         self,

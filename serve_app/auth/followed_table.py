@@ -17,7 +17,7 @@ import logging
 from serve_app.auth.jwks import JwksPool
 from serve_app.auth.tenants import TenantTable
 from serve_app.blobs import BlobStore, open_store
-from serve_app.config import DirectorySpec, RouterConfig, TenantEntry
+from serve_app.config import DirectorySpec, Quota, RouterConfig, TenantEntry
 from serve_app.directory import DirectoryView
 
 logger = logging.getLogger("ray.serve")
@@ -30,7 +30,7 @@ class FollowedTable:
         self._jwks = jwks
         self.table = TenantTable(RouterConfig(), jwks)
         self._config = RouterConfig()
-        self._view = DirectoryView()
+        self._view = DirectoryView(keep_sources=False)  # a router never reads them
         self._store: BlobStore | None = None
         self._spec: DirectorySpec | None = None
         self._task: asyncio.Task[None] | None = None
@@ -40,7 +40,7 @@ class FollowedTable:
         self._config = config
         if config.directory != self._spec:
             self._spec = config.directory
-            self._view = DirectoryView()
+            self._view = DirectoryView(keep_sources=False)  # a router never reads them
             self._store = (
                 None if self._spec is None else open_store(self._spec.uri, self._spec.store)
             )
@@ -51,6 +51,11 @@ class FollowedTable:
             await self.close()
         elif self._task is None or self._task.done():
             self._task = asyncio.create_task(self._follow())
+
+    def quota_of(self, tenant_id: str) -> Quota | None:
+        """A tenant's current quota (None: gone), as the settlements need it."""
+        entry = self.table.find(tenant_id)
+        return None if entry is None else entry.quota
 
     async def close(self) -> None:
         if self._task is not None:

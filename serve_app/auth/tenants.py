@@ -49,6 +49,9 @@ class TenantTable:
     def tenants(self) -> list[TenantEntry]:
         return list(self._by_id.values())
 
+    def find(self, tenant_id: str) -> TenantEntry | None:
+        return self._by_id.get(tenant_id)
+
     def put(self, entry: TenantEntry) -> None:
         """Add or replace one tenant: its keys, status, policy and identity provider.
 

@@ -135,7 +135,7 @@ class Router:
         self._detectors = DetectorClient(detectors, shared_pool)
         self._readiness = Readiness(self._detectors, scale_to_zero or ())
         self._admission = Admission(
-            ledger, self._quotas, journal_folder=node_session_folder() / JOURNAL_FOLDER
+            ledger, self._tenants.quota_of, journal_folder=node_session_folder() / JOURNAL_FOLDER
         )
         self._defaults = TenantDefaultsCache(lambda t: ledger.tenant_defaults.remote(t))
         self._control = ControlCalls()
@@ -296,9 +296,6 @@ class Router:
             return report
 
         return await self._control.usage(tenant.id, fetch)
-
-    def _quotas(self) -> dict[str, Any]:
-        return {t.id: t.quota for t in self._tenants.table.tenants()}
 
     # ------------------------------------------------------- Python handle API
 

@@ -49,13 +49,12 @@ from serve_app.quota.allowances import Allowances, Refund, uses_allowances
 from serve_app.quota.gcra import Decision, month_key
 from serve_app.quota.journal import Entry, orphans
 from serve_app.quota.leadership import NotLeader
-from serve_app.quota.settlement import Settler
+from serve_app.quota.settlement import QuotaOf, Settler
 from serve_app.quota.usage import Settlement
 from serve_app.ray_compat import is_replica_gone
 from serve_app.ride_through import ride_through
 
 logger = logging.getLogger("ray.serve")
-Quotas = Callable[[], dict[str, Quota]]
 
 QUOTA_MESSAGES = {
     "rate_limited": "request rate over your quota; slow down and retry after Retry-After seconds",
@@ -90,7 +89,7 @@ class Admission:
 
     Args:
         ledger: The ``QuotaLedger`` handle (or a fake with the same methods).
-        quotas: Current quota of every tenant, by id (read at each settlement).
+        quota_of: A tenant's current quota by id (asked at each settlement).
         origin: Prefix of this replica's settlement batch ids.
         journal_folder: The node's journal folder (None: no journal, no sweeping).
     """
@@ -98,12 +97,12 @@ class Admission:
     def __init__(
         self,
         ledger: Any,
-        quotas: Quotas,
+        quota_of: QuotaOf,
         origin: str = "router",
         journal_folder: Path | None = None,
     ) -> None:
         self._ledger = ledger
-        self._quotas = quotas
+        self._quota_of = quota_of
         self._allowances = Allowances()
         self.settler = Settler(origin=origin, journal_folder=journal_folder)
         self._journal_folder = journal_folder
@@ -287,7 +286,7 @@ class Admission:
     async def settle(self) -> int:
         """Refund expired allowances and send what is owed; returns how many are left."""
         self.settler.refund(self._allowances.expired(time.monotonic()))
-        return await self.settler.settle(self._quotas(), self._send)
+        return await self.settler.settle(self._quota_of, self._send)
 
     async def _send(self, settlement: Settlement) -> None:
         async with asyncio.timeout(LEDGER_TIMEOUT_S):

@@ -32,6 +32,9 @@ from serve_app.quota.usage import Settlement, UsageMeter
 
 logger = logging.getLogger("ray.serve")
 Send = Callable[[Settlement], Awaitable[object]]
+# A tenant's current quota by id; None for a tenant that is gone (a lookup, not a copy
+# of every tenant's: a router may know 10,000 of them).
+QuotaOf = Callable[[str], Quota | None]
 
 
 class Settler:
@@ -74,7 +77,7 @@ class Settler:
     def refund(self, refunds: list[Refund]) -> None:
         self._refunds.extend(refunds)
 
-    def cut(self, quotas: dict[str, Quota]) -> None:
+    def cut(self, quota_of: QuotaOf) -> None:
         """Turn what accumulated into the next numbered settlement, if anything did."""
         settlement = Settlement(
             batch_id=f"{self.origin}-{self._seq}",
@@ -83,9 +86,10 @@ class Settler:
             charged=tuple((t, m, n) for (t, m), n in self._charged.items()),
             usage=self.meter.take(),
             refunds=tuple(
-                (r.tenant, quotas[r.tenant], r.unused, r.month)
+                (r.tenant, quota, r.unused, r.month)
                 for r in self._refunds
-                if r.tenant in quotas  # a deleted tenant's quota no longer matters
+                # a deleted tenant's quota no longer matters
+                if (quota := quota_of(r.tenant)) is not None
             ),
             key_uses=tuple((k, t, ts) for k, (t, ts) in self._key_uses.items()),
         )
@@ -126,6 +130,6 @@ class Settler:
             self._forget(seq)
         return len(self._queue)
 
-    async def settle(self, quotas: dict[str, Quota], send: Send) -> int:
-        self.cut(quotas)
+    async def settle(self, quota_of: QuotaOf, send: Send) -> int:
+        self.cut(quota_of)
         return await self.deliver(send)

@@ -1,30 +1,42 @@
-"""``tenantctl render | apply | validate | status``: from the registry to a cluster."""
+"""``tenantctl render | publish | apply | validate | status``: from the registry to a cluster."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from serve_app.blobs import open_store
+from serve_app.config import DirectorySpec
 from serve_app.constants import APP_NAME
 from tenant_registry import cluster, kuberay, manifests, render
 from tenant_registry.cli.common import Command, arg, emit
-from tenant_registry.errors import RegistryError
+from tenant_registry.errors import InvalidInput, RegistryError
 from tenant_registry.platform import directory_spec
-from tenant_registry.publish import publish
+from tenant_registry.publish import Published, publish_registry
 from tenant_registry.store import Registry
+
+# A router applies a publish on its next read of the directory (every poll_s): waiting
+# two polls covers a read that began just before the publish.
+FOLLOW_POLLS = 2
 
 
 def _rendered(reg: Registry) -> dict[str, Any]:
-    return render.render_config(reg.tenants(), reg.platform())
+    return render.render_registry(reg)
 
 
 def render_config(reg: Registry, args: argparse.Namespace) -> int:
     if args.format == "rayservice":
+        spec = directory_spec(reg.platform())
+        if spec is not None and spec.uri.startswith("file://"):
+            raise InvalidInput(
+                f"the tenant directory ({spec.uri}) would be on each pod's own disk: set "
+                "`tenantctl platform set --model-store-uri s3://BUCKET/PREFIX` (or "
+                "`--tenant-directory off` to list tenants in the manifest)"
+            )
         text = kuberay.render_rayservice(_rendered(reg), reg.platform().kuberay)
         manifests.validate_documents(list(yaml.safe_load_all(text)))  # never a bad manifest
     else:
@@ -37,20 +49,45 @@ def render_config(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
-def apply(reg: Registry, args: argparse.Namespace) -> int:
-    config = _rendered(reg)
-    if args.dry_run:
-        print(render.to_yaml(config), end="")
-        return 0
-    directory = directory_spec(reg.platform())
-    if directory is not None:  # tenants first: the config no longer lists them
-        done = publish(reg, open_store(directory.uri, directory.store))
+def publish(reg: Registry, args: argparse.Namespace) -> int:
+    """Only the tenants (no Serve deploy): what a cluster whose config is deployed by
+    other means (a RayService applied by GitOps) needs after a tenant change."""
+    published = _publish(reg)
+    if published is None:
+        raise InvalidInput(
+            "the tenant directory is off: tenants travel in the Serve config, use "
+            "`tenantctl apply` (or `platform set --tenant-directory on`)"
+        )
+    return 0
+
+
+def _publish(reg: Registry) -> tuple[DirectorySpec, Published] | None:
+    published = publish_registry(reg)
+    if published is not None:
+        spec, done = published
         what = "all tenants" if done.snapshot else f"{len(done.changed)} changed tenants"
-        print(f"published {what} to {directory.uri} (seq {done.seq})", file=sys.stderr)
+        print(f"published {what} to {spec.uri} (seq {done.seq})", file=sys.stderr)
+    return published
+
+
+def apply(reg: Registry, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        print(render.to_yaml(_rendered(reg)), end="")
+        return 0
+    # Tenants first, before Ray is even imported: the routers follow the directory, so a
+    # shared tenant's change is in effect from here; the config names none of them.
+    published = _publish(reg)
+    config = _rendered(reg)
+    if published is not None and cluster.is_deployed(config, args.address):
+        print(f"the Serve config on {args.address} is unchanged: not redeployed", file=sys.stderr)
+        if args.wait is not None:  # every router reads the directory once per poll
+            time.sleep(FOLLOW_POLLS * published[0].poll_s)
+            print("followed by every router and the shared pool", file=sys.stderr)
+        return 0
     since = cluster.deployed_at(args.address) if args.wait is not None else None
     cluster.deploy(config, args.address)
     tenants = config["applications"][0]["deployments"][0]["user_config"]["tenants"]
-    listed = f"{len(tenants)} tenants" if directory is None else "the platform"
+    listed = f"{len(tenants)} tenants" if published is None else "the platform"
     print(f"applied {listed} to {args.address}", file=sys.stderr)
     if args.wait is not None:
         cluster.wait_applied(args.address, since, args.wait)
@@ -126,6 +163,12 @@ COMMANDS = [
                 help="a Serve config for `serve deploy` (default) or a KubeRay RayService manifest",
             ),
         ],
+    ),
+    Command(
+        ("publish",),
+        publish,
+        "publish changed tenants to the tenant directory the routers follow (no deploy)",
+        [],
     ),
     Command(
         ("apply",),

@@ -21,10 +21,7 @@ def app(ray_cluster, tmp_path_factory, http_port):
     folder = tmp_path_factory.mktemp("directory")
     # the package's port: Serve keeps the HTTP port it started with
     platform = Platform(ray_cluster, folder / "registry.db", http_port)
-    settings = platform.reg.platform().model_copy(
-        update={"tenant_directory": True, "model_store_uri": f"file://{folder}/models"}
-    )
-    platform.reg.set_platform(settings)
+    assert platform.reg.platform().tenant_directory  # the default
     platform.directory = folder / "models" / "_directory"
     platform.onboard("first")
     platform.apply()
@@ -39,9 +36,9 @@ def _statuses(app, tenant: str) -> set[int]:
 
 
 def test_the_config_lists_no_tenant(app):
-    from tenant_registry.render import render_config
+    from tenant_registry.render import render_registry
 
-    config = render_config(app.reg.tenants(), app.reg.platform())
+    config = render_registry(app.reg)
     deployments = {d["name"]: d["user_config"] for d in config["applications"][0]["deployments"]}
     assert deployments["router"]["tenants"] == []
     assert deployments["router"]["directory"]["uri"].endswith("/_directory")

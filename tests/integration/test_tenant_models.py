@@ -26,7 +26,8 @@ from tenant_registry.cli import main
 from tenant_registry.cluster import load_status
 from tenant_registry.push import push_version
 from tenant_registry.records import ModelVersion
-from tenant_registry.render import render_config
+from tenant_registry.publish import publish_registry
+from tenant_registry.render import render_registry
 from tenant_registry.store import Registry
 from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, wait_for
 from tests.integration.conftest import delete_app, deploy
@@ -115,7 +116,8 @@ class App:
         return number
 
     def apply(self) -> None:
-        deploy(self.context, render_config(self.reg.tenants(), self.reg.platform()))
+        publish_registry(self.reg)  # as `tenantctl apply`: the tenants, then the config
+        deploy(self.context, render_registry(self.reg))
 
     def client(self, tenant: str) -> DetectionClient:
         return DetectionClient(api_key=self.keys[tenant])

@@ -48,7 +48,7 @@ def _admit_once(ledger, quota, quotas=None):
     """One admission on a fresh Admission, closed afterwards: its ticket, or its error."""
 
     async def run():
-        admission = Admission(ledger, quotas or (lambda: {"acme": quota}))
+        admission = Admission(ledger, quotas or {"acme": quota}.get)
         try:
             return await admission.admit("acme", quota, "key_a")
         finally:
@@ -60,7 +60,7 @@ def _admit_once(ledger, quota, quotas=None):
 def test_allowances_spare_the_ledger_most_calls():
     async def run():
         ledger = _ledger()
-        admission = Admission(ledger, lambda: {"acme": RATE})
+        admission = Admission(ledger, {"acme": RATE}.get)
         for _ in range(30):
             assert await admission.admit("acme", RATE, "key_a") == Ticket("2026-11")
         await admission.close()
@@ -74,7 +74,7 @@ def test_allowances_spare_the_ledger_most_calls():
 def test_capped_tenants_get_a_lease_and_release_it():
     async def run():
         ledger = _ledger()
-        admission = Admission(ledger, lambda: {"acme": CAPPED})
+        admission = Admission(ledger, {"acme": CAPPED}.get)
         ticket = await admission.admit("acme", CAPPED, "key_a")
         await admission.release("acme", ticket.lease)
         await admission.close()
@@ -91,7 +91,7 @@ def test_a_refusal_is_429_with_retry_after_and_ratelimit_headers():
     )
 
     with pytest.raises(QuotaExceeded) as caught:
-        _admit_once(_ledger(grant=lambda *a: refuse), RATE, dict)
+        _admit_once(_ledger(grant=lambda *a: refuse), RATE, {}.get)
     assert caught.value.retry_after_s == 1  # rounded up, at least one second
     assert caught.value.headers == {
         "RateLimit-Limit": "40",
@@ -130,7 +130,7 @@ def test_an_unreachable_ledger_fails_closed_with_503():
         raise ConnectionError("ledger gone")
 
     with pytest.raises(Overloaded, match="admission control is unavailable"):
-        _admit_once(_ledger(admit=down), CAPPED, dict)
+        _admit_once(_ledger(admit=down), CAPPED, {}.get)
 
 
 @pytest.mark.parametrize("quota", [RATE, CAPPED], ids=["grant", "admit"])
@@ -202,7 +202,7 @@ def test_a_ledger_down_past_the_ride_through_is_503(monkeypatch):
         raise ray_errors.ActorDiedError()
 
     with pytest.raises(Overloaded, match="admission control is unavailable"):
-        _admit_once(_ledger(grant=dead), RATE, dict)
+        _admit_once(_ledger(grant=dead), RATE, {}.get)
 
 
 def test_the_settle_loop_is_restarted_when_it_dies(monkeypatch):
@@ -210,17 +210,25 @@ def test_the_settle_loop_is_restarted_when_it_dies(monkeypatch):
     monkeypatch.setattr(admission_module, "SETTLE_RESTART_MIN_S", 0.01)
     failures = [RuntimeError("broken table"), RuntimeError("still broken")]
 
-    def quotas():
+    def quota_of(tenant):  # asked when the expired allowance is refunded
         if failures:
             raise failures.pop(0)
-        return {"acme": RATE}
+        return RATE
 
     async def run():
         delivered = asyncio.Event()
-        ledger = _ledger(settle=lambda s: (ledger.settled.append(s), delivered.set()))
-        admission = Admission(ledger, quotas)
+        ten = Decision(allowed=True, granted=10, month="2026-11")
+
+        def settle(settlement):
+            ledger.settled.append(settlement)
+            if settlement.refunds:
+                delivered.set()
+
+        ledger = _ledger(grant=lambda *_: ten, settle=settle)
+        admission = Admission(ledger, quota_of)
         admission.start()
-        admission.record("acme", "demo@1", 200, 0.02)
+        ticket = await admission.admit("acme", RATE, "key_a")  # 9 of 10 left to refund
+        admission.record("acme", "demo@1", 200, 0.02, ticket)
         await asyncio.wait_for(delivered.wait(), 10)
         restarts = admission.restarts
         await admission.close()
@@ -228,15 +236,16 @@ def test_the_settle_loop_is_restarted_when_it_dies(monkeypatch):
 
     ledger, restarts = asyncio.run(run())
     assert restarts == 2
-    [settlement] = ledger.settled
-    assert [(row.tenant, row.counts.images) for row in settlement.usage] == [("acme", 1)]
+    usage = [row for s in ledger.settled for row in s.usage]
+    assert [(row.tenant, row.counts.images) for row in usage] == [("acme", 1)]
+    assert [(r[0], r[2]) for s in ledger.settled for r in s.refunds] == [("acme", 9)]
 
 
 def test_close_flushes_usage_and_refunds_unspent_allowances():
     async def run():
         ten = Decision(allowed=True, granted=10, month="2026-11")
         ledger = _ledger(grant=lambda *_: ten)
-        admission = Admission(ledger, lambda: {"acme": RATE})
+        admission = Admission(ledger, {"acme": RATE}.get)
         ticket = await admission.admit("acme", RATE, "key_a")  # spends 1 of the 10 granted
         admission.record("acme", "demo@1", 200, 0.02, ticket)
         left = await admission.close()
@@ -260,7 +269,7 @@ def test_an_admission_is_billed_only_if_answered():
     async def run():
         ten = Decision(allowed=True, granted=10, month="2026-11")
         ledger = _ledger(grant=lambda *_: ten)
-        admission = Admission(ledger, lambda: {"acme": RATE})
+        admission = Admission(ledger, {"acme": RATE}.get)
         answered = await admission.admit("acme", RATE, "key_a")
         admission.record("acme", "demo@1", 200, 0.02, answered)
         failed = await admission.admit("acme", RATE, "key_a")
@@ -282,7 +291,7 @@ def test_close_reports_what_an_absent_ledger_did_not_get():
         raise ConnectionError("ledger gone")
 
     async def run():
-        admission = Admission(_ledger(settle=down), dict)
+        admission = Admission(_ledger(settle=down), {}.get)
         admission.record("acme", "demo@1", 200, 0.02)
         return await admission.close()
 
@@ -297,7 +306,7 @@ def test_a_tenant_without_limits_needs_the_ledger_only_to_know_it_is_there():
 
     async def run():
         ledger = _ledger()
-        admission = Admission(ledger, lambda: {"acme": Quota()})
+        admission = Admission(ledger, {"acme": Quota()}.get)
         first = await admission.admit("acme", Quota(), "key_a")  # nobody heard yet
         admission.record("acme", "demo@1", 200, 0.02, first)
         answered = await admission.admit("acme", Quota(), "key_a")

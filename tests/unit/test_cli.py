@@ -22,10 +22,25 @@ def ctl(tmp_path, capsys):
         return code, out.out, out.err
 
     assert run("init")[0] == 0
+    # the tenant directory `publish` writes: in the test's folder, not the repository's
+    assert run("platform", "set", "--model-store-uri", f"file://{tmp_path}/models")[0] == 0
     return run
 
 
-def test_onboarding_commands(ctl):
+def _published(ctl, tmp_path) -> tuple[dict, str]:
+    """``tenantctl publish``, then what a router reads: the records, and the raw files."""
+    from serve_app.blobs import FileStore
+    from serve_app.directory import DirectoryView
+
+    assert ctl("publish")[0] == 0
+    folder = tmp_path / "models" / "_directory"
+    view = DirectoryView()
+    view.refresh(FileStore(folder))
+    raw = "".join(f.read_text() for f in sorted(folder.iterdir()))
+    return {t: r.entry for t, r in view.records.items()}, raw
+
+
+def test_onboarding_commands(ctl, tmp_path):
     assert ctl("tenant", "create", "acme", "--name", "Acme Corp")[0] == 0
     code, key, err = ctl("key", "issue", "acme")
     assert code == 0 and key.strip().startswith("yk_") and "shown once" in err
@@ -36,8 +51,9 @@ def test_onboarding_commands(ctl):
     assert tenants[0]["keys"][0]["prefix"] == key.strip()[:8] + "…"
     code, out, _ = ctl("model", "list", "acme", "--json")
     assert json.loads(out)[0]["versions"][0]["architecture"] == "yolov8n"
-    code, out, _ = ctl("render")
-    assert code == 0 and "acme/shapes@1" in out and key.strip() not in out
+    entries, raw = _published(ctl, tmp_path)
+    assert entries["acme"].model("shapes").active_version == 1
+    assert key.strip() not in raw and hash_api_key(key.strip()) in raw  # the digest only
 
 
 def test_control_characters_never_reach_the_terminal(ctl, tmp_path):
@@ -168,10 +184,9 @@ def test_jwt_settings_and_minted_tokens_round_trip(ctl, tmp_path):
         "60",
     )
     assert code == 0 and token.count(".") == 2
-    code, rendered, _ = ctl("render")
-    assert "BEGIN PRIVATE KEY" not in rendered and "https://yolo.test/acme" in rendered
-    router = yaml.safe_load(rendered)["applications"][0]["deployments"][0]["user_config"]
-    table = TenantTable(RouterConfig.model_validate(router))
+    entries, raw = _published(ctl, tmp_path)
+    assert "BEGIN PRIVATE KEY" not in raw and "https://yolo.test/acme" in raw
+    table = TenantTable(RouterConfig(tenants=list(entries.values())))
     assert asyncio.run(table.authenticate(token.strip())).tenant.id == "acme"
     code, _, err = ctl(
         "token", "mint", "acme", "--private-key", str(tmp_path / "op.key"), "--ttl", "999999"
@@ -192,17 +207,17 @@ def test_jwt_settings_and_minted_tokens_round_trip(ctl, tmp_path):
     assert code == 4 and "another tenant" in err
 
 
-def test_jwt_keys_can_come_from_a_jwks_url(ctl):
+def test_jwt_keys_can_come_from_a_jwks_url(ctl, tmp_path):
     ctl("tenant", "create", "acme")
     base = ("jwt", "set", "acme", "--issuer", "https://idp.acme.test", "--audience", "yolo")
     code, _, err = ctl(*base, "--jwks-url", "http://idp.acme.test/jwks")
     assert code == 2 and "https" in err
     code, _, err = ctl(*base, "--jwks-url", "https://idp.acme.test/.well-known/jwks.json")
     assert code == 0 and "JWKS https://idp.acme.test/.well-known/jwks.json" in err
-    code, rendered, _ = ctl("render")
-    router = yaml.safe_load(rendered)["applications"][0]["deployments"][0]["user_config"]
-    assert router["tenants"][0]["jwt"]["jwks_url"] == "https://idp.acme.test/.well-known/jwks.json"
-    assert router["tenants"][0]["jwt"]["public_keys_pem"] == []
+    entries, _ = _published(ctl, tmp_path)
+    jwt = entries["acme"].jwt
+    assert jwt is not None and jwt.jwks_url == "https://idp.acme.test/.well-known/jwks.json"
+    assert not jwt.public_keys_pem
     code, _, err = ctl("jwt", "set", "acme", "--jwks-url", "")
     assert code == 2 and "public_keys_pem, jwks_url" in err  # would leave no keys at all
 
@@ -223,12 +238,41 @@ def test_platform_set_turns_the_tenant_directory_on_and_off(tmp_path, capsys):
     from tenant_registry.store import Registry
 
     db = str(tmp_path / "r.db")
-    assert main(["--db", db, "platform", "set", "--tenant-directory", "on"]) == 0
     with Registry(db) as reg:
-        assert reg.platform().tenant_directory is True
+        assert reg.platform().tenant_directory is True  # on unless turned off
     assert main(["--db", db, "platform", "set", "--tenant-directory", "off"]) == 0
     with Registry(db) as reg:
         assert reg.platform().tenant_directory is False
+    capsys.readouterr()
+    assert main(["--db", db, "publish"]) == 2  # nothing to publish to
+    assert "tenant directory is off" in capsys.readouterr().err
+    assert main(["--db", db, "platform", "set", "--tenant-directory", "on"]) == 0
+    with Registry(db) as reg:
+        assert reg.platform().tenant_directory is True
     with pytest.raises(SystemExit):
         main(["--db", db, "platform", "set", "--tenant-directory", "maybe"])
     assert "say on or off" in capsys.readouterr().err
+
+
+def test_publish_writes_only_changed_tenants_and_render_names_none_of_them(ctl, tmp_path):
+    for tenant in ("acme", "bob"):
+        ctl("tenant", "create", tenant)
+        ctl("key", "issue", tenant)
+    code, _, err = ctl("publish")
+    assert code == 0 and "all tenants" in err  # the first publish: a snapshot
+    ctl("tenant", "suspend", "bob")
+    code, _, err = ctl("publish")
+    assert code == 0 and "1 changed tenants" in err
+    entries, _ = _published(ctl, tmp_path)
+    assert (entries["acme"].status, entries["bob"].status) == ("active", "suspended")
+    code, rendered, _ = ctl("render")
+    router = yaml.safe_load(rendered)["applications"][0]["deployments"][0]["user_config"]
+    assert router["tenants"] == [] and "acme" not in rendered and "bob" not in rendered
+
+
+def test_a_rayservice_is_refused_while_the_directory_is_on_a_pods_own_disk(ctl):
+    code, _, err = ctl("render", "--format", "rayservice")
+    assert code == 2 and "each pod's own disk" in err and "s3://" in err
+    assert ctl("platform", "set", "--model-store-uri", "s3://bucket/models")[0] == 0
+    code, manifest, _ = ctl("render", "--format", "rayservice")
+    assert code == 0 and "s3://bucket/models/_directory" in manifest

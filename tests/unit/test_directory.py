@@ -137,3 +137,67 @@ def test_a_reader_keeps_its_view_when_the_store_fails_and_catches_up_after(reg, 
     change.write_bytes(kept)
     publisher.publish(reg, store)  # no head: a fresh snapshot
     assert view.refresh(store) is None and len(_keys(view, "acme")) == 1
+
+
+def test_another_registry_publishing_to_the_directory_replaces_it_whole(reg, store, tmp_path):
+    """A recreated registry file counts its changes from 1 again: the directory must not
+    take them as changes after the first registry's (a tenant would be missed)."""
+    for i in range(5):
+        reg.create_tenant(f"t{i}", "T", "shared", ("shapes", V1))
+    publisher.publish(reg, store)
+    view = DirectoryView()
+    view.refresh(store)
+    with Registry(tmp_path / "recreated.db") as other:
+        other.create_tenant("only", "Only", "shared", ("shapes", V1))
+        done = publisher.publish(other, store)
+    assert done.snapshot and done.changed == ["only"]
+    assert view.refresh(store) is None and sorted(view.records) == ["only"]
+
+
+def test_published_change_records_are_pruned_keeping_the_count(reg, store):
+    for i in range(20):
+        reg.create_tenant(f"t{i:02d}", "T", "shared", ("shapes", V1))
+    publisher.publish(reg, store)
+    latest = reg.changed_since(0).seq
+    assert latest > 20 and reg.changed_since(0).tenants == ["t19"]  # the latest row only
+    reg.issue_key("t03")
+    done = publisher.publish(reg, store)
+    assert (done.snapshot, done.changed) == (False, ["t03"])
+    assert reg.changed_since(0).seq > latest  # numbers never go back
+
+
+def test_a_cut_snapshot_is_refused_and_the_view_kept(reg, store):
+    for i in range(3):
+        reg.create_tenant(f"t{i}", "T", "shared", ("shapes", V1))
+    publisher.publish(reg, store)
+    view = DirectoryView()
+    view.refresh(store)
+    reg.set_platform(reg.platform().model_copy(update={"http_port": 8001}))
+    done = publisher.publish(reg, store)  # a platform change: a new snapshot
+    path = store.root / _files(store, "snapshot-")[-1]
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4 and b'"tenants":3' in lines[0]  # a header, a line per tenant
+    path.write_bytes(b"".join(lines[:-1]))  # an upload cut short
+    assert view.refresh(store) == [] and view.seq < done.seq and len(view.records) == 3
+    path.write_bytes(b"".join(lines))
+    assert view.refresh(store) is None and view.seq == done.seq
+
+
+def test_a_view_shares_equal_parts_and_a_routers_holds_no_sources(reg, store):
+    """Most tenants have the platform's default quota, policy and model: one copy each."""
+    for i in range(3):
+        reg.create_tenant(f"t{i}", "T", "shared", ("shapes", V1))
+    reg.set_quota("t2", requests_per_s=5)
+    publisher.publish(reg, store)
+    detector, router = DirectoryView(), DirectoryView(keep_sources=False)
+    detector.refresh(store)
+    router.refresh(store)
+    t0, t1, t2 = (detector.records[f"t{i}"].entry for i in range(3))
+    assert t0.quota is t1.quota and t0.policy is t2.policy and t0.models is t1.models
+    assert t2.quota is not t0.quota and t2.quota.requests_per_s == 5
+    assert detector.source("t1/shapes@1").sha256 == V1.sha256
+    assert router.source("t1/shapes@1") is None and router.records["t1"].entry == t1
+    reg.issue_key("t1")  # a change read later is shared the same way
+    publisher.publish(reg, store)
+    detector.refresh(store)
+    assert detector.records["t1"].entry.quota is t0.quota

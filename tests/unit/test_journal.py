@@ -99,7 +99,7 @@ def test_a_dead_routers_hold_is_billed_for_its_answers_and_refunded_for_the_rest
     ledger = FakeHandle({"settle": settle, "close_origin": close_origin})
 
     async def sweep() -> tuple[int, int]:
-        admission = Admission(ledger, lambda: {"acme": Quota()}, journal_folder=folder)
+        admission = Admission(ledger, {"acme": Quota()}.get, journal_folder=folder)
         first, again = await admission.sweep(), await admission.sweep()
         await admission.close()
         return first, again

@@ -19,7 +19,7 @@ from tenant_registry.manifests import (
     validate_documents,
     validate_manifest,
 )
-from tenant_registry.render import render_config
+from tenant_registry.render import render_registry
 from tests.conftest import ROOT
 
 CRD_SOURCES = ROOT.parent / "shared" / "crds"
@@ -107,9 +107,7 @@ def test_serve_config_inside_the_rayservice_passes_serves_schema_and_ours():
 
 def test_checked_in_manifest_is_what_the_example_registry_renders(tmp_path):
     reg = _example_registry(tmp_path)
-    rendered = render_rayservice(
-        render_config(reg.tenants(), reg.platform()), reg.platform().kuberay
-    )
+    rendered = render_rayservice(render_registry(reg), reg.platform().kuberay)
     assert rendered == MANIFEST.read_text(), "run `make manifests` and commit the result"
     reg.close()
     out = tmp_path / "out.yaml"
@@ -191,7 +189,11 @@ def test_every_container_is_offline_and_gets_s3_credentials_only_from_a_secret()
             wrapper = env["RAY_SERVE_HAPROXY_BINARY_PATH"]["value"]
             assert wrapper == "/home/ray/yoloserve/scripts/haproxy_loopback.sh"
     text = MANIFEST.read_text()
-    assert "yk_" not in text and '"sha256"' not in text and "api_keys: []" in text
+    assert "yk_" not in text and '"sha256"' not in text and "api_keys" not in text
+    serve = yaml.safe_load(_of_kind("RayService")["spec"]["serveConfigV2"])
+    router = serve["applications"][0]["deployments"][0]["user_config"]
+    # tenants (key digests among them) travel by the directory, not in the manifest
+    assert router["tenants"] == [] and router["directory"]["uri"].startswith("s3://")
 
 
 # ------------------------------------------------------------------ mutations

@@ -8,7 +8,7 @@ import yaml
 from serve_app.auth.keys import hash_api_key
 from tenant_registry.errors import InvalidInput
 from tenant_registry.records import ModelVersion
-from tenant_registry.render import render_config, to_yaml, validate_config
+from tenant_registry.render import render_config, render_registry, to_yaml, validate_config
 from tenant_registry.store import Registry
 
 V1 = ModelVersion(
@@ -23,7 +23,11 @@ SOURCE = {"uri": V1.uri, "sha256": V1.sha256}
 
 @pytest.fixture
 def reg(tmp_path):
+    """A registry rendered the way tenants are listed in the config (the directory off:
+    what a cluster without a shared store runs); the directory's render is tested below."""
     with Registry(tmp_path / "r.db") as registry:
+        off = registry.platform().model_copy(update={"tenant_directory": False})
+        registry.set_platform(off)
         yield registry
 
 
@@ -169,3 +173,31 @@ def test_batch_settings_are_bounded():
     for bad in ({"max_batch_size": 0}, {"max_batch_size": 65}, {"batch_wait_timeout_s": -1}):
         with pytest.raises(ValueError):
             BatchSettings(**bad)
+
+
+def test_with_the_directory_the_config_names_only_dedicated_tenants(tmp_path, monkeypatch):
+    """The default: shared tenants reach the routers and the pool through the directory,
+    so none of them is read, rendered or pushed; a dedicated tenant keeps its deployment
+    (Ray needs it) and its own catalog."""
+    with Registry(tmp_path / "r.db") as reg:
+        assert reg.platform().tenant_directory
+        for i in range(20):
+            reg.create_tenant(f"s{i:02d}", "Shared", "shared", ("shapes", V1))
+            reg.issue_key(f"s{i:02d}")
+        reg.create_tenant("bigco", "BigCo", "dedicated", ("shapes", V1))
+        read = []
+        tenants = reg.tenants
+        monkeypatch.setattr(reg, "tenants", lambda tier=None: read.append(tier) or tenants(tier))
+        config = render_registry(reg)
+        before = to_yaml(config)
+        reg.create_tenant("newco", "NewCo", "shared", ("shapes", V1))
+        reg.issue_key("s03")
+        reg.set_status("s07", "suspended")
+        assert to_yaml(render_registry(reg)) == before  # nothing Ray needs changed
+    assert read and set(read) == {"dedicated"}
+    router = _user_config(config, "router")
+    assert router["tenants"] == [] and router["directory"]["uri"].endswith("/_directory")
+    pool = _user_config(config, "shared-pool")
+    assert (pool["models"], pool["preload"], pool["active"]) == ({}, [], [])
+    assert _user_config(config, "tenant-bigco")["models"] == {"bigco/shapes@1": SOURCE}
+    assert [t["id"] for t in _app(config)["args"]["tenants"]] == ["bigco"]

@@ -85,7 +85,7 @@ def test_settlements_are_delivered_once_through_failures(tmp_path):
         settler.meter.record("acme", "m@1", 200, T0 + i, images=1, compute_s=0.01)
         ledger.fail_before = 1 if i == 3 else 0
         ledger.fail_after = 1 if i == 6 else 0
-        asyncio.run(settler.settle(quotas, ledger))
+        asyncio.run(settler.settle(quotas.get, ledger))
     assert asyncio.run(settler.deliver(ledger)) == 0
     assert store.hourly("acme", "2026-11-18T00")[hour_key(T0)].images == 10
 
@@ -97,7 +97,7 @@ def test_refunds_and_key_uses_travel_in_settlements(tmp_path):
     settler.refund([Refund("acme", 4, "2026-11"), Refund("gone", 1, "2026-11")])
     settler.key_used("key_abc", "acme", T0)
     settler.key_used("jwt:job", "acme", T0)  # not a key: no last-used record
-    asyncio.run(settler.settle({"acme": Quota()}, FlakyLedger(store)))
+    asyncio.run(settler.settle({"acme": Quota()}.get, FlakyLedger(store)))
     assert store.load() == {"acme": {"2026-11": 6}}
     assert store.key_last_used("acme") == {"key_abc": T0}
 

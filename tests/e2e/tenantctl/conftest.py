@@ -85,5 +85,8 @@ def registry(tmp_path_factory, ray_head):
         return proc
 
     tenantctl("init", "--http-port", str(http_port))
-    tenantctl("platform", "set", "--ledger-state-path", str(db.parent / "ledger.db"))
+    tenantctl(
+        "platform", "set", "--ledger-state-path", str(db.parent / "ledger.db"),
+        "--model-store-uri", f"file://{db.parent}/models",
+    )  # fmt: skip
     return {"tenantctl": tenantctl, "url": f"http://127.0.0.1:{http_port}", "db": db, **ray_head}

@@ -82,13 +82,18 @@ def test_onboard_suspend_revoke_delete(registry):
     assert _status(url, "yk_nobody") == 401
     assert requests.get(f"{url}/readyz", timeout=30).status_code == 503
 
-    # Shared tier: onboarding is a user_config change, no replica restarts.
+    # Shared tier: onboarding is a publish to the tenant directory; the Serve config is
+    # unchanged, so it is not even submitted: no replica restarts.
     before = _replicas(address)
+    deployed = serve_details(address)["applications"]["yolo"]["last_deployed_time_s"]
     tenantctl("tenant", "create", "acme", "--name", "Acme Corp", "--tier", "shared")
     acme_key = _issue_key(tenantctl, "acme")
-    tenantctl("apply", "--address", address)
+    applied = tenantctl("apply", "--address", address, "--wait", "60")
+    assert "1 changed tenants" in applied.stderr and "not redeployed" in applied.stderr
+    # the first request loads acme's model on the pool; a router knows acme within 2 s
     wait_for(lambda: _status(url, acme_key) == 200, 120, "acme's first 200")
     assert _replicas(address) == before
+    assert serve_details(address)["applications"]["yolo"]["last_deployed_time_s"] == deployed
 
     # Dedicated tier: a new deployment rolls every replica; acme's traffic keeps flowing.
     tenantctl("tenant", "create", "bigco", "--tier", "dedicated")
