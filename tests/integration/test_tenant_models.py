@@ -24,9 +24,9 @@ from serve_app.models.manifest import build_manifest, sha256_hex
 from serve_app.wire import utc_iso
 from tenant_registry.cli import main
 from tenant_registry.cluster import load_status
+from tenant_registry.publish import publish_registry
 from tenant_registry.push import push_version
 from tenant_registry.records import ModelVersion
-from tenant_registry.publish import publish_registry
 from tenant_registry.render import render_registry
 from tenant_registry.store import Registry
 from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, wait_for
