@@ -27,6 +27,7 @@ Pure apart from the store it is given: unit-tested with a file store.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from typing import Any
 
@@ -188,3 +189,12 @@ class DirectoryView:
         """Where model ``<tenant>/<model>@<version>`` is, if the directory lists it."""
         record = self.records.get(model_id.partition("/")[0])
         return record.sources.get(model_id) if record else None
+
+
+def return_freed_memory() -> None:
+    """Hand the heap pages freed after a snapshot load back to the OS (glibc's
+    ``malloc_trim``; elsewhere nothing): parsing 10,000 records frees tens of MB that
+    glibc would otherwise keep in the process's RSS."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the process's own libc
+    if trim is not None:
+        trim(0)
