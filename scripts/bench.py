@@ -430,42 +430,46 @@ class PlatformRun:
                 for c in CONCURRENCY]  # fmt: skip
 
 
+def _registry(**platform: Any) -> Any:
+    """A registry of its own in a fresh folder: its ledger file and tenant directory
+    there too, and ``platform`` settings changed."""
+    from tenant_registry.store import Registry
+
+    folder = Path(tempfile.mkdtemp())
+    reg = Registry(folder / "registry.db")
+    settings = reg.platform()
+    ledger = settings.ledger.model_copy(update={"state_path": str(folder / "ledger.db")})
+    update = {"ledger": ledger, "model_store_uri": f"file://{folder}/models", **platform}
+    reg.set_platform(settings.model_copy(update=update))
+    return reg
+
+
 def multiplexing(images: list[bytes], n: int, tenants: int = 20, per_replica: int = 4) -> str:
     """``tenants`` shared-pool tenants, each with its own model version, on one pool
     replica that holds ``per_replica`` models: images/s round-robin, and model loads."""
     from ray import serve
 
     from serve_app.ray_compat import handle_for_blocking_callers
-    from tenant_registry.render import render_config
-    from tenant_registry.store import Registry
+    from tenant_registry.platform import PlatformSettings
+    from tenant_registry.publish import published_config
 
-    reg = Registry(Path(tempfile.mkdtemp()) / "registry.db")
-    platform_settings = reg.platform()
-    pool = platform_settings.shared_pool
-    reg.set_platform(
-        platform_settings.model_copy(
+    pool = PlatformSettings().shared_pool
+    reg = _registry(
+        max_models_per_replica=per_replica,
+        shared_pool=pool.model_copy(
             update={
-                "max_models_per_replica": per_replica,
-                "shared_pool": pool.model_copy(
-                    update={
-                        "resources": pool.resources.model_copy(update={"num_cpus": 1.5}),
-                        "autoscaling": pool.autoscaling.model_copy(
-                            update={"min_replicas": 1, "max_replicas": 1}
-                        ),
-                    }
-                ),
-                "ledger": platform_settings.ledger.model_copy(
-                    update={"state_path": str(Path(tempfile.mkdtemp()) / "ledger.db")}
+                "resources": pool.resources.model_copy(update={"num_cpus": 1.5}),
+                "autoscaling": pool.autoscaling.model_copy(
+                    update={"min_replicas": 1, "max_replicas": 1}
                 ),
             }
-        )
+        ),
     )
     keys = []
     for i in range(tenants):
         reg.create_tenant(f"t{i:02d}", f"Tenant {i}", "shared", _demo_version(f"m{i:02d}"))
         keys.append(reg.issue_key(f"t{i:02d}")[1])
-    raw = render_config(reg.tenants(), reg.platform())
-    with PlatformRun(raw) as run:
+    with PlatformRun(published_config(reg)) as run:
         pool_handle = handle_for_blocking_callers(
             serve.get_deployment_handle("shared-pool", "yolo")
         )
@@ -498,26 +502,15 @@ def multiplexing(images: list[bytes], n: int, tenants: int = 20, per_replica: in
 def cold_start(image: bytes) -> str:
     """A dedicated tenant with min_replicas 0: time its first request (replica start +
     model preload) and the next one."""
-    from tenant_registry.render import render_config
-    from tenant_registry.store import Registry
+    from tenant_registry.publish import published_config
 
-    reg = Registry(Path(tempfile.mkdtemp()) / "registry.db")
-    settings = reg.platform()
-    reg.set_platform(
-        settings.model_copy(
-            update={
-                "ledger": settings.ledger.model_copy(
-                    update={"state_path": str(Path(tempfile.mkdtemp()) / "ledger.db")}
-                )
-            }
-        )
-    )
+    reg = _registry()
     reg.create_tenant("warm", "Warm", "shared", _demo_version("shapes"))
     reg.create_tenant("cold", "Cold", "dedicated", _demo_version("shapes"))
     reg.set_resources("cold", num_cpus=1.0, min_replicas=0, max_replicas=1, upscale_delay_s=0)
     key = reg.issue_key("cold")[1]
     headers = {"Authorization": f"Bearer {key}"}
-    with PlatformRun(render_config(reg.tenants(), reg.platform()), driver=False) as run:
+    with PlatformRun(published_config(reg), driver=False) as run:
         started = time.perf_counter()
         first = requests.post(run.url, data=image, headers=headers, timeout=300)
         cold_s = time.perf_counter() - started

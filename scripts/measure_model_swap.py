@@ -39,8 +39,8 @@ from serve_app.config import StoreSettings  # noqa: E402
 from serve_app.models.cache import WeightsCache  # noqa: E402
 from serve_app.models.loader import build_yolo  # noqa: E402
 from serve_app.models.store import fetch_version  # noqa: E402
+from tenant_registry.publish import published_config  # noqa: E402
 from tenant_registry.push import prepare, push_version, upload  # noqa: E402
-from tenant_registry.render import render_config  # noqa: E402
 from tenant_registry.store import Registry  # noqa: E402
 
 DEMO = ROOT / "models" / "demo" / "shapes" / "1"
@@ -149,7 +149,7 @@ def measure_swaps(s3_url: str, swaps: int) -> None:
     reg.create_tenant("acme", "Acme", "shared")
     key = reg.issue_key("acme")[1]
     push(reg, "acme", ["v1-circle", "v1-square", "v1-triangle"], activate=True)
-    sdk.deploy_applications(render_config(reg.tenants(), reg.platform()))
+    sdk.deploy_applications(published_config(reg))
     deadline = time.monotonic() + 300
     while True:
         try:
@@ -175,11 +175,11 @@ def measure_swaps(s3_url: str, swaps: int) -> None:
     results = []
     for _ in range(swaps):
         number = push(reg, "acme", [f"v{n}" for n in ("a", "b", "c")], activate=False)
-        sdk.deploy_applications(render_config(reg.tenants(), reg.platform()))  # upload, no switch
+        sdk.deploy_applications(published_config(reg))  # upload, no switch
         threading.Event().wait(2)  # let the catalog land: we time the switch, not the upload
         started = time.perf_counter()
         reg.activate("acme", "pcb", number)
-        sdk.deploy_applications(render_config(reg.tenants(), reg.platform()))
+        sdk.deploy_applications(published_config(reg))
         while latest[-1:] != [f"pcb@{number}"]:
             threading.Event().wait(0.02)
         results.append(time.perf_counter() - started)

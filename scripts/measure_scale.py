@@ -65,7 +65,7 @@ def offline(n: int, folder: Path) -> dict[str, float]:
     from serve_app.directory import DirectoryView
     from tenant_registry.publish import publish
     from tenant_registry.records import ModelVersion
-    from tenant_registry.render import render_config, to_yaml
+    from tenant_registry.render import render_registry, to_yaml
     from tenant_registry.store import Registry
 
     version = ModelVersion(
@@ -94,7 +94,7 @@ def offline(n: int, folder: Path) -> dict[str, float]:
         publish(reg, store)
         out["revoke_publish_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        config = render_config(reg.tenants(), reg.platform())
+        config = render_registry(reg)
         text = to_yaml(config)
         out["render_s"] = time.perf_counter() - started
         out["config_bytes"] = len(text)

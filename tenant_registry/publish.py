@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -36,7 +37,7 @@ from serve_app.errors import ModelLoadError
 from serve_app.wire import model_id
 from tenant_registry.platform import directory_spec
 from tenant_registry.records import Changes, Tenant
-from tenant_registry.render import servable, tenant_entry
+from tenant_registry.render import render_registry, servable, tenant_entry
 from tenant_registry.store import Registry
 
 SNAPSHOT_AFTER_CHANGES = 256
@@ -82,6 +83,13 @@ def publish_registry(reg: Registry) -> tuple[DirectorySpec, Published] | None:
     if spec is None:
         return None
     return spec, publish(reg, open_store(spec.uri, spec.store))
+
+
+def published_config(reg: Registry) -> dict[str, Any]:
+    """The tenants published, then the Serve config that no longer lists them: what
+    ``tenantctl apply`` submits (for scripts and tests that deploy a registry)."""
+    publish_registry(reg)
+    return render_registry(reg)
 
 
 def publish(reg: Registry, store: BlobStore) -> Published:

@@ -80,16 +80,15 @@ class Platform:
         self.key_ids[tenant] = record.key_id
 
     def publish(self) -> None:
-        """What ``tenantctl apply`` does first when the tenant directory is on."""
+        """What ``tenantctl apply`` does first: the tenant directory brought up to date."""
         from tenant_registry.publish import publish_registry
 
         publish_registry(self.reg)
 
     def apply(self) -> None:
-        from tenant_registry.render import render_registry
+        from tenant_registry.publish import published_config
 
-        self.publish()
-        deploy_config(self.context, render_registry(self.reg))
+        deploy_config(self.context, published_config(self.reg))
 
     def post(
         self,

@@ -24,10 +24,9 @@ from serve_app.models.manifest import build_manifest, sha256_hex
 from serve_app.wire import utc_iso
 from tenant_registry.cli import main
 from tenant_registry.cluster import load_status
-from tenant_registry.publish import publish_registry
+from tenant_registry.publish import published_config
 from tenant_registry.push import push_version
 from tenant_registry.records import ModelVersion
-from tenant_registry.render import render_registry
 from tenant_registry.store import Registry
 from tests.conftest import DEMO_MODEL, SAMPLES, export_demo_onnx, wait_for
 from tests.integration.conftest import delete_app, deploy
@@ -116,8 +115,7 @@ class App:
         return number
 
     def apply(self) -> None:
-        publish_registry(self.reg)  # as `tenantctl apply`: the tenants, then the config
-        deploy(self.context, render_registry(self.reg))
+        deploy(self.context, published_config(self.reg))
 
     def client(self, tenant: str) -> DetectionClient:
         return DetectionClient(api_key=self.keys[tenant])
