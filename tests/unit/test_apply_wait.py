@@ -48,3 +48,24 @@ def test_a_config_that_never_goes_live_fails_with_what_it_saw(monkeypatch):
     _script(monkeypatch, [_details(200.0, "DEPLOYING", "UPDATING", ("RUNNING",))] * 10_000)
     with pytest.raises(ClusterError, match="router UPDATING"):
         cluster.wait_applied("http://x", since=100.0, timeout_s=0.05)
+
+
+def test_a_config_the_cluster_already_runs_is_not_submitted_again(monkeypatch, tmp_path):
+    """`apply` compares what it rendered with the cluster's config as Ray Serve stores it
+    (parsed, unset fields left out): equal means nothing to submit."""
+    from ray.serve.schema import ServeApplicationSchema
+
+    from tenant_registry.render import render_registry
+    from tenant_registry.store import Registry
+
+    with Registry(tmp_path / "r.db") as reg:
+        config = render_registry(reg)
+    app = config["applications"][0]
+    stored = ServeApplicationSchema.model_validate(app).model_dump(mode="json", exclude_unset=True)
+    running = {"applications": {"yolo": {"deployed_app_config": stored}}}
+    monkeypatch.setattr(cluster, "serve_details", lambda _address: running)
+    assert cluster.is_deployed(config, "http://x")
+    app["deployments"][0]["user_config"]["audit_dir"] = "elsewhere"  # a platform change
+    assert not cluster.is_deployed(config, "http://x")
+    running["applications"] = {}  # nothing deployed yet
+    assert not cluster.is_deployed(config, "http://x")
