@@ -92,6 +92,7 @@ def registry(work: Path, port: int) -> tuple[Path, dict[str, str]]:
             "ledger": p.ledger.model_copy(update={
                 "state_path": str(work / "ledger.db"), "usage_uri": f"file://{work}/usage"}),
             "audit_dir": str(work / "audit"),
+            "model_store_uri": f"file://{work}/models",  # the tenant directory: ours
         })
     )  # fmt: skip
     uri = "file://models/demo/shapes/1"
@@ -273,6 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     port = _free_port()
     db, keys = registry(work, port)
     config = work / "soak.yaml"
+    tenantctl(db, "publish")  # the tenants the routers follow; the config names none
     config.write_text(tenantctl(db, "render"))
     base = f"http://127.0.0.1:{port}"
     seconds = args.minutes * 60
