@@ -62,7 +62,13 @@ def is_deployed(config: dict[str, Any], address: str) -> bool:
         normalised: dict[str, Any] = parsed.model_dump(mode="json", exclude_unset=True)
         return normalised
 
-    running = serve_details(address).get("applications", {})
+    details = serve_details(address)
+    if details.get("proxy_location") != config.get("proxy_location"):
+        return False
+    http = details.get("http_options") or {}
+    if any(http.get(k) != v for k, v in (config.get("http_options") or {}).items()):
+        return False  # submitted, Serve itself says what it cannot change live
+    running = details.get("applications", {})
     for app in config["applications"]:
         deployed = (running.get(app["name"]) or {}).get("deployed_app_config")
         if not deployed or normal(deployed) != normal(app):

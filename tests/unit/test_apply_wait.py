@@ -62,9 +62,16 @@ def test_a_config_the_cluster_already_runs_is_not_submitted_again(monkeypatch, t
         config = render_registry(reg)
     app = config["applications"][0]
     stored = ServeApplicationSchema.model_validate(app).model_dump(mode="json", exclude_unset=True)
-    running = {"applications": {"yolo": {"deployed_app_config": stored}}}
+    running = {
+        "proxy_location": config["proxy_location"],
+        "http_options": {**config["http_options"], "request_timeout_s": 60},
+        "applications": {"yolo": {"deployed_app_config": stored}},
+    }
     monkeypatch.setattr(cluster, "serve_details", lambda _address: running)
     assert cluster.is_deployed(config, "http://x")
+    running["http_options"]["port"] += 1  # a platform change outside the application
+    assert not cluster.is_deployed(config, "http://x")
+    running["http_options"]["port"] -= 1
     app["deployments"][0]["user_config"]["audit_dir"] = "elsewhere"  # a platform change
     assert not cluster.is_deployed(config, "http://x")
     running["applications"] = {}  # nothing deployed yet
