@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from serve_app.constants import AUDIT_KEEP_FILES, AUDIT_MAX_FIELD_CHARS, AUDIT_ROTATE_BYTES
@@ -80,7 +80,8 @@ class AuditRecord:
         )
 
     def to_line(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=True, sort_keys=True) + "\n"
+        # vars(), not asdict(): every field is a plain value, nothing to copy deeply
+        return json.dumps(vars(self), ensure_ascii=True, sort_keys=True) + "\n"
 
 
 class AuditSink:
@@ -122,8 +123,8 @@ class AuditSink:
         line = record.to_line().encode("ascii")
         with self._lock:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                if self._size is None:
+                if self._size is None:  # first write, or after a failure: look again
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
                     self._size = self.path.stat().st_size if self.path.exists() else 0
                 if self._size and self._size + len(line) > self._max_bytes:
                     self._rotate()
@@ -135,6 +136,7 @@ class AuditSink:
                 self._size += len(line)
             except OSError as exc:
                 self.failures += 1
+                self._size = None  # the folder may have gone: make it again next time
                 now = time.monotonic()
                 if now - self._warned_at > 60:  # do not turn a full disk into a log flood
                     self._warned_at = now

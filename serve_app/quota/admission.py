@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,29 +48,13 @@ from serve_app.quota.allowances import Allowances, Refund, uses_allowances
 from serve_app.quota.gcra import Decision, month_key
 from serve_app.quota.journal import Entry, orphans
 from serve_app.quota.leadership import NotLeader
+from serve_app.quota.refusals import Refusals, rate_limit_headers, refusal
 from serve_app.quota.settlement import QuotaOf, Settler
 from serve_app.quota.usage import Settlement
 from serve_app.ray_compat import is_replica_gone
 from serve_app.ride_through import ride_through
 
 logger = logging.getLogger("ray.serve")
-
-QUOTA_MESSAGES = {
-    "rate_limited": "request rate over your quota; slow down and retry after Retry-After seconds",
-    "too_many_concurrent": "too many requests in flight for your account; wait for some to finish",
-    "monthly_quota_exceeded": "monthly image quota used up; it resets at the start of next month",
-}
-
-
-def rate_limit_headers(decision: Decision) -> dict[str, str]:
-    """IETF ``RateLimit-*`` fields for a ledger decision."""
-    headers = {}
-    if decision.limit is not None:
-        headers["RateLimit-Limit"] = str(decision.limit)
-    if decision.remaining is not None:
-        headers["RateLimit-Remaining"] = str(decision.remaining)
-    headers["RateLimit-Reset"] = str(max(0, math.ceil(decision.reset_s)))
-    return headers
 
 
 @dataclass(frozen=True)
@@ -104,6 +87,7 @@ class Admission:
         self._ledger = ledger
         self._quota_of = quota_of
         self._allowances = Allowances()
+        self.refusals = Refusals()
         self.settler = Settler(origin=origin, journal_folder=journal_folder)
         self._journal_folder = journal_folder
         self._next_sweep = 0.0
@@ -140,18 +124,27 @@ class Admission:
 
     def reset(self) -> None:
         """Quotas may have changed, or a tenant was suspended: spend nothing granted
-        under the old table."""
+        under the old table, and ask the ledger afresh."""
         self.settler.refund(self._allowances.drain())
+        self.refusals.forget()
 
     async def admit(self, tenant_id: str, quota: Quota, credential: str) -> Ticket:
         """Admit one request; its ticket goes back with ``record`` or ``unspent``.
 
         Raises:
-            QuotaExceeded: The tenant is over a limit (429 with ``Retry-After``).
+            QuotaExceeded: The tenant is over a limit (429 with ``Retry-After``); inside
+                a window the ledger already refused, decided here and held
+                (``refusals.py``).
             Overloaded: The ledger did not answer in time (503: fail closed).
         """
         self.start()
         self.settler.key_used(credential, tenant_id, time.time())
+        local = self.refusals.check(tenant_id, quota)
+        if local is not None:  # told to wait, and back before the time: no ledger call
+            if local.hold_s > 0:
+                with local.holding():
+                    await asyncio.sleep(local.hold_s)
+            raise local.error()
         if quota.unlimited and time.monotonic() < self._ledger_heard_until:
             # Nothing to enforce: no ledger call (a ledger restart holds nothing up); the
             # answer is charged when settled. Once the ledger has been silent for
@@ -160,7 +153,7 @@ class Admission:
         origin = self.settler.origin
         if not uses_allowances(quota):
             decision = await self._decide(
-                lambda: self._ledger.admit.remote(tenant_id, quota, 1, origin)
+                tenant_id, quota, lambda: self._ledger.admit.remote(tenant_id, quota, 1, origin)
             )
             return Ticket(decision.month, decision.lease_id)
         month = self._allowances.take(tenant_id, time.monotonic())
@@ -169,14 +162,14 @@ class Admission:
         want = self._allowances.want(tenant_id, quota)
         ask = lambda: self._ledger.grant.remote(tenant_id, quota, want, origin)  # noqa: E731
         try:
-            decision = await self._decide(ask)
+            decision = await self._decide(tenant_id, quota, ask, remember=False)
         except QuotaExceeded as exc:
             if exc.reason != "monthly_quota_exceeded":
                 raise
             # The month's last images may sit unspent in another router's allowance; it
             # refunds them within MONTHLY_RECHECK_S. Ask once more before saying 429.
             await asyncio.sleep(MONTHLY_RECHECK_S)
-            decision = await self._decide(ask)
+            decision = await self._decide(tenant_id, quota, ask)
         now = time.monotonic()
         self.settler.refund(
             self._allowances.store(tenant_id, decision.granted, decision.month, now)
@@ -193,8 +186,11 @@ class Admission:
         except Exception as exc:
             logger.warning("router: lease release failed (%s); it will expire", type(exc).__name__)
 
-    async def _decide(self, call: Callable[[], Any]) -> Decision:
-        """A ledger decision; 503 if none comes in time, 429 if it says no. A ledger
+    async def _decide(
+        self, tenant_id: str, quota: Quota, call: Callable[[], Any], remember: bool = True
+    ) -> Decision:
+        """A ledger decision; 503 if none comes in time, 429 if it says no (remembered
+        unless a monthly refusal is about to be asked again: ``remember``). A ledger
         replica that died (or is being replaced) is asked again for up to
         ``LEDGER_RIDE_THROUGH_S``: a failed call was never applied, and one that timed out
         was cancelled before a replica took it or is applied by the replacement's
@@ -220,12 +216,10 @@ class Admission:
             ) from None
         self._heard_from_ledger()
         if not decision.allowed:
-            raise QuotaExceeded(
-                QUOTA_MESSAGES[decision.code],
-                reason=decision.code,
-                retry_after_s=max(1, math.ceil(decision.retry_after_s)),
-                headers=rate_limit_headers(decision),
-            )
+            if remember or decision.code != "monthly_quota_exceeded":
+                self.refusals.remember(tenant_id, quota, decision)
+            headers = rate_limit_headers(decision.limit, decision.remaining, decision.reset_s)
+            raise refusal(decision.code, decision.retry_after_s, headers)
         return decision
 
     async def _supervise(self) -> None:

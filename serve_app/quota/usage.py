@@ -13,6 +13,7 @@ Pure: no Ray, no I/O.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,9 +24,15 @@ from serve_app.config import Quota
 NO_MODEL = "-"  # a call refused before a model was chosen (401s are not metered at all)
 
 
+@functools.lru_cache(maxsize=4)
+def _hour_name(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%dT%H")
+
+
 def hour_key(epoch_s: float) -> str:
-    """``YYYY-MM-DDTHH`` in UTC: the metering period."""
-    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H")
+    """``YYYY-MM-DDTHH`` in UTC: the metering period (named once per hour: it is asked
+    for every metered call)."""
+    return _hour_name(int(epoch_s // 3600))
 
 
 @dataclass
