@@ -32,6 +32,7 @@ from serve_app.constants import (
     LEDGER_TIMEOUT_S,
     MAX_POLICY_BODY_BYTES,
     OFF_LOOP_BODY_BYTES,
+    POOL_SLOTS,
     REPLICA_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
 )
@@ -122,6 +123,7 @@ class Router:
         shared_pool: Any,
         ledgers: list[Any],
         scale_to_zero: list[str] | None = None,
+        pool_slots: int = POOL_SLOTS,
     ) -> None:
         # The primary and, unless the operator turned it off, the warm standby.
         ledger = (
@@ -132,7 +134,7 @@ class Router:
         self._ledger = ledger
         # The JWKS pool outlives table rebuilds: keys are not refetched per change.
         self._tenants = FollowedTable(JwksPool())
-        self._detectors = DetectorClient(detectors, shared_pool)
+        self._detectors = DetectorClient(detectors, shared_pool, pool_slots)
         self._readiness = Readiness(self._detectors, scale_to_zero or ())
         self._admission = Admission(
             ledger, self._tenants.quota_of, journal_folder=node_session_folder() / JOURNAL_FOLDER

@@ -3,6 +3,8 @@
 * A tenant's models run on its own deployment (``tenant-<id>``) or the shared pool.
 * ``handle.options(multiplexed_model_id=...)`` is made once per model id and kept
   (up to ``MAX_CACHED_HANDLES``): Serve routes each call to a replica holding that model.
+* Calls to the shared pool take turns per tenant (``fair_share``): one tenant's burst
+  does not queue ahead of every other tenant's requests.
 * A version that cannot be loaded (a broken upload) falls back to the tenant's previous
   version, so the tenant stays served while the operator looks at the failure.
 * Errors: the detector returns client errors (400/404/413/415/422) as values. A call
@@ -23,9 +25,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from serve_app.config import TenantEntry
-from serve_app.constants import DETECT_TIMEOUT_S, MAX_CACHED_HANDLES, RETRY_AFTER_S
+from serve_app.constants import DETECT_TIMEOUT_S, MAX_CACHED_HANDLES, POOL_SLOTS, RETRY_AFTER_S
 from serve_app.errors import ModelUnavailable, Overloaded, ServeAppError, unwrap_error
 from serve_app.inference.catalog import ModelChoice
+from serve_app.inference.fair_share import FairShare
 from serve_app.inference.policy import InferenceParams
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.ray_compat import is_replica_gone, is_unavailable
@@ -41,11 +44,15 @@ class DetectorClient:
     Args:
         detectors: Dedicated tenants' deployment handles, by tenant id.
         shared_pool: The shared pool's deployment handle.
+        pool_slots: The most calls the shared pool holds at once (its turns).
     """
 
-    def __init__(self, detectors: Mapping[str, Any], shared_pool: Any) -> None:
+    def __init__(
+        self, detectors: Mapping[str, Any], shared_pool: Any, pool_slots: int = POOL_SLOTS
+    ) -> None:
         self._detectors = detectors
         self._shared_pool = shared_pool
+        self.pool_turns = FairShare(pool_slots)
         self._by_model: dict[tuple[str, str], Any] = {}
 
     def deployment_for(self, tenant: TenantEntry) -> Any:
@@ -82,6 +89,19 @@ class DetectorClient:
         annotate: bool = False,
     ) -> Outcome:
         """Detect with the chosen version, or its fallback if that one cannot load."""
+        if tenant.tier == "shared":
+            async with self.pool_turns.turn(tenant.id):
+                return await self._detect(tenant, choice, image, params, annotate)
+        return await self._detect(tenant, choice, image, params, annotate)
+
+    async def _detect(
+        self,
+        tenant: TenantEntry,
+        choice: ModelChoice,
+        image: bytes,
+        params: InferenceParams,
+        annotate: bool,
+    ) -> Outcome:
         try:
             return await self._call(tenant, choice, image, params, annotate)
         except ModelUnavailable:

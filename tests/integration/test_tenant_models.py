@@ -215,6 +215,50 @@ def test_concurrent_tenants_on_the_pool_get_their_own_results_batched_or_not(app
             assert g.confidence == pytest.approx(w.confidence, abs=2e-4)
 
 
+def test_a_burst_on_the_pool_does_not_queue_ahead_of_another_tenant(app):
+    """acme sends 40 calls at once (no quota); once the pool is busy with them, globex
+    sends one. Turns go round the tenants (the router's share of the pool's slots and
+    the pool's batcher), so globex is answered within a few of acme's answers, not
+    after every acme call still queued (first come, first served made it the last)."""
+    from ray import serve
+
+    burst_size = 40
+    pool = serve.get_deployment_handle("shared-pool", "yolo")
+    done: list[str] = []
+    lock = threading.Lock()
+    # Every client made and used once first: a new handle's first call is slow, and
+    # globex's must not start after acme's burst is over.
+    clients = [app.client("acme") for _ in range(burst_size)] + [app.client("globex")]
+    for client in clients:
+        assert client.detect(IMAGE, model="pcb").model == "pcb@1"
+    start = threading.Barrier(burst_size)
+
+    def call(client: DetectionClient, tenant: str, barrier: threading.Barrier | None) -> None:
+        if barrier is not None:
+            barrier.wait()
+        result = client.detect(IMAGE, model="pcb")
+        assert result.model == "pcb@1"
+        with lock:
+            done.append(tenant)
+
+    burst = [threading.Thread(target=call, args=(c, "acme", start)) for c in clients[:-1]]
+    for t in burst:
+        t.start()
+    wait_for(lambda: pool.batching.remote().result()["in_flight"] >= 8, 60,
+             "the pool to be busy with acme's burst", poll_s=0.01)  # fmt: skip
+    with lock:
+        answered_before = len(done)
+    behind = threading.Thread(target=call, args=(clients[-1], "globex", None))
+    behind.start()
+    for t in [*burst, behind]:
+        t.join(120)
+    assert sorted(done) == ["acme"] * burst_size + ["globex"]
+    # the scene was set: most of acme's burst was still to be answered when globex sent
+    assert burst_size - answered_before >= 20, answered_before
+    waited_for = done.index("globex") - answered_before  # acme answers before globex's
+    assert waited_for <= 8, (answered_before, done)
+
+
 def test_hot_swap_under_traffic_with_no_restart(app):
     replicas = _pool_replicas(app.context)
     assert replicas

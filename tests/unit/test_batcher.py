@@ -30,11 +30,11 @@ def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
-async def _busy(max_batch_size: int = 8, key: str = "m"):
+async def _busy(max_batch_size: int = 8, key: str = "m", group=lambda key: key):
     """A batcher whose model is busy with a first request (payload 0) until released."""
     model = Model()
     model.gate.clear()
-    batcher = Batcher(model.run, max_batch_size=max_batch_size, wait_s=0.0)
+    batcher = Batcher(model.run, max_batch_size=max_batch_size, wait_s=0.0, group=group)
     first = asyncio.create_task(batcher.submit(key, 0))
     await model.started.wait()
     return model, batcher, first
@@ -83,15 +83,15 @@ def test_an_engine_limit_caps_its_models_batches_only():
         assert model.batches == [
             ("torch", [0]),
             ("onnx", [1]),
+            ("torch", [4, 5, 6]),  # turns alternate: torch's came after onnx's first
             ("onnx", [2]),
             ("onnx", [3]),
-            ("torch", [4, 5, 6]),  # oldest first: these queued behind the onnx requests
         ]
 
     _run(scenario())
 
 
-def test_models_are_never_mixed_and_the_oldest_goes_first():
+def test_models_are_never_mixed_and_turns_go_to_the_longest_unserved():
     async def scenario():
         model, batcher, blocker = await _busy(key="a")
         order = [("b", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5)]
@@ -99,7 +99,28 @@ def test_models_are_never_mixed_and_the_oldest_goes_first():
         await loop_turn()
         model.gate.set()
         await asyncio.gather(blocker, *tasks)
-        assert model.batches == [("a", [0]), ("b", [1, 3]), ("a", [2, 4]), ("c", [5])]
+        # a was just served: b (oldest of the unserved), then c, then a again
+        assert model.batches == [("a", [0]), ("b", [1, 3]), ("c", [5]), ("a", [2, 4])]
+
+    _run(scenario())
+
+
+def test_a_tenants_burst_does_not_starve_the_tenant_queued_behind_it():
+    """Tenant a queues 12 requests over two of its models, then tenant b one: b's batch
+    runs second, not after all of a's (batches of 2, one model per batch)."""
+
+    async def scenario():
+        tenant = lambda key: key.split("/")[0]  # noqa: E731
+        model, batcher, blocker = await _busy(max_batch_size=2, key="a/x@1", group=tenant)
+        burst = [asyncio.create_task(batcher.submit(f"a/{'xy'[i % 2]}@1", i))
+                 for i in range(1, 13)]  # fmt: skip
+        behind = asyncio.create_task(batcher.submit("b/x@1", 99))
+        await loop_turn()
+        model.gate.set()
+        await asyncio.gather(blocker, behind, *burst)
+        keys = [key for key, _ in model.batches]
+        assert keys.index("b/x@1") == 1  # right after the batch that was running
+        assert len(keys) == 1 + 1 + 6  # a's 12 still went in full batches of 2
 
     _run(scenario())
 

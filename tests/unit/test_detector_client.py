@@ -62,6 +62,21 @@ def test_each_tier_reaches_its_deployment_and_a_missing_one_is_503():
         client.deployment_for(_tenant("dedicated", "globex"))
 
 
+@pytest.mark.parametrize("tier", ["shared", "dedicated"])
+def test_shared_tier_calls_take_a_turn_at_the_pool_dedicated_ones_do_not(tier):
+    seen = []
+
+    def detect(*_):
+        seen.append(client.pool_turns.in_flight("acme"))
+        return _result("pcb@2")
+
+    pool = FakeHandle({"detect": detect}, deployment_name="shared-pool")
+    client = DetectorClient({"acme": _detector(detect)}, pool, pool_slots=4)
+    assert _run(client, tenant=_tenant(tier)).model == "pcb@2"
+    assert seen == [1 if tier == "shared" else 0]  # a turn held during the call
+    assert client.pool_turns.in_flight("acme") == 0  # and given back after it
+
+
 def test_one_handle_per_model_id_carries_that_id():
     own = _detector(lambda *_: _result("pcb@2"))
     client = DetectorClient({"acme": own}, FakeHandle({}))
