@@ -16,7 +16,7 @@ metrics_port="${YOLOSERVE_METRICS_PORT:-8080}"
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false RAY_USAGE_STATS_ENABLED=0
 unset RAY_ADDRESS
 
-settings="$(grep -E '^[A-Z_]+=' "$here/../configs/ray-serve.env")"
+settings="$(grep -E '^[A-Za-z_]+=' "$here/../configs/ray-serve.env")"
 if grep -qE '^[[:space:]]*ssl_certfile:' "$config"; then
   settings="$(grep -vE 'HA_PROXY|HAPROXY|THROUGHPUT_OPTIMIZED' <<<"$settings")"
 fi

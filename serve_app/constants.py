@@ -24,6 +24,11 @@ for _key, _value in ULTRALYTICS_ENV.items():
 # same for scripts/run_local.sh (a test keeps them equal); the KubeRay manifest sets them
 # on every pod. Why each: docs/throughput.md#ray-settings.
 RAY_SERVE_ENV: dict[str, str] = {
+    # Ray starts every worker process (every replica) at nice 15, below its own daemons,
+    # HAProxy and everything else on the node; replicas are the product here, so they
+    # run at 0 and only the shared pool is lowered (SHARED_POOL_NICE): a dedicated
+    # tenant's replica then outranks the pool (docs/isolation.md).
+    "RAY_worker_niceness": "0",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_NBTHREAD": "1",
@@ -267,6 +272,19 @@ ALLOWANCE_BURST_SHARE = 4
 # unspent allowance (the month's last images) is refunded by then (it expires after
 # ALLOWANCE_TTL_S and is settled at the next tick). Only a tenant at its cap waits.
 MONTHLY_RECHECK_S = 3 * ALLOWANCE_TTL_S
+# Refusals a router repeats on its own (quota/refusals.py): after the ledger says a
+# tenant is over its rate, the router refuses it locally until the time it gave (no
+# ledger call), and after a monthly refusal for at most REFUSAL_MONTHLY_REMEMBER_S
+# (refunds may free the month's last images). A request that comes back inside that
+# window ignored Retry-After: its 429 is held until the window ends, at most
+# REFUSAL_MAX_HOLD_S, for at most REFUSAL_MAX_HELD requests per tenant per router at a
+# time (held refusals occupy router slots; past that they are answered at once).
+REFUSAL_MONTHLY_REMEMBER_S = MONTHLY_RECHECK_S
+REFUSAL_MAX_HOLD_S = 1.0
+REFUSAL_MAX_HELD = 8
+# Each hold is lengthened by a random 0..this: refusals held together are not released
+# together (they would come back as one burst, every second).
+REFUSAL_HOLD_JITTER_S = 0.25
 # A router's settle loop that dies is restarted after this back-off, doubling up to the
 # maximum; at shutdown the last settlement is tried this many times.
 SETTLE_RESTART_MIN_S = 0.5
@@ -281,7 +299,14 @@ JOURNAL_SWEEP_S = 1.0
 # is gone, with its journal) are forgotten by the ledger: they stay billed.
 HOLD_ABANDONED_S = 600.0
 
+# A router's turns at the shared pool (inference/fair_share.py) when the app does not say
+# how many calls the pool holds (build_app passes max_ongoing_requests x max_replicas).
+POOL_SLOTS = 16
 # Detector.
+# The shared pool's replicas run at this Linux nice value (models/cpu_priority.py): a
+# dedicated tenant's replica or the router wanting the CPU gets ~10x the pool's share;
+# idle cycles still all go to the pool. 0 turns it off.
+SHARED_POOL_NICE = 10
 WARMUP_SIDE_PX = 64
 MODEL_LOAD_RETRY_AFTER_S = 30
 # A version that failed to load is not tried again for this long (per replica).

@@ -26,6 +26,8 @@ from serve_app.constants import (
     MODEL_LOAD_RETRY_AFTER_S,
     REPLICA_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
+    SHARED_POOL_DEPLOYMENT,
+    SHARED_POOL_NICE,
 )
 from serve_app.errors import ModelLoadError, ModelUnavailable, ServeAppError, UnknownModel
 from serve_app.inference.annotate import draw_detections
@@ -41,6 +43,7 @@ from serve_app.inference.policy import InferenceParams
 from serve_app.inference.pool_share import evictions
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.models.cache import WeightsCache, default_cache_dir
+from serve_app.models.cpu_priority import lower_priority, thread_priorities
 from serve_app.models.load_status import board
 from serve_app.models.loader import (
     inference_device,
@@ -87,6 +90,9 @@ class Detector:
         self._scope = scope
         reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self._threads = match_threads_to_reservation(reserved)
+        # The pool yields the CPU to reserved tenants (num_cpus enforces nothing).
+        self._nice = SHARED_POOL_NICE if scope == SHARED_POOL_DEPLOYMENT else 0
+        lower_priority(self._nice)
         self._sources = ModelSources()
         self._cache = WeightsCache(default_cache_dir())
         # model id -> (monotonic time, reason) of its last failed load: retried only after
@@ -96,7 +102,11 @@ class Detector:
         self._metrics = DetectorMetrics.create()
         self._in_flight = 0
         self._batcher = Batcher(
-            self._run_batch, BATCH_MAX_SIZE, BATCH_WAIT_TIMEOUT_S, largest=self._largest_batch
+            self._run_batch,
+            BATCH_MAX_SIZE,
+            BATCH_WAIT_TIMEOUT_S,
+            largest=self._largest_batch,
+            group=_tenant_of,  # turns go round the tenants (the shared pool's fairness)
         )
         self._loads_done = 0  # successful loads by this replica, for benchmarks
         self._lru_size = MAX_MODELS_PER_REPLICA
@@ -177,6 +187,7 @@ class Detector:
                 retry_after_s=MODEL_LOAD_RETRY_AFTER_S,
             ) from None
         self._failed.pop(model_id, None)
+        lower_priority(self._nice)  # the engine's threads too
         self._count_load(model_id, "loaded", model.engine.name)
         self._engines[model_id] = model.engine.name
         self._largest[model_id] = model.runner.largest_batch if model.runner else None
@@ -325,4 +336,6 @@ class Detector:
             "half": half,
             "threads": self._threads,
             "torch_threads": _torch_threads(),
+            # the highest priority any of its threads runs at (the shared pool: >= 10)
+            "nice": min(thread_priorities(), default=0),
         }

@@ -174,6 +174,18 @@ def test_replica_threads_match_the_cpus_they_reserved(gpu_app):
         assert (placement["threads"], placement["torch_threads"]) == (1, 1), placement
 
 
+def test_the_shared_pool_yields_the_cpu_to_dedicated_replicas(gpu_app):
+    """num_cpus enforces nothing at run time: the pool runs at a lower priority (nice),
+    every thread of it; dedicated replicas keep the normal one."""
+    from ray import serve
+
+    from serve_app.constants import SHARED_POOL_NICE
+
+    pool = serve.get_deployment_handle("shared-pool", "yolo").placement.remote().result()
+    assert pool["nice"] >= SHARED_POOL_NICE > 0, pool
+    assert _placement(next(iter(FRACTIONAL)))["nice"] == 0
+
+
 def test_batch_settings_change_live_without_a_restart(gpu_app):
     from ray import serve
 
