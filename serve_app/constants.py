@@ -215,6 +215,9 @@ AUDIT_MAX_FIELD_CHARS = 200
 # Each audit file is rotated past this size, and this many rotated files are kept: at
 # most 320 MiB per router replica, whatever a flood of requests (audited too) sends.
 AUDIT_ROTATE_BYTES = 64 * 1024 * 1024
+# A writer keeps its audit file open; once a second it checks the path still names that
+# file (an operator's logrotate may have moved it) and reopens it if not.
+AUDIT_RECHECK_S = 1.0
 AUDIT_KEEP_FILES = 4
 # Where router replicas write their audit lines (one file per replica), unless the
 # router's user_config says otherwise; relative to the project root.

@@ -47,6 +47,7 @@ def record_action(args: argparse.Namespace, exit_code: int, outcome: str, starte
     sink = AuditSink(audit_path(getattr(args, "db", None)))
     if not sink.write(record):
         print(f"tenantctl: warning: audit log {sink.path} is not writable", file=sys.stderr)
+    sink.close()
 
 
 def _user() -> str:

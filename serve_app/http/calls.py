@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from serve_app.auth.tenants import Principal
 from serve_app.observability.audit import AuditRecord, AuditSink
@@ -71,6 +72,14 @@ class CallLog:
     def __init__(self, metrics: RouterMetrics) -> None:
         self.metrics = metrics
         self.sink: AuditSink | None = None  # set by reconfigure (the audit dir is config)
+
+    def audit_to(self, path: Path) -> None:
+        """Write audit lines to ``path`` (from now on; the previous file is closed)."""
+        if self.sink is not None and self.sink.path == path:
+            return
+        if self.sink is not None:
+            self.sink.close()
+        self.sink = AuditSink(path)
 
     def finish(self, call: Call, route: str, status: int, outcome: str) -> None:
         """Count the call and write its audit line."""

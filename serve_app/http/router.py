@@ -64,7 +64,6 @@ from serve_app.inference.defaults_cache import TenantDefaultsCache
 from serve_app.inference.detector_client import DetectorClient
 from serve_app.inference.pool_share import PoolShare
 from serve_app.inference.results import Annotated, DetectionResult
-from serve_app.observability.audit import AuditSink
 from serve_app.observability.metrics import RouterMetrics
 from serve_app.quota.admission import Admission, Ticket
 from serve_app.quota.failover import FailoverLedger
@@ -158,7 +157,7 @@ class Router:
         config = RouterConfig.model_validate(user_config)
         await self._tenants.configure(config)
         replica = serve.get_replica_context().replica_id.unique_id
-        self._calls.sink = AuditSink(resolve_path(config.audit_dir) / f"api-{replica}.jsonl")
+        self._calls.audit_to(resolve_path(config.audit_dir) / f"api-{replica}.jsonl")
         self._readiness.forget()
         self._admission.reset()
         self._admission.start()  # the settle loop runs from the replica's start

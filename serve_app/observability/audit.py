@@ -13,6 +13,7 @@ path is counted (``failures``) and reported, and the request goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve_app.constants import AUDIT_KEEP_FILES, AUDIT_MAX_FIELD_CHARS, AUDIT_ROTATE_BYTES
+from serve_app.constants import (
+    AUDIT_KEEP_FILES,
+    AUDIT_MAX_FIELD_CHARS,
+    AUDIT_RECHECK_S,
+    AUDIT_ROTATE_BYTES,
+)
 from serve_app.wire import utc_iso
 
 logger = logging.getLogger("ray.serve")
@@ -102,6 +108,8 @@ class AuditSink:
         self._max_bytes = max_bytes
         self._keep = keep
         self._size: int | None = None  # of the current file, once known
+        self._fd: int | None = None  # kept open: one write per line, no open/close
+        self._checked_at = 0.0  # when the path was last seen to still be our file
         self._lock = threading.Lock()
         self._warned_at = 0.0
 
@@ -117,26 +125,51 @@ class AuditSink:
             self.path.rename(self._rotated(1))
         else:
             self.path.unlink(missing_ok=True)
-        self._size = 0
+        self._close()
+
+    def _open(self) -> int:
+        """The file, opened (and its folder made) if it is not open yet; reopened when the
+        path no longer names it (moved or deleted by someone else), checked once per
+        ``AUDIT_RECHECK_S``."""
+        now = time.monotonic()
+        if self._fd is not None and now - self._checked_at > AUDIT_RECHECK_S:
+            self._checked_at = now
+            try:
+                if os.stat(self.path).st_ino != os.fstat(self._fd).st_ino:
+                    self._close()
+            except FileNotFoundError:
+                self._close()
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._size = os.fstat(self._fd).st_size
+            self._checked_at = now
+        return self._fd
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd, self._size = self._fd, None, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close(self) -> None:
+        """No more lines (the sink is replaced, or the replica stops)."""
+        with self._lock:
+            self._close()
 
     def write(self, record: AuditRecord) -> bool:
         line = record.to_line().encode("ascii")
         with self._lock:
             try:
-                if self._size is None:  # first write, or after a failure: look again
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._size = self.path.stat().st_size if self.path.exists() else 0
+                fd = self._open()
                 if self._size and self._size + len(line) > self._max_bytes:
                     self._rotate()
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                try:
-                    os.write(fd, line)  # one write per line: O_APPEND keeps lines whole
-                finally:
-                    os.close(fd)
-                self._size += len(line)
+                    fd = self._open()
+                os.write(fd, line)  # one write per line: O_APPEND keeps lines whole
+                self._size = (self._size or 0) + len(line)
             except OSError as exc:
                 self.failures += 1
-                self._size = None  # the folder may have gone: make it again next time
+                self._close()  # the folder may have gone: open (and make it) again next time
                 now = time.monotonic()
                 if now - self._warned_at > 60:  # do not turn a full disk into a log flood
                     self._warned_at = now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from serve_app.observability.audit import AuditRecord, AuditSink
 
@@ -64,6 +65,26 @@ def test_a_flood_of_lines_is_rotated_and_capped_on_disk(tmp_path):
     )
 
 
+def test_a_file_moved_or_deleted_by_someone_else_is_written_afresh(tmp_path, monkeypatch):
+    from serve_app.observability import audit
+
+    monkeypatch.setattr(audit, "AUDIT_RECHECK_S", 0.0)  # look at every write
+    folder = tmp_path / "audit"
+    sink = AuditSink(folder / "api.jsonl")
+    record = AuditRecord.build(action="x", outcome="ok", status=200)
+    assert sink.write(record)
+    (folder / "api.jsonl").rename(folder / "api.jsonl.logrotated")  # an operator's rotation
+    assert sink.write(record)
+    assert len((folder / "api.jsonl").read_text().splitlines()) == 1  # a new file, not the old
+    assert len((folder / "api.jsonl.logrotated").read_text().splitlines()) == 1
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()  # the whole folder gone
+    assert sink.write(record)
+    assert len((folder / "api.jsonl").read_text().splitlines()) == 1
+    sink.close()
+
+
 def test_an_unwritable_sink_counts_and_never_raises(tmp_path):
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("")
@@ -118,3 +139,16 @@ def test_the_audited_address_is_an_ip_or_marked_invalid():
     assert audited_address(None) is None
     for forged in ("<script>", "1.2.3.4, 5.6.7.8", "b" * 2000, "1.2.3.4\n{}", "::ffff:1.2.3.4x"):
         assert audited_address(forged) == "invalid"
+
+
+def test_audit_timestamps_are_what_datetime_writes():
+    import random
+    from datetime import UTC, datetime
+
+    from serve_app.wire import utc_iso
+
+    moments = [0.0, 1.9999, 1138608000.4889996, 1764555555.9996, time.time()]
+    moments += [random.uniform(0, 4e9) for _ in range(20000)]
+    for t in moments:
+        want = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+        assert utc_iso(t, "milliseconds") == want.replace("+00:00", "Z"), t
