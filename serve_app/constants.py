@@ -281,10 +281,13 @@ MONTHLY_RECHECK_S = 3 * ALLOWANCE_TTL_S
 # (refunds may free the month's last images). A request that comes back inside that
 # window ignored Retry-After: its 429 is held until the window ends, at most
 # REFUSAL_MAX_HOLD_S, for at most REFUSAL_MAX_HELD requests per tenant per router at a
-# time (held refusals occupy router slots; past that they are answered at once).
+# time (held refusals occupy router slots; past that they are answered at once)
 REFUSAL_MONTHLY_REMEMBER_S = MONTHLY_RECHECK_S
 REFUSAL_MAX_HOLD_S = 1.0
 REFUSAL_MAX_HELD = 8
+# ... and at most this many in all per router (half of its 64 request slots): several
+# abusive tenants together cannot fill a router with held refusals.
+REFUSAL_MAX_HELD_TOTAL = 32
 # Each hold is lengthened by a random 0..this: refusals held together are not released
 # together (they would come back as one burst, every second).
 REFUSAL_HOLD_JITTER_S = 0.25

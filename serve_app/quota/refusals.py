@@ -15,10 +15,10 @@ least one) has passed, at most ``REFUSAL_MAX_HOLD_S``: a client that retries at 
 is slowed to about one refusal per second per connection, instead of being refused as
 fast as it can send (which cost the other tenants the CPU of every refusal). A held
 refusal costs a timer, but it occupies one of the router's request slots, so at most
-``REFUSAL_MAX_HELD`` per tenant are held at a time; past that a refusal is answered at
-once. A tenant's honest first refusal is never held. Each hold is lengthened by a
-random fraction of ``REFUSAL_HOLD_JITTER_S``: refusals held together are not released
-together, to come back as one burst.
+``REFUSAL_MAX_HELD`` per tenant (and ``REFUSAL_MAX_HELD_TOTAL`` in all) are held at a
+time; past that a refusal is answered at once. A tenant's honest first refusal is never
+held. Each hold is lengthened by a random fraction of ``REFUSAL_HOLD_JITTER_S``:
+refusals held together are not released together, to come back as one burst.
 
 Pure, with an injected clock: unit-tested in microseconds; ``Admission`` uses it.
 """
@@ -36,6 +36,7 @@ from serve_app.config import Quota
 from serve_app.constants import (
     REFUSAL_HOLD_JITTER_S,
     REFUSAL_MAX_HELD,
+    REFUSAL_MAX_HELD_TOTAL,
     REFUSAL_MAX_HOLD_S,
     REFUSAL_MONTHLY_REMEMBER_S,
 )
@@ -98,10 +99,12 @@ class LocalRefusal:
     def holding(self) -> Iterator[None]:
         self._window.held += 1
         self._refusals.held += 1
+        self._refusals.holding_now += 1
         try:
             yield
         finally:
             self._window.held -= 1
+            self._refusals.holding_now -= 1
 
     def error(self) -> QuotaExceeded:
         """The 429 as of now (``Retry-After`` counts down while it was held)."""
@@ -116,12 +119,15 @@ class Refusals:
         clock: Callable[[], float] = time.monotonic,
         max_hold_s: float = REFUSAL_MAX_HOLD_S,
         max_held: int = REFUSAL_MAX_HELD,
+        max_held_total: int = REFUSAL_MAX_HELD_TOTAL,
         jitter: Callable[[], float] = lambda: random.uniform(0, REFUSAL_HOLD_JITTER_S),  # noqa: S311
     ) -> None:
         self.now = clock
         self._jitter = jitter
         self._max_hold_s = max_hold_s
         self._max_held = max_held
+        self._max_held_total = max_held_total
+        self.holding_now = 0  # refusals being held right now, all tenants
         self._windows: dict[str, _Window] = {}
         self.local = 0  # refusals decided here (for tests and metrics)
         self.held = 0  # of those, refusals held
@@ -155,7 +161,7 @@ class Refusals:
             return None
         self.local += 1
         hold_s = 0.0
-        if window.held < self._max_held:
+        if window.held < self._max_held and self.holding_now < self._max_held_total:
             hold_s = min(window.told_until - now, self._max_hold_s) + self._jitter()
         return LocalRefusal(self, window, hold_s)
 

@@ -103,6 +103,18 @@ def test_holds_are_spread_so_held_refusals_do_not_come_back_together():
     assert len(holds) == 8 and all(1.0 <= h <= 1.25 for h in holds)
 
 
+def test_held_refusals_are_capped_across_tenants_too():
+    refusals, _ = _refusals(max_held=2, max_held_total=3)
+    for tenant in ("acme", "globex"):
+        refusals.remember(tenant, QUOTA, RATE_REFUSAL)
+    a1, a2, g1 = (refusals.check(t, QUOTA) for t in ("acme", "acme", "globex"))
+    assert a1 and a2 and g1 and a1.hold_s > 0 and g1.hold_s > 0
+    with a1.holding(), a2.holding(), g1.holding():
+        g2 = refusals.check("globex", QUOTA)  # globex holds one of its two, the router 3
+        assert g2 is not None and g2.hold_s == 0
+    assert refusals.holding_now == 0
+
+
 def test_retry_after_counts_down_while_a_refusal_is_held():
     refusals, clock = _refusals()
     refusals.remember("acme", QUOTA, Decision(allowed=False, code="rate_limited",
