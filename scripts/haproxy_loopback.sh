@@ -33,6 +33,42 @@
 #   shares the port and the routes meanwhile (scripts/haproxy_understudy.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+
+# Refusals answered here, before the router (serve_app/http/ingress_refusals.py): once the
+# quota ledger has refused a credential until T, the router puts the sha256 of its
+# Authorization header in MAP (runtime API, both HAProxies) with "T RETRY_AT CODE LIMIT
+# RESET_AT TALLY_KEY" (epoch ms). Until T, its POSTs to /v1/detect are held `timeout
+# tarpit` (1 s: a client that ignores Retry-After is slowed, as the router would) and
+# answered 429 here, with the router's body and headers and the body never read; each one
+# counted under TALLY_KEY in the yoloserve_refused table, which the router that published reads
+# every second (metrics, usage, audit). A key past T passes on to the router as any other.
+refusal_rules() {  # MAP
+  local secure="hdr X-Content-Type-Options nosniff hdr Referrer-Policy no-referrer hdr X-Frame-Options DENY hdr Content-Security-Policy \"default-src 'none'; frame-ancestors 'none'\""
+  local code message
+  sed "s#@MAP@#$1#" <<'RULES'
+    timeout tarpit 1s
+    http-request set-var(txn.yoloserve_refusal) req.fhdr(authorization),sha2(256),hex,lower,map_str(@MAP@) if METH_POST { path /v1/detect } { req.hdr_cnt(authorization) eq 1 }
+    acl yoloserve_known var(txn.yoloserve_refusal) -m found
+    http-request set-var(txn.yoloserve_now) date(0,ms) if yoloserve_known
+    http-request set-var(txn.yoloserve_left_ms) var(txn.yoloserve_refusal),field(1,' '),sub(txn.yoloserve_now) if yoloserve_known
+    acl yoloserve_refused var(txn.yoloserve_left_ms) -m int gt 0
+    http-request set-var(txn.yoloserve_retry_s) var(txn.yoloserve_refusal),field(2,' '),sub(txn.yoloserve_now),sub(1),div(1000) if yoloserve_refused
+    http-request set-var(txn.yoloserve_retry_s) int(1) if yoloserve_refused { var(txn.yoloserve_retry_s) -m int lt 1 }
+    http-request set-var(txn.yoloserve_reset_s) var(txn.yoloserve_refusal),field(5,' '),sub(txn.yoloserve_now),sub(1),div(1000) if yoloserve_refused
+    http-request set-var(txn.yoloserve_reset_s) int(0) if yoloserve_refused { var(txn.yoloserve_reset_s) -m int lt 0 }
+    http-request set-var(txn.yoloserve_request_id) req.hdr(x-request-id) if yoloserve_refused
+    http-request set-var(txn.yoloserve_request_id) uuid if yoloserve_refused !{ var(txn.yoloserve_request_id) -m found }
+    http-request track-sc2 var(txn.yoloserve_refusal),field(6,' ') table yoloserve_refused if yoloserve_refused
+RULES
+  # the messages are serve_app/quota/refusals.py's QUOTA_MESSAGES (a test holds them equal)
+  for code in rate_limited monthly_quota_exceeded; do
+    case $code in
+      rate_limited) message='request rate over your quota; slow down and retry after Retry-After seconds' ;;
+      *) message='monthly image quota used up; it resets at the start of next month' ;;
+    esac
+    echo "    http-request tarpit deny_status 429 content-type application/json hdr Retry-After \"%[var(txn.yoloserve_retry_s)]\" hdr RateLimit-Limit \"%[var(txn.yoloserve_refusal),field(4,' ')]\" hdr RateLimit-Remaining 0 hdr RateLimit-Reset \"%[var(txn.yoloserve_reset_s)]\" hdr X-Request-Id \"%[var(txn.yoloserve_request_id)]\" $secure string '{\"error\": {\"code\": \"$code\", \"message\": \"$message\"}}' if yoloserve_refused { var(txn.yoloserve_refusal),field(3,' ') -m str $code }"
+  done
+}
 config=""
 previous=""
 for arg in "$@"; do
@@ -56,12 +92,25 @@ if [[ -n $config && -f $config ]]; then
   unavailable="$folder/yoloserve-503.http"
   long_url="$folder/yoloserve-414.json"
   printf '%s' '{"error": {"code": "bad_request", "message": "the URL is over 16384 characters: send fewer or shorter query parameters"}}' >"$long_url"
+  # Rules first in the frontend, in this order (the body is waited for only by the last).
+  frontend="$folder/yoloserve-frontend.cfg"
+  refused_map="$folder/yoloserve-refused.map"
+  [[ -f $refused_map ]] || : >"$refused_map"
+  {
+    echo '    http-request del-header x-forwarded-for'
+    echo '    http-request del-header x-request-id if { req.hdr_cnt(x-request-id) gt 1 } || !{ req.hdr(x-request-id) -m reg ^[A-Za-z0-9._:-]+$ } || { req.hdr(x-request-id),length gt 64 }'
+    echo "    http-request return status 414 content-type application/json file $long_url if { url,length gt 16384 }"
+    refusal_rules "$refused_map"
+    echo "    http-request wait-for-body time ${body_wait_s}s if { req.hdr_val(content-length) le $body_buffer_bytes }"
+  } >"$frontend"
   sed -i -E -e 's/^([[:space:]]*bind )\*?(:[0-9]+)/\1127.0.0.1\2/' \
     -e "s#^([[:space:]]*errorfile 50[234] ).*#\\1$unavailable#" \
     -e 's#^([[:space:]]*http-request return) status 404 (content-type) text/plain lf-string .*not found.*#\1 status 503 \2 application/json hdr Retry-After 1 string "{\\"error\\": {\\"code\\": \\"overloaded\\", \\"message\\": \\"the service is starting; retry after Retry-After seconds\\"}}"#' \
     -e 's/^defaults$/defaults\n    option forwardfor/' \
-    -e "s#^(frontend http_frontend)\$#\\1\\n    http-request del-header x-forwarded-for\\n    http-request del-header x-request-id if { req.hdr_cnt(x-request-id) gt 1 } || !{ req.hdr(x-request-id) -m reg ^[A-Za-z0-9._:-]+\$ } || { req.hdr(x-request-id),length gt 64 }\\n    http-request return status 414 content-type application/json file $long_url if { url,length gt 16384 }\\n    http-request wait-for-body time ${body_wait_s}s if { req.hdr_val(content-length) le $body_buffer_bytes }#" \
+    -e "/^frontend http_frontend\$/r $frontend" \
     -e '/^[[:space:]]*option splice-request$/d' "$config"
+  printf '%s\n' 'backend yoloserve_refused' \
+    '    stick-table type string len 96 size 10k expire 5m store http_req_cnt' >>"$config"
 fi
 if [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} ]]; then
   echo "$$" >>"$YOLOSERVE_HAPROXY_PIDS"

@@ -133,6 +133,8 @@ class Clients:
         self.url, self.keys = url, keys
         self.images = [p.read_bytes() for p in IMAGES]
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self.refused = 0  # the neighbour's 429s, every request of the run
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
@@ -141,10 +143,14 @@ class Clients:
         return session
 
     def post(self, tenant: str, i: int) -> requests.Response:
-        return self._session().post(
+        resp = self._session().post(
             self.url, data=self.images[i % len(self.images)], params={"imgsz": 320},
             headers={"Authorization": f"Bearer {self.keys[tenant]}"}, timeout=REQUEST_TIMEOUT_S,
         )  # fmt: skip
+        if tenant == NOISY and resp.status_code == 429:
+            with self._lock:
+                self.refused += 1
+        return resp
 
     def steady(self, phase: Phase, rate: float, stop: threading.Event) -> None:
         """Open loop: request ``i`` leaves at ``start + i / rate``, each on a thread."""
@@ -308,6 +314,7 @@ def main() -> int:
         idle = run_phase(clients, "idle", min(args.seconds, 10.0), None, 0, False)
         refused = run_phase(clients, "refusals only", args.seconds, None,
                             args.refusal_connections, False)  # fmt: skip
+        audited = audited_refusals(work / "audit", clients.refused)
     print(table(phases))
     figures = per_refusal(idle, refused)
     print(f"refusals only: {figures['refused']} refused, {figures['served']} served in "
@@ -320,7 +327,12 @@ def main() -> int:
         "quota_at_once_p99_ratio": phases[3].pct(0.99) / alone,
     }
     print("p99 ratios to alone: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
-    out = {"phases": [p.figures() for p in phases], "refusals": figures, **ratios}
+    print(
+        f"the neighbour's 429s: {audited['client']} received, audited "
+        f"{audited['by_router']} by the router and {audited['by_ingress']} by HAProxy"
+    )
+    out = {"phases": [p.figures() for p in phases], "refusals": figures, "audited": audited,
+           **ratios}  # fmt: skip
     print(json.dumps(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
@@ -329,6 +341,29 @@ def main() -> int:
            and ratios["quota_honoured_p99_ratio"] <= P99_QUOTA_LIMIT)  # fmt: skip
     print("targets met" if met else "targets NOT met")
     return 0 if met else 1
+
+
+def audited_refusals(folder: Path, received: int) -> dict[str, int]:
+    """The neighbour's 429s in the audit log: one line each the router answered, one
+    line with a ``count`` a second for those HAProxy answered (their tally is read every
+    second: waited for until they add up to what the clients received, up to 5 s)."""
+
+    def read() -> dict[str, int]:
+        found = {"client": received, "by_router": 0, "by_ingress": 0}
+        for path in folder.glob("api-*.jsonl"):
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                if record["tenant"] == NOISY and record["status"] == 429:
+                    by = "by_ingress" if record["request_id"] == "ingress" else "by_router"
+                    found[by] += record.get("count", 1)
+        return found
+
+    deadline = time.monotonic() + 5.0
+    found = read()
+    while found["by_router"] + found["by_ingress"] < received and time.monotonic() < deadline:
+        time.sleep(0.2)
+        found = read()
+    return found
 
 
 def per_refusal(idle: Phase, refused: Phase) -> dict[str, Any]:

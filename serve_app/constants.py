@@ -291,6 +291,16 @@ REFUSAL_MAX_HELD_TOTAL = 32
 # Each hold is lengthened by a random 0..this: refusals held together are not released
 # together (they would come back as one burst, every second).
 REFUSAL_HOLD_JITTER_S = 0.25
+# Refusals answered by the ingress (http/ingress_refusals.py, scripts/haproxy_loopback.sh):
+# the HAProxy admin sockets are told within INGRESS_SOCKET_TIMEOUT_S or not at all (the
+# router refuses by itself meanwhile); the ingress's tally is read (and cleared) every
+# INGRESS_TALLY_PERIOD_S while anything was published; a published window that ended more
+# than INGRESS_EXPIRED_KEEP_S ago is deleted from the map.
+INGRESS_SOCKET_TIMEOUT_S = 0.5
+INGRESS_TALLY_PERIOD_S = 1.0
+INGRESS_EXPIRED_KEEP_S = 5.0
+INGRESS_REFUSAL_MAP = "yoloserve-refused.map"
+INGRESS_REFUSAL_TABLE = "yoloserve_refused"
 # A router's settle loop that dies is restarted after this back-off, doubling up to the
 # maximum; at shutdown the last settlement is tried this many times.
 SETTLE_RESTART_MIN_S = 0.5

@@ -11,6 +11,9 @@ of Ray's exceptions mean "that replica is gone or full, try again":
   off (the detector chooses what to unload) and one chosen model unloaded;
 * the dashboard's Serve REST client (``ServeSubmissionClient``), which ``serve deploy``
   itself uses;
+* where Ray's HAProxy keeps its files on a node (``/tmp/haproxy-serve/<node id>/``, from
+  ``RAY_SERVE_HAPROXY_CONFIG_FILE_LOC`` and ``RAY_SERVE_HAPROXY_SOCKET_PATH``), whose
+  admin socket the router tells of refusals (``http/ingress_refusals.py``);
 * a handle's init option ``_run_router_in_separate_loop``: with
   ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (configs/ray-serve.env) handles route on the
   caller's event loop, which a blocking caller (a script, a Ray task) does not have.
@@ -139,3 +142,17 @@ def node_session_folder() -> Path:
 
     node = ray._private.worker._global_node  # no public getter in Ray 2.60
     return Path(node.get_session_dir_path())
+
+
+def haproxy_files() -> tuple[Path, Path] | None:
+    """This node's HAProxy config folder and admin socket, or None when Serve's ingress
+    is not HAProxy (``RAY_SERVE_ENABLE_HA_PROXY``). Ray keeps them per node id."""
+    import ray
+    from ray.serve._private import constants
+
+    if not constants.RAY_SERVE_ENABLE_HA_PROXY:
+        return None
+    node = ray.get_runtime_context().get_node_id()
+    config = Path(constants.RAY_SERVE_HAPROXY_CONFIG_FILE_LOC)
+    socket = Path(constants.RAY_SERVE_HAPROXY_SOCKET_PATH)
+    return config.parent / node, socket.parent / node / socket.name

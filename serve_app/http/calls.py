@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serve_app.auth.tenants import Principal
-from serve_app.observability.audit import AuditRecord, AuditSink
+from serve_app.observability.audit import AuditRecord, AuditSink, BulkAuditRecord
 from serve_app.observability.metrics import RouterMetrics
 from serve_app.ray_compat import request_id
 
@@ -87,5 +87,19 @@ class CallLog:
         if self.sink is not None and not self.sink.write(call.record(status, outcome)):
             self.metrics.audit_failures.inc()
 
-    def count(self, tenant: str, route: str, status: int) -> None:
-        self.metrics.requests.inc(tags={"tenant": tenant, "route": route, "status": str(status)})
+    def count(self, tenant: str, route: str, status: int, n: int = 1) -> None:
+        tags = {"tenant": tenant, "route": route, "status": str(status)}
+        self.metrics.requests.inc(n, tags=tags)
+
+    def refused_at_ingress(self, tenant: str, credential: str, code: str, n: int) -> None:
+        """``n`` detect calls HAProxy refused for this credential (``ingress_refusals.py``):
+        counted as the router's own refusals, audited in one line with their ``count``."""
+        self.count(tenant, "/v1/detect", 429, n)
+        self.metrics.quota_rejections.inc(n, tags={"tenant": tenant, "reason": code})
+        record = AuditRecord.build(
+            action="POST /v1/detect", outcome=code, status=429, request_id="ingress",
+            tenant=tenant, credential=credential, source_ip=None,
+        )  # fmt: skip
+        line = BulkAuditRecord(**vars(record), count=n)
+        if self.sink is not None and not self.sink.write(line):
+            self.metrics.audit_failures.inc()

@@ -48,6 +48,7 @@ from serve_app.http.body import (
 )
 from serve_app.http.calls import Call, CallLog
 from serve_app.http.control import ControlCalls
+from serve_app.http.ingress_refusals import IngressRefusals
 from serve_app.http.readiness import Readiness
 from serve_app.http.routes import (
     ApiRoute,
@@ -142,6 +143,7 @@ class Router:
         self._control = ControlCalls()
         self._pool_share = PoolShare()
         self._calls = CallLog(RouterMetrics.create())
+        self._ingress = IngressRefusals.for_this_node(self._calls, self._admission)
         self._routes = [
             ApiRoute("/v1/detect", self._post_detect, ["POST"], query=policy.QUERY_PARAMS),
             ApiRoute("/v1/models", self._get_models, ["GET"]),
@@ -150,7 +152,7 @@ class Router:
             ApiRoute("/v1/policy", self._put_policy, ["PUT"]),
             ApiRoute("/healthz", self._healthz, ["GET"], public=True),
             ApiRoute("/readyz", self._readyz, ["GET"], public=True),
-            *(ApiRoute(p, self._console, ["GET"], public=True) for p in console.CONSOLE_FILES),
+            *(ApiRoute(p, _console, ["GET"], public=True) for p in console.CONSOLE_FILES),
         ]
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -160,6 +162,7 @@ class Router:
         self._calls.audit_to(resolve_path(config.audit_dir) / f"api-{replica}.jsonl")
         self._readiness.forget()
         self._admission.reset()
+        self._ingress.forget()
         self._admission.start()  # the settle loop runs from the replica's start
         logger.info("router: tenant table now has %d tenants", len(self._tenants.table))
 
@@ -168,6 +171,7 @@ class Router:
         # last usage and the unspent allowances reach the ledger before the replica goes.
         await self._admission.close()
         await self._tenants.close()
+        await self._ingress.close()
 
     # ------------------------------------------------------------ routes
 
@@ -179,7 +183,12 @@ class Router:
                 return await asyncio.to_thread(image_bytes, body, content_type)
             return image_bytes(body, content_type)
 
-        outcome = await self._detect(principal, upload, request.query_params, call)
+        try:
+            outcome = await self._detect(principal, upload, request.query_params, call)
+        except QuotaExceeded:  # HAProxy refuses this credential too, until the window ends
+            auth = request.headers["authorization"]
+            self._ingress.refused(auth, principal, self._admission.refusals)
+            raise
         if isinstance(outcome, Annotated):
             headers = {"X-Detections": str(len(outcome.result.detections))}
             return Response(outcome.jpeg, media_type="image/jpeg", headers=headers)
@@ -216,13 +225,6 @@ class Router:
     async def _readyz(self, _: Request) -> Response:
         status, body = await self._readiness.check(self._tenants.table.tenants())
         return JSONResponse(body, status_code=status)
-
-    async def _console(self, request: Request) -> Response:
-        """The web console's static files (no credentials needed to fetch them)."""
-        found = console.asset(request.url.path)
-        assert found is not None  # only console paths are routed here
-        body, media_type = found
-        return Response(body, media_type=media_type)
 
     # ------------------------------------------------------------ shared core
 
@@ -326,6 +328,14 @@ class Router:
         """The caller's own usage, as ``GET /v1/usage`` returns it."""
         tenant = await self._tenants.table.authenticate(handle_input.credential(api_key))
         return await self._usage(tenant.tenant)
+
+
+async def _console(request: Request) -> Response:
+    """The web console's static files (no credentials needed to fetch them)."""
+    found = console.asset(request.url.path)
+    assert found is not None  # only console paths are routed here
+    body, media_type = found
+    return Response(body, media_type=media_type)
 
 
 def _given(image: bytes) -> Callable[[], Awaitable[bytes]]:

@@ -90,6 +90,14 @@ class AuditRecord:
         return json.dumps(vars(self), ensure_ascii=True, sort_keys=True) + "\n"
 
 
+@dataclass(frozen=True)
+class BulkAuditRecord(AuditRecord):
+    """``count`` calls answered alike, in one line: refusals the ingress answered
+    (``http/ingress_refusals.py``), which the router learns of as a tally."""
+
+    count: int = 1
+
+
 class AuditSink:
     """Appends records to one file; failures are counted, never raised.
 

@@ -73,7 +73,9 @@ def refusal(code: str, retry_after_s: float, headers: dict[str, str]) -> QuotaEx
 
 
 @dataclass
-class _Window:
+class Window:
+    """What the ledger said when it refused (times on the ``Refusals`` clock)."""
+
     quota: Quota
     code: str
     until: float  # monotonic: refused locally before this
@@ -92,7 +94,7 @@ class LocalRefusal:
     """A refusal decided here: hold it ``hold_s`` (``with refusal.holding():``), then
     raise ``refusal.error()``."""
 
-    def __init__(self, refusals: Refusals, window: _Window, hold_s: float) -> None:
+    def __init__(self, refusals: Refusals, window: Window, hold_s: float) -> None:
         self._refusals, self._window, self.hold_s = refusals, window, hold_s
 
     @contextlib.contextmanager
@@ -128,7 +130,7 @@ class Refusals:
         self._max_held = max_held
         self._max_held_total = max_held_total
         self.holding_now = 0  # refusals being held right now, all tenants
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, Window] = {}
         self.local = 0  # refusals decided here (for tests and metrics)
         self.held = 0  # of those, refusals held
 
@@ -140,7 +142,7 @@ class Refusals:
         remember_s = decision.retry_after_s
         if decision.code == "monthly_quota_exceeded":
             remember_s = min(remember_s, REFUSAL_MONTHLY_REMEMBER_S)
-        self._windows[tenant] = _Window(
+        self._windows[tenant] = Window(
             quota,
             decision.code,
             until=now + remember_s,
@@ -164,6 +166,11 @@ class Refusals:
         if window.held < self._max_held and self.holding_now < self._max_held_total:
             hold_s = min(window.told_until - now, self._max_hold_s) + self._jitter()
         return LocalRefusal(self, window, hold_s)
+
+    def window(self, tenant: str) -> Window | None:
+        """The window in which ``tenant`` is refused here, if any."""
+        window = self._windows.get(tenant)
+        return window if window is not None and self.now() < window.until else None
 
     def forget(self) -> None:
         """Quotas may have changed: decide afresh."""
