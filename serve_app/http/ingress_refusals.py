@@ -223,18 +223,20 @@ class IngressRefusals:
         """Count what HAProxy refused under this router's tally keys since the last
         reading (the table's counts only grow, until an idle entry expires and starts
         again from zero); another router counts its own."""
-        tallies = []
+        new: dict[str, int] = {}  # by tally key, both HAProxies together
         answers = await self._send(f"show table {INGRESS_REFUSAL_TABLE}")
         for path, text in answers.items():
             for key, total in parse_tally(text).items():
-                tenant, code, tag, owner = key.split(":")
-                if owner != self._owner:
+                if not key.endswith(f":{self._owner}"):
                     continue
                 seen = self._seen.get((path, key), 0)
                 self._seen[(path, key)] = total
-                new = total - seen if total >= seen else total
-                if new:
-                    tallies.append(Tally(tenant, code, self._credentials.get(tag, "-"), new))
+                new[key] = new.get(key, 0) + (total - seen if total >= seen else total)
+        tallies = []
+        for key, n in new.items():
+            tenant, code, tag, _ = key.split(":")
+            if n:
+                tallies.append(Tally(tenant, code, self._credentials.get(tag, "-"), n))
         if tallies:
             self._on_tally(tallies)
         return bool(tallies)
