@@ -14,7 +14,8 @@ from ``--connections`` closed-loop connections. Phases, each ``--seconds`` long:
 * ``refusals only``: the neighbour alone from ``--refusal-connections`` connections,
   retrying at once against a quota that admits nothing more: CPU of every serving
   process (HAProxy, router, ledger, pool, Ray's own) per refused request, over the same
-  processes' idle CPU measured just before.
+  processes' idle CPU measured just before; and where the neighbour's 429s were answered
+  (router or HAProxy), from the audit log, which must account for every one of them.
 
 For each phase: the steady tenant's p50/p99/max and failures, the neighbour's answers by
 status, and CPU per role. The quota is set and removed as an operator would
@@ -282,9 +283,10 @@ def main() -> int:
     parser.add_argument(
         "--refusal-connections",
         type=int,
-        default=32,
-        help="connections of the refusals-only phase (more than a router "
-        "holds refusals for: most are answered at once)",
+        default=256,
+        help="connections of the refusals-only phase: each refusal is held 1 s, so "
+        "about this many refusals a second, enough that the serving processes' "
+        "background CPU is small beside them",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
