@@ -8,7 +8,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv tools run test test-unit test-integration test-security test-e2e lint format samples model manifests clean
+.PHONY: venv tools run test test-unit test-integration test-security test-e2e lint format samples model manifests openapi clean
 
 venv: $(STAMP)
 
@@ -75,6 +75,11 @@ manifests: $(STAMP)
 	$(BIN)/tenantctl --db var/example-tenants.db render --format rayservice -o kuberay-cluster.yaml
 	$(BIN)/tenantctl validate kuberay-cluster.yaml
 	$(BIN)/tenantctl validate configs/batch-job.rayjob.yaml
+
+# docs/openapi.json is what GET /openapi.json serves (serve_app/http/openapi.py); a unit
+# test fails when the two drift apart.
+openapi: $(STAMP)
+	$(BIN)/python -c 'from serve_app.http import openapi; import sys; sys.stdout.buffer.write(openapi.document_bytes())' >docs/openapi.json
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

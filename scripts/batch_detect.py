@@ -1,12 +1,15 @@
-"""Detect objects in a folder of images through Serve handles; write JSONL.
+"""Detect objects in a folder of images through Serve handles (or HTTP); write JSONL.
 
 Runs inside the Ray cluster (no HTTP): connects to the running cluster, calls the
 ``yolo`` app's router with the tenant's API key through ``DetectionClient``, keeps
 a bounded number of requests in flight, and writes one JSON line per image
 (``{"file", "result"}`` or ``{"file", "error"}``), in the folder's sorted order.
+With ``--url`` it runs anywhere instead, over HTTP (``HttpDetectionClient``: kept-alive
+connections, 429/503 tried again after their Retry-After), with no Ray at all.
 
     YOLOSERVE_API_KEY=yk_... python scripts/batch_detect.py samples/ -o var/out.jsonl
     ... --in-task   # run the whole job as a Ray task on the cluster instead of here
+    ... --url http://127.0.0.1:8000   # over HTTP, from outside the cluster
     python scripts/batch_detect.py s3://bucket/in/ -o s3://bucket/out/run.jsonl \
         --api-key-file /etc/yoloserve/batch/api-key   # what the RayJob runs
 
@@ -80,18 +83,23 @@ def run_batch(
     max_in_flight: int = DEFAULT_IN_FLIGHT,
     params: dict[str, Any] | None = None,
     progress: bool = True,
+    url: str | None = None,
 ) -> dict[str, float]:
     """Detect every image in ``folder`` and write JSONL to ``out_path``.
 
-    Callable from a driver or from inside a Ray task or actor. Returns counts and
-    throughput.
+    Callable from a driver or from inside a Ray task or actor; with ``url``, over HTTP
+    from anywhere. Returns counts and throughput.
     """
     from tqdm import tqdm
 
-    from serve_app.client import DetectionClient
+    from serve_app.client import DetectionClient, HttpDetectionClient
     from serve_app.errors import unwrap_error
 
-    client = DetectionClient(api_key=api_key)
+    client: Any = (
+        HttpDetectionClient(url, api_key, max_in_flight=max_in_flight)
+        if url
+        else DetectionClient(api_key=api_key)
+    )
     files = list_inputs(folder)
     pending: deque[tuple[str, Any]] = deque()
     ok = failed = 0
@@ -130,6 +138,8 @@ def run_batch(
             pending.append((name, client.submit(read(), **(params or {}))))
         while pending:
             drain_one()
+    if url:
+        client.close()
     if to_s3:
         bucket, key = _split_s3(out_path)
         _s3().upload_file(str(out), bucket, key)
@@ -154,6 +164,7 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_IN_FLIGHT)
     parser.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
     parser.add_argument("--in-task", action="store_true", help="run the job as a Ray task")
+    parser.add_argument("--url", help="over HTTP to this address instead (no Ray needed)")
     parser.add_argument("--conf", type=float)
     args = parser.parse_args()
 
@@ -170,17 +181,27 @@ def main() -> None:
     if args.max_in_flight < 1:
         parser.error("--max-in-flight must be at least 1")
     params = {"conf": args.conf} if args.conf is not None else {}
+    if args.url and args.in_task:
+        parser.error("--in-task runs on the Ray cluster; --url runs here over HTTP: pick one")
+    folder = args.folder if remote else str(Path(args.folder).resolve())
+    out = args.out if args.out.startswith("s3://") else str(Path(args.out).resolve())
+    if args.url:
+        stats = run_batch(folder, out, key, args.max_in_flight, params, url=args.url)
+        _report(stats, out)
+        return
 
     import ray
 
     ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
-    folder = args.folder if remote else str(Path(args.folder).resolve())
-    out = args.out if args.out.startswith("s3://") else str(Path(args.out).resolve())
     if args.in_task:
         task = ray.remote(num_cpus=0.1)(run_batch)
         stats = ray.get(task.remote(folder, out, key, args.max_in_flight, params, False))
     else:
         stats = run_batch(folder, out, key, args.max_in_flight, params)
+    _report(stats, out)
+
+
+def _report(stats: dict[str, float], out: str) -> None:
     print(
         f"{stats['images']} images ({stats['ok']} ok, {stats['failed']} failed) in "
         f"{stats['seconds']:.1f} s: {stats['images_per_s']:.2f} images/s -> {out}"

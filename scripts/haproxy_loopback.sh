@@ -37,9 +37,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # Refusals answered here, before the router (serve_app/http/ingress_refusals.py): once the
 # quota ledger has refused a credential until T, the router puts the sha256 of its
 # Authorization header in MAP (runtime API, both HAProxies) with "T RETRY_AT CODE LIMIT
-# RESET_AT TALLY_KEY" (epoch ms). Until T, its POSTs to /v1/detect are held `timeout
-# tarpit` (1 s: a client that ignores Retry-After is slowed, as the router would) and
-# answered 429 here, with the router's body and headers and the body never read; each one
+# RESET_AT TALLY_KEY" (epoch ms). Until T, its detect calls (POST /v1/detect and the Open
+# Inference Protocol's POST /v2/models/.../infer) are held `timeout tarpit` (1 s: a client
+# that ignores Retry-After is slowed, as the router would) and answered 429 here, with the
+# router's body (v1's or v2's) and headers and the body never read; each one
 # counted under TALLY_KEY in the yoloserve_refused table, which the router that published reads
 # every second (metrics, usage, audit). A key past T passes on to the router as any other.
 refusal_rules() {  # MAP
@@ -47,7 +48,10 @@ refusal_rules() {  # MAP
   local code message
   sed "s#@MAP@#$1#" <<'RULES'
     timeout tarpit 1s
-    http-request set-var(txn.yoloserve_refusal) req.fhdr(authorization),sha2(256),hex,lower,map_str(@MAP@) if METH_POST { path /v1/detect } { req.hdr_cnt(authorization) eq 1 }
+    acl yoloserve_detect path /v1/detect
+    acl yoloserve_detect path_reg ^/v2/models/[^/]+(/versions/[^/]+)?/infer$
+    acl yoloserve_v2 path_beg /v2/
+    http-request set-var(txn.yoloserve_refusal) req.fhdr(authorization),sha2(256),hex,lower,map_str(@MAP@) if METH_POST yoloserve_detect { req.hdr_cnt(authorization) eq 1 }
     acl yoloserve_known var(txn.yoloserve_refusal) -m found
     http-request set-var(txn.yoloserve_now) date(0,ms) if yoloserve_known
     http-request set-var(txn.yoloserve_left_ms) var(txn.yoloserve_refusal),field(1,' '),sub(txn.yoloserve_now) if yoloserve_known
@@ -61,12 +65,17 @@ refusal_rules() {  # MAP
     http-request track-sc2 var(txn.yoloserve_refusal),field(6,' ') table yoloserve_refused if yoloserve_refused
 RULES
   # the messages are serve_app/quota/refusals.py's QUOTA_MESSAGES (a test holds them equal)
+  local body v2
   for code in rate_limited monthly_quota_exceeded; do
     case $code in
       rate_limited) message='request rate over your quota; slow down and retry after Retry-After seconds' ;;
       *) message='monthly image quota used up; it resets at the start of next month' ;;
     esac
-    echo "    http-request tarpit deny_status 429 content-type application/json hdr Retry-After \"%[var(txn.yoloserve_retry_s)]\" hdr RateLimit-Limit \"%[var(txn.yoloserve_refusal),field(4,' ')]\" hdr RateLimit-Remaining 0 hdr RateLimit-Reset \"%[var(txn.yoloserve_reset_s)]\" hdr X-Request-Id \"%[var(txn.yoloserve_request_id)]\" $secure string '{\"error\": {\"code\": \"$code\", \"message\": \"$message\"}}' if yoloserve_refused { var(txn.yoloserve_refusal),field(3,' ') -m str $code }"
+    for v2 in '' '!'; do  # the Open Inference Protocol's body, then v1's
+      body="{\"error\": {\"code\": \"quota_exceeded\", \"message\": \"$message\"}}"
+      if [[ -z $v2 ]]; then body="{\"error\": \"$message\"}"; fi
+      echo "    http-request tarpit deny_status 429 content-type application/json hdr Retry-After \"%[var(txn.yoloserve_retry_s)]\" hdr RateLimit-Limit \"%[var(txn.yoloserve_refusal),field(4,' ')]\" hdr RateLimit-Remaining 0 hdr RateLimit-Reset \"%[var(txn.yoloserve_reset_s)]\" hdr X-Request-Id \"%[var(txn.yoloserve_request_id)]\" $secure string '$body' if yoloserve_refused ${v2}yoloserve_v2 { var(txn.yoloserve_refusal),field(3,' ') -m str $code }"
+    done
   done
 }
 config=""

@@ -178,6 +178,18 @@ SHARED_PIN_WINDOW_S = 60.0
 MAX_CACHED_HANDLES = 4096
 # Multipart framing around an image is small; allow it on top of the image limit.
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
+# serve_app.client.HttpDetectionClient: a call's timeout, how often a 429/503 (after its
+# Retry-After) or a connection that could not be made is tried again, the most it waits
+# in all, the back-off between connection attempts, and its connections (and threads).
+HTTP_CLIENT_TIMEOUT_S = 60.0
+HTTP_CLIENT_RETRIES = 3
+HTTP_CLIENT_MAX_WAIT_S = 30.0
+HTTP_CLIENT_MAX_BACKOFF_S = 4.0
+HTTP_CLIENT_MAX_IN_FLIGHT = 8
+# The Open Inference Protocol (http/oip.py): images per inference request, and its body
+# in all (JSON images are base64, a third bigger than their bytes).
+V2_MAX_IMAGES = 16
+V2_MAX_BODY_BYTES = 2 * MAX_BODY_BYTES
 # A multipart form needs one part (the image), maybe a few more from a browser.
 MAX_FORM_PARTS = 16
 MAX_FORM_PART_HEADERS = 8

@@ -144,3 +144,20 @@ def unwrap_error(exc: BaseException) -> ServeAppError | None:
         else:
             current = current.__cause__
     return None
+
+
+def error_class(code: str, status: int) -> type[ServeAppError]:
+    """The error class an answer's ``code`` names (else the first with its status):
+    how an HTTP client raises the same typed errors as a handle."""
+    classes, stack = [], [ServeAppError]
+    while stack:
+        cls = stack.pop(0)
+        classes.append(cls)
+        stack.extend(cls.__subclasses__())
+    for cls in classes:
+        if cls.code == code and cls.status == status:
+            return cls
+    for cls in classes:
+        if cls.status == status:
+            return cls
+    return ServeAppError

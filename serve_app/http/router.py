@@ -37,7 +37,7 @@ from serve_app.constants import (
     SERVE_LOGGING,
 )
 from serve_app.errors import Overloaded, QuotaExceeded, ServeAppError
-from serve_app.http import console, handle_input
+from serve_app.http import console, handle_input, openapi
 from serve_app.http.body import (
     MULTIPART,
     expect_json,
@@ -51,12 +51,14 @@ from serve_app.http.control import ControlCalls
 from serve_app.http.ingress_refusals import IngressRefusals
 from serve_app.http.readiness import Readiness
 from serve_app.http.routes import (
+    V2_PREFIX,
     ApiRoute,
     check_query,
     error_response,
     internal_error,
     match,
 )
+from serve_app.http.v2_api import V2Api, given
 from serve_app.inference import images, policy
 from serve_app.inference.annotate import wants_annotation
 from serve_app.inference.catalog import catalog, select_model
@@ -91,7 +93,7 @@ class Router:
         except ServeAppError as exc:  # 404 or 405: audited, the path never echoed
             call = Call.start(f"{request.method} other", ip)
             self._calls.finish(call, "other", exc.status, exc.code)
-            return _secured(error_response(exc))
+            return _secured(error_response(exc, request.url.path.startswith(V2_PREFIX)))
         if route.public:
             try:
                 response = await route.handler(request)
@@ -110,10 +112,10 @@ class Router:
             check_query(route, request.query_params.multi_items())
             response = await route.handler(request, principal, call)
         except ServeAppError as exc:
-            response, outcome = error_response(exc), exc.code
+            response, outcome = error_response(exc, route.v2), exc.code
         except Exception:
             logger.exception("router: unexpected error on %s for %s", route.label, call.tenant)
-            response, outcome = internal_error(), "internal"
+            response, outcome = internal_error(route.v2), "internal"
         self._calls.finish(call, route.label, response.status_code, outcome)
         return _secured(response)
 
@@ -125,13 +127,7 @@ class Router:
         scale_to_zero: list[str] | None = None,
         pool_slots: int = POOL_SLOTS,
     ) -> None:
-        # The primary and, unless the operator turned it off, the warm standby.
-        ledger = (
-            ledgers[0]
-            if len(ledgers) == 1
-            else FailoverLedger(ledgers[0], ledgers[1], is_replica_gone)
-        )
-        self._ledger = ledger
+        self._ledger = ledger = _ledger_of(ledgers)
         # The JWKS pool outlives table rebuilds: keys are not refetched per change.
         self._tenants = FollowedTable(JwksPool())
         self._detectors = DetectorClient(detectors, shared_pool, pool_slots)
@@ -144,16 +140,9 @@ class Router:
         self._pool_share = PoolShare()
         self._calls = CallLog(RouterMetrics.create())
         self._ingress = IngressRefusals.for_this_node(self._calls, self._admission)
-        self._routes = [
-            ApiRoute("/v1/detect", self._post_detect, ["POST"], query=policy.QUERY_PARAMS),
-            ApiRoute("/v1/models", self._get_models, ["GET"]),
-            ApiRoute("/v1/usage", self._get_usage, ["GET"]),
-            ApiRoute("/v1/policy", self._get_policy, ["GET"]),
-            ApiRoute("/v1/policy", self._put_policy, ["PUT"]),
-            ApiRoute("/healthz", self._healthz, ["GET"], public=True),
-            ApiRoute("/readyz", self._readyz, ["GET"], public=True),
-            *(ApiRoute(p, _console, ["GET"], public=True) for p in console.CONSOLE_FILES),
-        ]
+        probe = lambda: self._readiness.check(self._tenants.table.tenants())  # noqa: E731
+        v2 = V2Api(self._detect, self._detectors, probe, self._ingress, self._admission.refusals)
+        self._routes = route_table(self, v2)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = RouterConfig.model_validate(user_config)
@@ -311,7 +300,7 @@ class Router:
             principal = await self._tenants.table.authenticate(handle_input.credential(api_key))
             call.identify(principal)
             query = handle_input.query(params)
-            upload = _given(handle_input.image_bytes(image))
+            upload = given(handle_input.image_bytes(image))
             result = await self._detect(principal, upload, query, call)
             assert isinstance(result, DetectionResult)
         except ServeAppError as exc:
@@ -330,6 +319,27 @@ class Router:
         return await self._usage(tenant.tenant)
 
 
+def route_table(router: Any, v2: V2Api) -> list[ApiRoute]:
+    """Every route the router serves: ``openapi.py`` describes each, a test holds the two
+    equal."""
+    return [
+        ApiRoute("/v1/detect", router._post_detect, ["POST"], query=policy.QUERY_PARAMS),
+        ApiRoute("/v1/models", router._get_models, ["GET"]),
+        ApiRoute("/v1/usage", router._get_usage, ["GET"]),
+        ApiRoute("/v1/policy", router._get_policy, ["GET"]),
+        ApiRoute("/v1/policy", router._put_policy, ["PUT"]),
+        ApiRoute("/healthz", router._healthz, ["GET"], public=True),
+        ApiRoute("/readyz", router._readyz, ["GET"], public=True),
+        ApiRoute("/openapi.json", _openapi, ["GET"], public=True),
+        *(ApiRoute(p, _console, ["GET"], public=True) for p in console.CONSOLE_FILES),
+        *v2.routes(),
+    ]
+
+
+async def _openapi(_: Request) -> Response:
+    return Response(openapi.document_bytes(), media_type="application/json")
+
+
 async def _console(request: Request) -> Response:
     """The web console's static files (no credentials needed to fetch them)."""
     found = console.asset(request.url.path)
@@ -338,13 +348,11 @@ async def _console(request: Request) -> Response:
     return Response(body, media_type=media_type)
 
 
-def _given(image: bytes) -> Callable[[], Awaitable[bytes]]:
-    """An image already in hand (handle calls), as ``_detect`` takes an upload."""
-
-    async def upload() -> bytes:
-        return image
-
-    return upload
+def _ledger_of(ledgers: list[Any]) -> Any:
+    """The primary and, unless the operator turned it off, the warm standby."""
+    if len(ledgers) == 1:
+        return ledgers[0]
+    return FailoverLedger(ledgers[0], ledgers[1], is_replica_gone)
 
 
 async def _ask_ledger(call: Any, unavailable: str) -> Any:

@@ -29,8 +29,10 @@ Handler = Callable[..., Awaitable[Response]]
 
 NO_SUCH_ROUTE = (
     "no such route; the API is POST /v1/detect, GET /v1/models, GET /v1/usage and "
-    "GET or PUT /v1/policy; the web console is at /console"
+    "GET or PUT /v1/policy, and the Open Inference Protocol under /v2 (GET /openapi.json "
+    "describes every route); the web console is at /console"
 )
+V2_PREFIX = "/v2"
 
 
 class ApiRoute(Route):
@@ -38,7 +40,8 @@ class ApiRoute(Route):
 
     ``public`` routes (probes, console files) take no credential and are not audited;
     ``label`` names the route in metrics and audit lines (never the raw path); ``query``
-    is the query parameters an API route takes (``check_query``).
+    is the query parameters an API route takes (``check_query``); a ``v2`` route (the Open
+    Inference Protocol) answers errors as that protocol does, ``{"error": message}``.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class ApiRoute(Route):
         self.public = public
         self.label = path
         self.query = frozenset(query)
+        self.v2 = path.startswith(V2_PREFIX)
 
 
 def check_query(route: ApiRoute, items: Iterable[tuple[str, str]]) -> None:
@@ -80,7 +84,8 @@ def check_query(route: ApiRoute, items: Iterable[tuple[str, str]]) -> None:
 
 
 def match(routes: Sequence[ApiRoute], scope: Scope) -> ApiRoute:
-    """The route for this request.
+    """The route for this request; its path parameters go into ``scope`` (``path_params``,
+    what ``request.path_params`` reads).
 
     Raises:
         MethodNotAllowed: The path exists, the method does not (carries ``Allow``).
@@ -88,8 +93,9 @@ def match(routes: Sequence[ApiRoute], scope: Scope) -> ApiRoute:
     """
     allowed: set[str] = set()
     for route in routes:
-        found, _ = route.matches(scope)
+        found, child = route.matches(scope)
         if found is Match.FULL:
+            scope.update(child)
             return route
         if found is Match.PARTIAL:
             allowed |= route.methods or set()
@@ -101,19 +107,20 @@ def match(routes: Sequence[ApiRoute], scope: Scope) -> ApiRoute:
     raise NotFound(NO_SUCH_ROUTE)
 
 
-def error_response(error: ServeAppError) -> JSONResponse:
-    """The one place API errors become HTTP responses: JSON body, ``Retry-After`` on
-    every 429 and 503, ``WWW-Authenticate`` on every 401."""
+def error_response(error: ServeAppError, v2: bool = False) -> JSONResponse:
+    """The one place API errors become HTTP responses: JSON body (the Open Inference
+    Protocol's ``{"error": message}`` for ``v2`` routes), ``Retry-After`` on every 429
+    and 503, ``WWW-Authenticate`` on every 401."""
     headers = dict(error.headers)
     if error.status in (429, 503):
         headers["Retry-After"] = str(error.retry_after_s or RETRY_AFTER_S)
     if error.status == 401:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="yolo"')
-    return JSONResponse(error_body(error), status_code=error.status, headers=headers)
+    body = {"error": error.message} if v2 else error_body(error)
+    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
-def internal_error() -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": "internal", "message": "internal error; it has been logged"}},
-        status_code=500,
-    )
+def internal_error(v2: bool = False) -> JSONResponse:
+    message = "internal error; it has been logged"
+    body = {"error": message} if v2 else {"error": {"code": "internal", "message": message}}
+    return JSONResponse(body, status_code=500)

@@ -298,6 +298,12 @@ class Detector:
         await self.get_model(serve.get_multiplexed_model_id())
         return True
 
+    async def describe(self) -> dict[str, Any]:
+        """The request's model, loaded (or found loaded): its class names, by id (the
+        Open Inference Protocol's model metadata)."""
+        model = await self.get_model(serve.get_multiplexed_model_id())
+        return {"class_names": list(model.manifest.class_names)}
+
     def loaded_models(self) -> dict[str, Any]:
         """The model ids this replica holds, its LRU size and how many loads it has done:
         for operators, tests and the multiplexing benchmark."""

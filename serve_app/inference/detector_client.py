@@ -25,7 +25,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from serve_app.config import TenantEntry
-from serve_app.constants import DETECT_TIMEOUT_S, MAX_CACHED_HANDLES, POOL_SLOTS, RETRY_AFTER_S
+from serve_app.constants import (
+    DETECT_TIMEOUT_S,
+    MAX_CACHED_HANDLES,
+    POOL_SLOTS,
+    READY_TIMEOUT_S,
+    RETRY_AFTER_S,
+)
 from serve_app.errors import ModelUnavailable, Overloaded, ServeAppError, unwrap_error
 from serve_app.inference.catalog import ModelChoice
 from serve_app.inference.fair_share import FairShare
@@ -145,6 +151,25 @@ class DetectorClient:
         if isinstance(outcome, ServeAppError):
             raise outcome
         return outcome
+
+    async def ask(self, tenant: TenantEntry, choice: ModelChoice, method: str) -> Any:
+        """A call without an image (``ready``, ``describe``) to a replica holding the
+        chosen version, loading it if none does; errors as ``detect``'s."""
+        detector = self.for_model(tenant, choice.id_for(tenant.id))
+
+        async def attempt() -> Any:
+            try:
+                async with asyncio.timeout(READY_TIMEOUT_S):
+                    return await getattr(detector, method).remote()
+            except TimeoutError:
+                raise Overloaded("your model is still loading; retry shortly") from None
+
+        try:
+            return await ride_through(attempt, is_replica_gone, method)
+        except ServeAppError:
+            raise
+        except Exception as exc:
+            raise as_api_error(exc) from None
 
 
 def as_api_error(exc: BaseException) -> BaseException:

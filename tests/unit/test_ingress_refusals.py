@@ -25,6 +25,7 @@ import requests
 from requests import Response
 
 from serve_app.config import Quota
+from serve_app.errors import error_body
 from serve_app.http.calls import CallLog
 from serve_app.http.console import security_headers
 from serve_app.http.ingress_refusals import (
@@ -39,7 +40,7 @@ from serve_app.http.ingress_refusals import (
 from serve_app.observability.metrics import RouterMetrics
 from serve_app.quota.admission import Admission
 from serve_app.quota.gcra import Decision
-from serve_app.quota.refusals import QUOTA_MESSAGES, Refusals
+from serve_app.quota.refusals import QUOTA_MESSAGES, Refusals, refusal
 from serve_app.quota.usage import aggregate
 from tests.conftest import ROOT, free_port, wait_for
 from tests.unit.fakes import FakeHandle
@@ -204,8 +205,7 @@ def test_haproxy_refuses_a_published_credential_itself_until_the_window_ends(ing
         assert [a.status_code for a in answers] == [429] * refused
         assert elapsed >= 1.0  # held: a client that ignores Retry-After is slowed
         first = answers[0]
-        assert first.json() == {"error": {"code": "rate_limited",
-                                          "message": QUOTA_MESSAGES["rate_limited"]}}  # fmt: skip
+        assert first.json() == error_body(refusal("rate_limited", 1, {}))  # the router's
         assert 1 <= int(first.headers["Retry-After"]) <= 4
         assert first.headers["RateLimit-Limit"] == "4"
         assert first.headers["RateLimit-Remaining"] == "0"
@@ -268,8 +268,12 @@ def test_a_refused_upload_is_answered_before_its_body_is_sent(ingress):
             answer += chunk
     head, body = answer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 429")
-    code = "monthly_quota_exceeded"
-    assert json.loads(body)["error"] == {"code": code, "message": QUOTA_MESSAGES[code]}
+    assert json.loads(body) == error_body(refusal("monthly_quota_exceeded", 1, {}))
+    # the Open Inference Protocol's infer calls too, with that protocol's error body
+    v2 = requests.post(f"http://127.0.0.1:{port}/v2/models/shapes/versions/2/infer",
+                       data=b"{}", headers={"Authorization": KEY}, timeout=10)  # fmt: skip
+    assert v2.status_code == 429
+    assert v2.json() == {"error": QUOTA_MESSAGES["monthly_quota_exceeded"]}
     assert _Router.seen[before:] == []
 
 

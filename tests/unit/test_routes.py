@@ -92,3 +92,18 @@ def test_a_query_takes_only_the_routes_parameters_each_once():
         check_query(detect, [("x", "1"), ("conf", "1"), ("conf", "2")])
     with pytest.raises(BadParameter, match="'month' for /v1/usage; it takes none"):
         check_query(usage, [("month", "2026-13")])
+
+
+def test_a_matched_routes_path_parameters_reach_the_request():
+    from starlette.requests import Request
+
+    routes = [ApiRoute("/v2/models/{model}/versions/{version}/infer", _handler, ["POST"])]
+    scope = _scope("POST", "/v2/models/shapes/versions/3/infer")
+    route = match(routes, scope)
+    assert route.v2 and Request(scope).path_params == {"model": "shapes", "version": "3"}
+
+
+def test_v2_routes_answer_errors_with_the_protocols_body():
+    error = BadParameter("conf must be a number")
+    assert json.loads(error_response(error, v2=True).body) == {"error": "conf must be a number"}
+    assert json.loads(error_response(error).body)["error"]["code"] == "bad_parameter"

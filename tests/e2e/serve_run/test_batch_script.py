@@ -24,7 +24,8 @@ def _batch(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.Co
     )
 
 
-@pytest.mark.parametrize("mode", [[], ["--in-task"]], ids=["driver", "ray-task"])
+@pytest.mark.parametrize("mode", [[], ["--in-task"], ["--url", "http://127.0.0.1:8000"]],
+                         ids=["driver", "ray-task", "http"])  # fmt: skip
 def test_batch_writes_one_line_per_image(served, tmp_path, mode):
     out = tmp_path / "out.jsonl"
     env = {**os.environ, "YOLOSERVE_API_KEY": DEMO_KEY}
