@@ -144,6 +144,8 @@ class IngressRefusals:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failures = 0  # socket exchanges that failed (HAProxy down or restarting)
+        self.readings = 0  # tally readings done (for tests)
+        self.sent = 0  # command lines sent to every socket (for tests)
 
     @classmethod
     def for_this_node(cls, calls: CallLog, admission: Admission) -> IngressRefusals:
@@ -211,6 +213,7 @@ class IngressRefusals:
             commands, self._commands = self._commands, []
             if commands:
                 await self._send(";".join(commands))
+                self.sent += 1
             if self._clock() < next_tally:
                 continue
             next_tally = self._clock() + INGRESS_TALLY_PERIOD_S
@@ -225,6 +228,7 @@ class IngressRefusals:
         again from zero); another router counts its own."""
         new: dict[str, int] = {}  # by tally key, both HAProxies together
         answers = await self._send(f"show table {INGRESS_REFUSAL_TABLE}")
+        self.readings += 1
         for path, text in answers.items():
             for key, total in parse_tally(text).items():
                 if not key.endswith(f":{self._owner}"):

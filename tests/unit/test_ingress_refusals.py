@@ -180,13 +180,12 @@ def test_haproxy_refuses_a_published_credential_itself_until_the_window_ends(ing
         neighbour_counts: list[Tally] = []  # another router on the node: counts its own
         neighbour = IngressRefusals(folder, folder / "admin.sock", neighbour_counts.extend, "r2")
         neighbour.publish(OTHER, _window(0.5))  # so that it reads the tally too
-        ingress.publish(KEY, _window(4.0))
-        await asyncio.sleep(0)  # the publish goes out on the loop
+        ingress.publish(KEY, _window(4.0))  # sent by its own task, while this one waits
         probes: list[int] = []
 
-        def published() -> bool:
+        def published() -> bool:  # told both HAProxies, and one of them refuses
             probes.append(_post(port, KEY).status_code)
-            return probes[-1] == 429
+            return ingress.sent >= 1 and probes[-1] == 429
 
         def refusals() -> tuple[float, list[Response], Response, Response]:
             started = time.monotonic()
@@ -227,7 +226,13 @@ def test_haproxy_refuses_a_published_credential_itself_until_the_window_ends(ing
         await asyncio.to_thread(wait_for, lambda: counted() >= expected, 10, "the tally")
         assert {(t.tenant, t.code, t.credential) for t in tallies} == {
             ("acme", "rate_limited", "key_acme_1")}  # fmt: skip
-        await asyncio.sleep(1.5)  # another reading or more: nothing is counted twice
+        # two more readings by each router: nothing is counted twice, nor by the other
+        readings = (ingress.readings + 2, neighbour.readings + 2)
+
+        def read_again() -> bool:
+            return (ingress.readings, neighbour.readings) >= readings
+
+        await asyncio.to_thread(wait_for, read_again, 10, "two more readings")
         assert counted() == expected and neighbour_counts == []
 
         # the window ends: the credential reaches the router again
@@ -248,11 +253,11 @@ def test_a_refused_upload_is_answered_before_its_body_is_sent(ingress):
     async def publish() -> None:
         ingress = IngressRefusals(folder, folder / "admin.sock", lambda _: None)
         ingress.publish(KEY, _window(30.0, "monthly_quota_exceeded"))
-        await asyncio.sleep(0.5)
+        refused = lambda: ingress.sent >= 1 and _post(port, KEY).status_code == 429  # noqa: E731
+        await asyncio.to_thread(wait_for, refused, 10, "the map entry on both HAProxies")
         await ingress.close()
 
     asyncio.run(publish())
-    wait_for(lambda: _post(port, KEY).status_code == 429, 10, "the map entry")
     before = len(_Router.seen)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(
