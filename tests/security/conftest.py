@@ -137,6 +137,7 @@ def platform(ray_cluster, tmp_path_factory, jwks_server, idp_keys):
     app.keys["rotated-old"] = old
     app.onboard("free")
     app.onboard("poller")  # floods its usage and policy calls
+    app.onboard("inferrer", monthly_images=1000)  # bills Open Inference Protocol calls
     app.onboard("cycler")  # a shared tenant with six versions of one model
     _, first = demo_model()
     for version in (2, 3, 4, 5, 6):

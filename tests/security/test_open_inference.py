@@ -112,14 +112,14 @@ def test_a_wrong_key_is_a_401(platform):
 
 
 def test_a_bad_image_among_good_ones_refuses_the_request_and_names_it(platform):
-    before = _usage_images(platform, "metered")
+    before = _usage_images(platform, "inferrer")
     with pytest.raises(InferenceServerException) as caught:
-        _infer(platform, "metered", [IMAGE, b"\xff\xd8\xff\xe0 not a jpeg", IMAGE])
+        _infer(platform, "inferrer", [IMAGE, b"\xff\xd8\xff\xe0 not a jpeg", IMAGE])
     assert caught.value.status() in ("400", "415", "422")
     assert caught.value.message().startswith("image 1: ")
     # nothing was admitted, so nothing is billed; then a good request of 3 bills 3
-    _infer(platform, "metered", [IMAGE] * 3)
-    wait_for(lambda: _usage_images(platform, "metered") == before + 3, 30, "3 images billed")
+    _infer(platform, "inferrer", [IMAGE] * 3)
+    wait_for(lambda: _usage_images(platform, "inferrer") == before + 3, 30, "3 images billed")
 
 
 def test_more_images_than_the_burst_is_a_429_with_the_protocols_body(platform):
