@@ -1,5 +1,6 @@
-"""The calls that are not detection — ``GET /v1/usage``, ``GET`` and ``PUT /v1/policy`` —
-kept from becoming a choke point shared by every tenant.
+"""The calls that are not detection — ``GET /v1/usage``, ``GET`` and ``PUT /v1/policy``,
+and v2's model metadata and readiness — kept from becoming a choke point shared by every
+tenant.
 
 Each goes to the one quota ledger (or would), so one tenant polling its usage in a
 tight loop could queue every other tenant's admissions behind it. Each router replica
@@ -55,8 +56,8 @@ class ControlCalls:
         if tat - now > self._tolerance:
             wait = tat - now - self._tolerance
             raise QuotaExceeded(
-                f"usage and policy calls are limited to {CONTROL_CALLS_PER_S:g} per second "
-                "per account; retry after Retry-After seconds",
+                f"usage, policy and model metadata calls are limited to {CONTROL_CALLS_PER_S:g} "
+                "per second per account; retry after Retry-After seconds",
                 retry_after_s=max(1, math.ceil(wait)),
             )
         self._tat[tenant_id] = tat

@@ -292,9 +292,10 @@ def _v2() -> dict[str, dict[str, Any]]:
         paths[base] = {
             "get": _operation(
                 "Model metadata",
-                "Your model's tensors and class names (loads it if needed).",
+                "Your model's tensors and class names (loads it if needed; rate-limited like "
+                "usage calls).",
                 {200: _ok("ModelMetadata", meta)},
-                (*AUTHENTICATED, 404, 503),
+                (*AUTHENTICATED, 404, 429, 503),
                 v2=True,
                 tag="v2",
                 parameters=params,
@@ -303,7 +304,8 @@ def _v2() -> dict[str, dict[str, Any]]:
         paths[f"{base}/ready"] = {
             "get": _operation(
                 "Model ready",
-                "Whether your model is loaded and can answer (loads it if needed).",
+                "Whether your model is loaded and can answer (loads it if needed; rate-limited "
+                "like usage calls).",
                 {
                     200: _ok("ModelReady", {"name": "shapes", "ready": True}),
                     503: {
@@ -311,7 +313,7 @@ def _v2() -> dict[str, dict[str, Any]]:
                         "headers": {**REQUEST_ID, **RETRY},
                     },
                 },
-                (*AUTHENTICATED, 404),
+                (*AUTHENTICATED, 404, 429),
                 v2=True,
                 tag="v2",
                 parameters=params,

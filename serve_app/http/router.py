@@ -141,7 +141,8 @@ class Router:
         self._calls = CallLog(RouterMetrics.create())
         self._ingress = IngressRefusals.for_this_node(self._calls, self._admission)
         probe = lambda: self._readiness.check(self._tenants.table.tenants())  # noqa: E731
-        v2 = V2Api(self._detect, self._detectors, probe, self._ingress, self._admission.refusals)
+        v2 = V2Api(self._detect, self._detectors, probe, self._ingress,
+                   self._admission.refusals, self._control, self._pool_share)  # fmt: skip
         self._routes = route_table(self, v2)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:

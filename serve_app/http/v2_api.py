@@ -25,16 +25,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from serve_app.auth.tenants import Principal
-from serve_app.constants import RETRY_AFTER_S, V2_MAX_BODY_BYTES
+from serve_app.constants import MAX_CACHED_HANDLES, RETRY_AFTER_S, V2_MAX_BODY_BYTES
 from serve_app.errors import QuotaExceeded, ServeAppError
 from serve_app.http import oip
 from serve_app.http.body import read_body
 from serve_app.http.calls import Call
+from serve_app.http.control import ControlCalls
 from serve_app.http.ingress_refusals import IngressRefusals
 from serve_app.http.routes import ApiRoute
 from serve_app.inference import images
-from serve_app.inference.catalog import select_model
+from serve_app.inference.catalog import ModelChoice, select_model
 from serve_app.inference.detector_client import DetectorClient
+from serve_app.inference.pool_share import PoolShare
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.quota.refusals import Refusals
 
@@ -56,12 +58,17 @@ class V2Api:
         ready: Probe,
         ingress: IngressRefusals,
         refusals: Refusals,
+        control: ControlCalls,
+        pool_share: PoolShare,
     ) -> None:
         self._detect = detect
         self._detectors = detectors
         self._ready = ready
         self._ingress = ingress
         self._refusals = refusals
+        self._control = control
+        self._pool_share = pool_share
+        self._class_names: dict[str, list[str]] = {}  # model id -> its classes (immutable)
 
     def routes(self) -> list[ApiRoute]:
         return [
@@ -85,23 +92,44 @@ class V2Api:
 
     async def _metadata(self, request: Request, principal: Principal, _: Call) -> Response:
         tenant, selection = principal.tenant, _selection(request)
+        self._control.admit(tenant.id)  # rate-limited like usage calls, answered or cached
         choice = select_model(tenant, selection)
         model = tenant.model(choice.name)
         assert model is not None  # select_model found it
-        described = await self._detectors.ask(tenant, choice, "describe")
+        mid = choice.id_for(tenant.id)
+        names = self._class_names.get(mid)
+        if names is None:  # a version's classes never change: asked once per router
+            names = (await self._ask(principal, choice, "describe"))["class_names"]
+            if len(self._class_names) >= MAX_CACHED_HANDLES:
+                self._class_names.clear()
+            self._class_names[mid] = names
         versions = [choice.version] if "version" in selection else sorted(model.versions)
-        return JSONResponse(oip.model_metadata(choice.name, versions, described["class_names"]))
+        return JSONResponse(oip.model_metadata(choice.name, versions, names))
 
     async def _model_ready(self, request: Request, principal: Principal, _: Call) -> Response:
+        self._control.admit(principal.tenant.id)
         choice = select_model(principal.tenant, _selection(request))
         try:
-            await self._detectors.ask(principal.tenant, choice, "ready")
+            await self._ask(principal, choice, "ready")
         except ServeAppError as exc:
             if exc.status != 503:
                 raise
             headers = {"Retry-After": str(exc.retry_after_s or RETRY_AFTER_S)}
             return JSONResponse({"name": choice.name, "ready": False}, 503, headers)
         return JSONResponse({"name": choice.name, "ready": True})
+
+    async def _ask(self, principal: Principal, choice: ModelChoice, method: str) -> Any:
+        """A call to the model without an image (it loads the model if no replica holds
+        it): a shared tenant's pinned version within its share of the pool
+        (``pool_share.py``), as detection is."""
+        tenant = principal.tenant
+        pinned = tenant.tier == "shared" and choice.pinned(tenant)
+        if pinned:
+            self._pool_share.check(tenant.id, choice.label)
+        answer = await self._detectors.ask(tenant, choice, method)
+        if pinned:
+            self._pool_share.record(tenant.id, choice.label)
+        return answer
 
     async def _infer(self, request: Request, principal: Principal, call: Call) -> Response:
         select_model(principal.tenant, _selection(request))  # 404 before the body is read

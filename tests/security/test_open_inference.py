@@ -129,6 +129,19 @@ def test_more_images_than_the_burst_is_a_429_with_the_protocols_body(platform):
     assert "Retry-After" in caught.value.message() or "quota" in caught.value.message()
 
 
+def test_model_metadata_calls_are_rate_limited_like_usage_calls(platform):
+    """Metadata and readiness may load a model: past the control calls' rate a tenant
+    gets 429 (the protocol's body, Retry-After), not a detector call per request."""
+    url = f"{platform.url}/v2/models/shapes"
+    answers = [requests.get(url, headers=_auth(platform, "chatty"), timeout=30)
+               for _ in range(80)]  # fmt: skip
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) == {200, 429}, statuses
+    refused = answers[statuses.index(429)]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert set(refused.json()) == {"error"} and "per second" in refused.json()["error"]
+
+
 def _usage_images(platform, tenant: str) -> int:
     answer = requests.get(f"{platform.url}/v1/usage", headers=_auth(platform, tenant), timeout=30)
     assert answer.status_code == 200, answer.text

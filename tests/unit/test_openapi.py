@@ -23,7 +23,7 @@ def _served() -> set[tuple[str, str]]:
     router = SimpleNamespace(**{name: _handler for name in (
         "_post_detect", "_get_models", "_get_usage", "_get_policy", "_put_policy", "_healthz",
         "_readyz")})  # fmt: skip
-    v2 = V2Api(_handler, None, _handler, None, None)  # type: ignore[arg-type]
+    v2 = V2Api(_handler, None, _handler, None, None, None, None)  # type: ignore[arg-type]
     return {(route.path, method) for route in route_table(router, v2)
             for method in route.methods if method != "HEAD"}  # fmt: skip
 
