@@ -51,17 +51,17 @@ def build_app(args: AppArgs) -> Application:
     detectors = {
         tenant.id: Detector.options(  # type: ignore[attr-defined]
             name=deployment_name(tenant.id), **deployment_options(tenant, batching=True)
-        ).bind(tenant.id)
+        ).bind(tenant.id, args.uploads)
         for tenant in args.tenants
     }
     pool_options = deployment_options(args.shared_pool, batching=True)
     pool = Detector.options(  # type: ignore[attr-defined]
         name=SHARED_POOL_DEPLOYMENT, **pool_options
-    ).bind(SHARED_POOL_DEPLOYMENT)
+    ).bind(SHARED_POOL_DEPLOYMENT, args.uploads)
     # what the pool holds at most: the routers' turns at it are shares of this
     pool_slots = pool_options["max_ongoing_requests"] * args.shared_pool.autoscaling.max_replicas
     ledger_args = (str(resolve_path(args.ledger.state_path)), args.ledger.usage_uri,
-                   args.ledger.store)  # fmt: skip
+                   args.ledger.store, args.uploads)  # fmt: skip
     ledgers = [
         QuotaLedger.options(  # type: ignore[attr-defined]
             name=name,
@@ -75,5 +75,7 @@ def build_app(args: AppArgs) -> Application:
     )
     # Tenants that may scale to zero are not probed by /readyz: a probe would wake them.
     scale_to_zero = sorted(t.id for t in args.tenants if t.autoscaling.min_replicas == 0)
-    app: Application = router.bind(detectors, pool, ledgers, scale_to_zero, pool_slots)
+    app: Application = router.bind(
+        detectors, pool, ledgers, scale_to_zero, pool_slots, args.uploads
+    )
     return app

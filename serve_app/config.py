@@ -37,7 +37,11 @@ from serve_app.constants import (
     TENANT_DEPLOYMENT_PREFIX,
     TENANT_ID_PATTERN,
 )
+from serve_app.store_settings import StoreSettings
+from serve_app.uploads_spec import UploadsSpec
 from serve_app.wire import MODEL_ID_RE, JwtSettings, StrictModel
+
+__all__ = ["StoreSettings", "UploadsSpec"]  # re-exported: the app's config in one place
 
 
 def deployment_name(tenant_id: str) -> str:
@@ -126,16 +130,6 @@ class SharedPoolSpec(DeploymentSpec):
     resources: ResourceSpec = ResourceSpec(num_cpus=0.5)
 
 
-class StoreSettings(StrictModel):
-    """Where S3 lives. Credentials are never here: boto3 reads them from the standard
-    AWS variables, profile or instance role."""
-
-    s3_endpoint_url: str | None = Field(
-        None, description="For MinIO, Ceph or a test server; None means AWS S3."
-    )
-    s3_region: str | None = None
-
-
 class DirectorySpec(StrictModel):
     """Where the tenant directory is (serve_app/directory.py) and how often to read it."""
 
@@ -187,6 +181,7 @@ class AppArgs(StrictModel):
     shared_pool: SharedPoolSpec = SharedPoolSpec()
     router: RouterSpec = RouterSpec()
     ledger: LedgerSpec = LedgerSpec()
+    uploads: UploadsSpec = UploadsSpec()
 
     @field_validator("tenants")
     @classmethod

@@ -363,3 +363,28 @@ LOAD_REASON_MAX_CHARS = 300
 # A model manifest's class list: how many, how long each name.
 MAX_CLASSES = 1000
 MAX_CLASS_NAME_CHARS = 64
+# Tenants' own model versions (models/uploads.py, http/models_api.py). Defaults of the
+# per-tenant limits an operator may change in the app args' ``uploads``: an upload's
+# bytes (weights, manifest and labelled samples together), uploaded versions kept per
+# model (deleted ones do not count), uploads per tenant per rolling hour (429 past it).
+UPLOAD_MAX_BYTES = 128 * 1024 * 1024
+UPLOAD_MAX_VERSIONS = 10
+UPLOADS_PER_HOUR = 20
+# Labelled samples sent with an upload (models/evaluation.py): how many images.
+UPLOAD_MAX_SAMPLES = 32
+# Validation of an upload (models/validation.py): a Ray task in its own worker process
+# (one call per worker) that loads the weights in a child process limited to this much
+# memory beyond its imports, and is killed after this long.
+VALIDATION_TIMEOUT_S = float(os.environ.get("YOLOSERVE_VALIDATION_TIMEOUT_S", "180"))
+VALIDATION_MEMORY_BYTES = int(os.environ.get("YOLOSERVE_VALIDATION_MEMORY_BYTES", str(3 * 1024**3)))
+VALIDATION_CPUS = 0.25
+VALIDATION_LATENCY_RUNS = 5  # timed predicts of one probe image; the median is recorded
+# Rollouts (models/rollout.py): boxes agree at this IoU (same class name); the gate wants
+# the candidate's p95 latency within this ratio of the incumbent's; latencies kept per
+# side for the p95 (the most recent).
+ROLLOUT_MATCH_IOU = 0.5
+ROLLOUT_MAX_LATENCY_RATIO = 1.5
+ROLLOUT_LATENCY_SAMPLES = 2000
+ROLLOUT_MAX_MIN_IMAGES = 100_000
+# How often a router asks the ledger which tenants' own models changed.
+MODELS_POLL_S = 0.5

@@ -72,6 +72,13 @@ class RequestTimeout(ServeAppError):
     code = "request_timeout"
 
 
+class Conflict(ServeAppError):
+    """The call does not fit the resource's state (delete the active version, say)."""
+
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(ServeAppError):
     status = 413
     code = "payload_too_large"

@@ -35,6 +35,7 @@ from serve_app.constants import (
     SHARED_POOL_DEPLOYMENT,
     ULTRALYTICS_ENV,
 )
+from serve_app.uploads_spec import UploadsSpec
 from serve_app.wire import model_id
 from tenant_registry.errors import InvalidInput
 from tenant_registry.platform import PlatformSettings, directory_spec
@@ -108,6 +109,10 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
         shared_pool=platform.shared_pool,
         router=platform.router,
         ledger=platform.ledger.model_copy(update={"store": platform.store}),
+        # tenants' own versions sit beside the operator's, under an uploads/ prefix
+        uploads=UploadsSpec(
+            uri=f"{platform.model_store_uri.rstrip('/')}/uploads", store=platform.store
+        ),
     )
     catalogs: dict[str, dict[str, ModelSource]] = {SHARED_POOL_DEPLOYMENT: {}}
     for tenant in served:

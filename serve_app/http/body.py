@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 
 from starlette.requests import Request
 
@@ -149,15 +150,39 @@ def form_field(body: bytes, boundary: bytes | None, name: str) -> bytes:
     in the query) and a second ``name`` is ambiguous, so either is a 400.
 
     Raises:
+        BadParameter: As ``form_parts``, or no such field.
+    """
+    only = (
+        f"send only the '{name}' field (curl -F {name}=@photo.jpg); detection parameters "
+        "go in the query string, e.g. ?conf=0.4"
+    )
+    found = form_parts(body, boundary, (name,), _FORM_HELP, only).get(name)
+    if found is None:
+        raise BadParameter(f"multipart body has no '{name}' field: {_FORM_HELP}")
+    return found
+
+
+def form_parts(
+    body: bytes,
+    boundary: bytes | None,
+    names: Sequence[str],
+    help_text: str,
+    only: str | None = None,
+) -> dict[str, bytes]:
+    """The parts of a ``multipart/form-data`` body, by name, each of ``names`` at most
+    once (``only``: what to say of a part with another name; by default, the names).
+
+    Raises:
         BadParameter: No or a malformed boundary, a malformed or unclosed part, over
             ``MAX_FORM_PARTS`` parts or ``MAX_FORM_PART_HEADERS`` header lines in one,
-            no such field, the field twice, or a part that is not that field.
+            a field twice, or a part that is none of ``names``.
     """
     if not boundary or _BOUNDARY.fullmatch(boundary) is None:
         raise BadParameter(
             "multipart body needs a boundary parameter in its Content-Type (1 to 70 "
-            f"letters, digits or '()+_,-./:=?); {_FORM_HELP}"
+            f"letters, digits or '()+_,-./:=?); {help_text}"
         )
+    only = only or "send only " + ", ".join(f"'{n}'" for n in names)
     delimiter = b"--" + boundary
     if body.startswith(delimiter):
         pos = len(delimiter)
@@ -165,47 +190,44 @@ def form_field(body: bytes, boundary: bytes | None, name: str) -> bytes:
         first = body.find(b"\r\n" + delimiter)
         if first < 0:
             raise BadParameter(
-                f"multipart body could not be parsed: check the boundary; {_FORM_HELP}"
+                f"multipart body could not be parsed: check the boundary; {help_text}"
             )
         pos = first + 2 + len(delimiter)
-    found: bytes | None = None
+    found: dict[str, bytes] = {}
     for _ in range(MAX_FORM_PARTS + 1):
         if body.startswith(b"--", pos):  # the close delimiter: done
             break
         line_end = body.find(b"\r\n", pos)
         if line_end < 0 or body[pos:line_end].strip(b" \t"):
             raise BadParameter(
-                f"multipart body could not be parsed: check the boundary; {_FORM_HELP}"
+                f"multipart body could not be parsed: check the boundary; {help_text}"
             )
         headers_end = body.find(b"\r\n\r\n", line_end, line_end + MAX_FORM_PART_HEADER_BYTES + 4)
         if headers_end < 0:
             raise BadParameter(
                 f"a multipart part's headers are missing their blank line or over "
-                f"{MAX_FORM_PART_HEADER_BYTES} bytes; {_FORM_HELP}"
+                f"{MAX_FORM_PART_HEADER_BYTES} bytes; {help_text}"
             )
         part = _part_name(body[line_end + 2 : headers_end + 2])
-        if part != name.encode():
+        name = part.decode("ascii", "replace") if part is not None else None
+        if name not in names:
             shown = (
                 "a part without a form-data name"
                 if part is None
                 else f"field {part[:32].decode('ascii', 'replace')!r}"
             )
-            raise BadParameter(
-                f"multipart body has {shown}: send only the '{name}' field (curl -F "
-                f"{name}=@photo.jpg); detection parameters go in the query string, e.g. ?conf=0.4"
-            )
-        if found is not None:
+            raise BadParameter(f"multipart body has {shown}: {only}")
+        assert name is not None
+        if name in found:
             raise BadParameter(f"multipart body has more than one '{name}' field; send one")
         part_end = body.find(b"\r\n" + delimiter, headers_end + 2)
         if part_end < 0:
-            raise BadParameter(f"multipart body is not closed by its boundary; {_FORM_HELP}")
+            raise BadParameter(f"multipart body is not closed by its boundary; {help_text}")
         # (a delimiter right after the headers: empty)
-        found = body[headers_end + 4 : part_end] if part_end > headers_end + 4 else b""
+        found[name] = body[headers_end + 4 : part_end] if part_end > headers_end + 4 else b""
         pos = part_end + 2 + len(delimiter)
     else:
-        raise BadParameter(f"multipart body has over {MAX_FORM_PARTS} parts; send the image")
-    if found is None:
-        raise BadParameter(f"multipart body has no 'image' field: {_FORM_HELP}")
+        raise BadParameter(f"multipart body has over {MAX_FORM_PARTS} parts; {help_text}")
     return found
 
 

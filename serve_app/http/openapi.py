@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from serve_app.constants import MAX_IMAGE_BYTES, MAX_IMGSZ_PX, V2_MAX_IMAGES
+from serve_app.http import openapi_models
 from serve_app.http.console import CONSOLE_FILES
 from serve_app.http.openapi_schemas import REF, schemas
 
@@ -28,6 +29,8 @@ STATUS = {
                            "message names it and the allowed values"),
     401: ("unauthenticated", "missing, malformed, unknown, revoked or expired credential"),
     403: ("forbidden", "the account is suspended"),
+    409: ("conflict", "the call does not fit the version's state (e.g. deleting the active "
+                      "version)"),
     404: ("unknown_model", "no such model or version in your catalog (another tenant's "
                            "model answers exactly like one that exists nowhere)"),
     408: ("request_timeout", "the body did not arrive in time; send it in one go"),
@@ -357,9 +360,9 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "tags": [{"name": t} for t in ("v1", "v2", "probes", "console")],
-        "paths": {**_v1(), **_v2(), **_console()},
+        "paths": {**_v1(), **openapi_models.paths(_operation, _ok, _path), **_v2(), **_console()},
         "components": {
-            "schemas": schemas(),
+            "schemas": {**schemas(), **openapi_models.schemas()},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -49,6 +49,7 @@ from serve_app.http.body import (
 from serve_app.http.calls import Call, CallLog
 from serve_app.http.control import ControlCalls
 from serve_app.http.ingress_refusals import IngressRefusals
+from serve_app.http.models_api import ModelsApi
 from serve_app.http.readiness import Readiness
 from serve_app.http.routes import (
     V2_PREFIX,
@@ -67,11 +68,13 @@ from serve_app.inference.defaults_cache import TenantDefaultsCache
 from serve_app.inference.detector_client import DetectorClient
 from serve_app.inference.pool_share import PoolShare
 from serve_app.inference.results import Annotated, DetectionResult
+from serve_app.inference.tenant_models import TenantModelsView
 from serve_app.observability.metrics import RouterMetrics
 from serve_app.quota.admission import Admission, Ticket
 from serve_app.quota.failover import FailoverLedger
 from serve_app.quota.usage import NO_MODEL
 from serve_app.ray_compat import is_replica_gone, node_session_folder
+from serve_app.uploads_spec import UploadsSpec
 
 logger = logging.getLogger("ray.serve")
 
@@ -105,8 +108,10 @@ class Router:
         call = Call.start(f"{request.method} {route.label}", ip)
         outcome = "ok"
         try:
-            principal = await self._tenants.table.authenticate(
-                bearer_token(request.headers.getlist("authorization"))
+            principal = self._models.principal(
+                await self._tenants.table.authenticate(
+                    bearer_token(request.headers.getlist("authorization"))
+                )
             )
             call.identify(principal)
             check_query(route, request.query_params.multi_items())
@@ -126,6 +131,7 @@ class Router:
         ledgers: list[Any],
         scale_to_zero: list[str] | None = None,
         pool_slots: int = POOL_SLOTS,
+        uploads: UploadsSpec | None = None,
     ) -> None:
         self._ledger = ledger = _ledger_of(ledgers)
         # The JWKS pool outlives table rebuilds: keys are not refetched per change.
@@ -143,7 +149,10 @@ class Router:
         probe = lambda: self._readiness.check(self._tenants.table.tenants())  # noqa: E731
         v2 = V2Api(self._detect, self._detectors, probe, self._ingress,
                    self._admission.refusals, self._control, self._pool_share)  # fmt: skip
-        self._routes = route_table(self, v2)
+        self._models = TenantModelsView(ledger)
+        models = ModelsApi(ledger, self._models, uploads or UploadsSpec(), self._control,
+                           lambda t: self._tenants.table.find(t), self._detectors)  # fmt: skip
+        self._routes = route_table(self, v2, models)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = RouterConfig.model_validate(user_config)
@@ -154,6 +163,7 @@ class Router:
         self._admission.reset()
         self._ingress.forget()
         self._admission.start()  # the settle loop runs from the replica's start
+        self._models.start()
         logger.info("router: tenant table now has %d tenants", len(self._tenants.table))
 
     async def __del__(self) -> None:
@@ -162,6 +172,7 @@ class Router:
         await self._admission.close()
         await self._tenants.close()
         await self._ingress.close()
+        await self._models.close()
 
     # ------------------------------------------------------------ routes
 
@@ -251,7 +262,9 @@ class Router:
             try:
                 image = await upload()
                 images.inspect_image(image)
-                outcome = await self._detectors.detect(tenant, choice, image, params, annotate)
+                outcome = await self._models.detect(
+                    self._detectors.detect, tenant, choice, query, image, params, annotate
+                )
             finally:
                 if ticket.lease is not None:
                     await admission.release(tenant.id, ticket.lease)
@@ -298,7 +311,9 @@ class Router:
         """Detect with a tenant's API key; what ``DetectionClient`` calls."""
         call = Call.start("handle.detect", source_ip=None)
         try:
-            principal = await self._tenants.table.authenticate(handle_input.credential(api_key))
+            principal = self._models.principal(
+                await self._tenants.table.authenticate(handle_input.credential(api_key))
+            )
             call.identify(principal)
             query = handle_input.query(params)
             upload = given(handle_input.image_bytes(image))
@@ -312,7 +327,7 @@ class Router:
 
     async def list_models(self, api_key: str) -> dict[str, object]:
         tenant = await self._tenants.table.authenticate(handle_input.credential(api_key))
-        return catalog(tenant.tenant)
+        return catalog(self._models.principal(tenant).tenant)
 
     async def usage(self, api_key: str) -> dict[str, Any]:
         """The caller's own usage, as ``GET /v1/usage`` returns it."""
@@ -320,7 +335,7 @@ class Router:
         return await self._usage(tenant.tenant)
 
 
-def route_table(router: Any, v2: V2Api) -> list[ApiRoute]:
+def route_table(router: Any, v2: V2Api, models: ModelsApi) -> list[ApiRoute]:
     """Every route the router serves: ``openapi.py`` describes each, a test holds the two
     equal."""
     return [
@@ -333,6 +348,7 @@ def route_table(router: Any, v2: V2Api) -> list[ApiRoute]:
         ApiRoute("/readyz", router._readyz, ["GET"], public=True),
         ApiRoute("/openapi.json", _openapi, ["GET"], public=True),
         *(ApiRoute(p, _console, ["GET"], public=True) for p in console.CONSOLE_FILES),
+        *models.routes(),
         *v2.routes(),
     ]
 

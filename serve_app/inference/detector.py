@@ -56,6 +56,7 @@ from serve_app.ray_compat import (
     held_models,
     unload_model,
 )
+from serve_app.uploads_spec import UploadsSpec
 from serve_app.wire import ModelId
 
 logger = logging.getLogger("ray.serve")
@@ -84,7 +85,7 @@ _Outcome = tuple[DetectionResult, float, float] | ServeAppError
 class Detector:
     """Runs one tenant's (or the shared pool's) models."""
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: str, uploads: UploadsSpec | None = None) -> None:
         import ray
 
         self._scope = scope
@@ -93,7 +94,7 @@ class Detector:
         # The pool yields the CPU to reserved tenants (num_cpus enforces nothing).
         self._nice = SHARED_POOL_NICE if scope == SHARED_POOL_DEPLOYMENT else 0
         lower_priority(self._nice)
-        self._sources = ModelSources()
+        self._sources = ModelSources(uploads)
         self._cache = WeightsCache(default_cache_dir())
         # model id -> (monotonic time, reason) of its last failed load: retried only after
         # FAILED_LOAD_RETRY_S, so a broken upload costs one load, not one per request.

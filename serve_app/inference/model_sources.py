@@ -1,5 +1,7 @@
 """Where a detector finds a model id's weights: its ``user_config`` catalog, else the
-tenant directory (issue 18: the shared pool's catalog is not pushed with every change).
+tenant directory (issue 18: the shared pool's catalog is not pushed with every change),
+else the tenant's own uploads — only a version whose validation passed, which the
+ledger marks with ``validated.json`` (the weights' sha256) beside it.
 
 Called on a model load only (Serve's multiplex wrapper runs one load at a time per
 replica), so a directory read costs nothing on the request path of a loaded model.
@@ -10,13 +12,18 @@ from __future__ import annotations
 from serve_app.blobs import BlobStore, open_store
 from serve_app.config import DetectorConfig, ModelSource
 from serve_app.directory import DirectoryView
-from serve_app.wire import model_id
+from serve_app.errors import ModelLoadError
+from serve_app.uploads_spec import VALIDATED_FILE, UploadsSpec, ValidatedMarker
+from serve_app.wire import MODEL_ID_RE, model_id
+
+MAX_MARKER_BYTES = 4096
 
 
 class ModelSources:
     """The catalog in force: ``configure`` with each ``user_config``."""
 
-    def __init__(self) -> None:
+    def __init__(self, uploads: UploadsSpec | None = None) -> None:
+        self._uploads = uploads
         self.config = DetectorConfig()
         self._view = DirectoryView()
         self._store: BlobStore | None = None
@@ -36,7 +43,20 @@ class ModelSources:
             return found
         if self._view.source(mid) is None:
             self._view.refresh(self._store)  # a version published since the last look
-        return self._view.source(mid)
+        return self._view.source(mid) or self._uploaded(mid)
+
+    def _uploaded(self, mid: str) -> ModelSource | None:
+        """A tenant's own version that passed validation, if ``mid`` names one."""
+        found = MODEL_ID_RE.fullmatch(mid)
+        if self._uploads is None or found is None:
+            return None
+        uri = self._uploads.version_uri(found["tenant"], found["model"], int(found["version"]))
+        try:
+            raw = open_store(uri, self._uploads.store).read(VALIDATED_FILE, MAX_MARKER_BYTES)
+            marker = ValidatedMarker.model_validate_json(raw)
+        except (ModelLoadError, OSError, ValueError):
+            return None  # not uploaded, not validated (yet), or rejected
+        return ModelSource(uri=uri, sha256=marker.sha256)
 
     def active(self) -> frozenset[str]:
         """Model ids that are their model's active version (the rest are pinned)."""

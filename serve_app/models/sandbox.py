@@ -24,7 +24,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serve_app.constants import ONNX_LOAD_MAX_BYTES, ONNX_LOAD_TIMEOUT_S
 from serve_app.errors import ModelLoadError
@@ -55,7 +55,33 @@ def probe(
     """
     memory_bytes = memory_bytes or ONNX_LOAD_MAX_BYTES
     timeout_s = timeout_s or ONNX_LOAD_TIMEOUT_S
-    header = json.dumps({"manifest": manifest.model_dump(mode="json"), "memory": memory_bytes})
+    header = {"manifest": manifest.model_dump(mode="json"), "memory": memory_bytes}
+    timed_out = (
+        f"ONNX model took more than {timeout_s:g} s to load and run one image: "
+        "simplify the graph (no huge loops or constants) and upload it again"
+    )
+    too_big = "ONNX model " + _OUT_OF_MEMORY.format(mib=memory_bytes // 2**20)
+    run_limited("serve_app.models.sandbox", header, weights, timeout_s, timed_out, too_big)
+
+
+def run_limited(
+    module: str,
+    header: dict[str, Any],
+    payload: bytes,
+    timeout_s: float,
+    timed_out: str,
+    out_of_memory: str,
+) -> dict[str, Any]:
+    """Run ``python -m module`` with ``header`` (a JSON line) and ``payload`` on stdin,
+    no environment but what ultralytics needs offline, killed after ``timeout_s``.
+
+    Returns:
+        The child's last stdout line, a JSON object, when it exited 0.
+
+    Raises:
+        ModelLoadError: ``timed_out``; the child's ``{"error": ...}``; or, killed or
+            aborted with nothing said (a failed allocation), ``out_of_memory``.
+    """
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(_PROJECT_ROOT),
@@ -65,8 +91,8 @@ def probe(
     }
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "serve_app.models.sandbox"],
-            input=header.encode() + b"\n" + weights,
+            [sys.executable, "-m", module],
+            input=json.dumps(header).encode() + b"\n" + payload,
             capture_output=True,
             timeout=timeout_s,
             env=env,
@@ -74,20 +100,18 @@ def probe(
             check=False,
         )
     except subprocess.TimeoutExpired:  # run() has killed the child
-        raise ModelLoadError(
-            f"ONNX model took more than {timeout_s:g} s to load and run one image: "
-            "simplify the graph (no huge loops or constants) and upload it again"
-        ) from None
-    if done.returncode == 0:
-        return
+        raise ModelLoadError(timed_out) from None
     lines = done.stdout.decode(errors="replace").strip().splitlines()
     try:
-        reason = str(json.loads(lines[-1])["error"]) if lines else ""
-    except (ValueError, KeyError, TypeError):
-        reason = ""
-    if not reason:  # killed, or ONNX Runtime aborted on a failed allocation
-        reason = "ONNX model " + _OUT_OF_MEMORY.format(mib=memory_bytes // 2**20)
-    raise ModelLoadError(reason)
+        said = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        said = {}
+    if not isinstance(said, dict):
+        said = {}
+    if done.returncode == 0:
+        return said
+    reason = str(said.get("error") or "")
+    raise ModelLoadError(reason or out_of_memory)  # killed, or aborted on an allocation
 
 
 def probed(cache: WeightsCache, manifest: ModelManifest, weights: bytes) -> None:
@@ -107,6 +131,20 @@ def probed(cache: WeightsCache, manifest: ModelManifest, weights: bytes) -> None
     cache.derived(f"{key}-{limits}", run, ".passed")
 
 
+def read_request() -> tuple[dict[str, Any], bytes]:
+    """In a child: the header line and the payload ``run_limited`` sent."""
+    header = sys.stdin.buffer.readline()
+    return json.loads(header), sys.stdin.buffer.read()
+
+
+def limit_memory(memory: int) -> None:
+    """In a child, after its imports: at most ``memory`` more bytes of address space,
+    and no core file."""
+    limit = _address_space() + memory
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def _address_space() -> int:
     """This process's virtual memory size in bytes (``VmSize``)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -119,7 +157,7 @@ def _address_space() -> int:
 _ALLOCATION_FAILED = ("bad_alloc", "Failed to allocate", "bfc_arena", "out of memory")
 
 
-def _out_of_memory(exc: BaseException) -> bool:
+def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc``, or what it was raised from, is a failed allocation."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -137,20 +175,16 @@ def _child() -> int:
     from serve_app.models import engine
     from serve_app.models.runner import OnnxRunner
 
-    header = sys.stdin.buffer.readline()
-    weights = sys.stdin.buffer.read()
-    spec = json.loads(header)
+    spec, weights = read_request()
     manifest = ModelManifest.model_validate(spec["manifest"])
     memory = int(spec["memory"])
-    limit = _address_space() + memory
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    limit_memory(memory)
     try:
         session = engine.onnx_session(weights, 1)
         engine.check_class_count(session, manifest)
         engine.warm_up(OnnxRunner(session), manifest)
     except Exception as exc:  # ONNX Runtime raises many types for a bad graph
-        if _out_of_memory(exc):
+        if out_of_memory(exc):
             text = "ONNX model " + _OUT_OF_MEMORY.format(mib=memory // 2**20)
         elif isinstance(exc, ModelLoadError):
             text = str(exc)

@@ -51,8 +51,11 @@ from serve_app.quota.gcra import (
     seconds_to_next_month,
 )
 from serve_app.quota.leadership import Leadership, NotLeader
+from serve_app.quota.ledger_models import LedgerModels
 from serve_app.quota.ledger_store import LedgerStore
+from serve_app.quota.model_book import ModelBook
 from serve_app.quota.usage import Settlement, hour_key, usage_lines
+from serve_app.uploads_spec import UploadsSpec
 from serve_app.wire import TenantDefaults
 
 logger = logging.getLogger("ray.serve")
@@ -65,17 +68,22 @@ logger = logging.getLogger("ray.serve")
     ray_actor_options={"num_cpus": 0.1},
     logging_config=SERVE_LOGGING,
 )
-class QuotaLedger:
-    """Cluster-wide admission control. One replica per deployment, and of the primary
-    and the standby only the leader acts: it is the source of truth."""
+class QuotaLedger(LedgerModels):
+    """Cluster-wide admission control, and tenants' own model versions
+    (``ledger_models.py``). One replica per deployment, and of the primary and the
+    standby only the leader acts: it is the source of truth."""
 
     def __init__(
         self,
         state_path: str,
         usage_uri: str = "file://var/usage",
         store_settings: StoreSettings | None = None,
+        uploads: UploadsSpec | None = None,
     ) -> None:
         self._store = LedgerStore(Path(state_path))
+        self._book = ModelBook(Path(state_path))
+        self._uploads = uploads or UploadsSpec()
+        self._models_init()
         self._usage_uri = usage_uri.rstrip("/")
         self._store_settings = store_settings or StoreSettings()
         self._state_path = state_path
@@ -111,6 +119,7 @@ class QuotaLedger:
                 for tenant, months in self._store.load().items()
             }
             self._exporter = asyncio.get_running_loop().create_task(self._export_loop())
+            self._resume_validations()
             logger.info("ledger: leading; restored usage of %d tenants from %s",
                         len(self._tenants), self._state_path)  # fmt: skip
         return self._store.epoch
@@ -282,4 +291,5 @@ class QuotaLedger:
                 logger.error("ledger: usage export on shutdown failed: %s", exc)
         with contextlib.suppress(Exception):
             self._store.close()
+            self._book.close()
         self._leadership.release()

@@ -139,6 +139,7 @@ def platform(ray_cluster, tmp_path_factory, jwks_server, idp_keys):
     app.onboard("poller")  # floods its usage and policy calls
     app.onboard("inferrer", monthly_images=1000)  # bills Open Inference Protocol calls
     app.onboard("chatty")  # floods its v2 model metadata calls
+    app.onboard("uploader")  # uploads, rolls out and activates its own versions
     app.onboard("cycler")  # a shared tenant with six versions of one model
     _, first = demo_model()
     for version in (2, 3, 4, 5, 6):

@@ -10,8 +10,10 @@ import schemathesis
 
 from serve_app import errors
 from serve_app.http import openapi
+from serve_app.http.models_api import ModelsApi
 from serve_app.http.router import route_table
 from serve_app.http.v2_api import V2Api
+from serve_app.uploads_spec import UploadsSpec
 from tests.conftest import ROOT
 
 
@@ -24,7 +26,8 @@ def _served() -> set[tuple[str, str]]:
         "_post_detect", "_get_models", "_get_usage", "_get_policy", "_put_policy", "_healthz",
         "_readyz")})  # fmt: skip
     v2 = V2Api(_handler, None, _handler, None, None, None, None)  # type: ignore[arg-type]
-    return {(route.path, method) for route in route_table(router, v2)
+    models = ModelsApi(None, None, UploadsSpec(), None, None, None)  # type: ignore[arg-type]
+    return {(route.path, method) for route in route_table(router, v2, models)
             for method in route.methods if method != "HEAD"}  # fmt: skip
 
 
