@@ -66,6 +66,17 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Audit lines not written (should stay 0)", "short", [
         ("sum(increase(ray_yoloserve_audit_write_failures_total[15m]))", "failures"),
     ]),
+    ("Rollouts: box agreement and pairs compared", "short", [
+        (f"max by (tenant, model) (ray_yoloserve_rollout_agreement{T})",
+         "{{tenant}} {{model}} agreement"),
+        (f"max by (tenant, model) (ray_yoloserve_rollout_pairs{T})", "{{tenant}} {{model}} pairs"),
+    ]),
+    ("Rollouts: p95 latency by side; second inferences/s (not billed)", "s", [
+        (f"max by (tenant, model, side) (ray_yoloserve_rollout_latency_p95_seconds{T})",
+         "{{tenant}} {{model}} {{side}}"),
+        (f"sum by (tenant, mode) (rate(ray_yoloserve_rollout_extra_images_total{T}[1m]))",
+         "{{tenant}} {{mode}} extra/s"),
+    ]),
 ]  # fmt: skip
 
 

@@ -219,6 +219,7 @@ class TenantModel(StrictModel):
     fallback_version: int | None = Field(
         None, description="Serves when the active version cannot be loaded (the previous one)."
     )
+    rollouts_paused: bool = Field(False, description="The tenant's rollouts get no traffic.")
 
     @model_validator(mode="after")
     def _active_known(self) -> TenantModel:

@@ -224,6 +224,9 @@ JWKS_MAX_KEYS = 64
 
 # Audit log (audit.py): strings in a record are cut to this length.
 AUDIT_MAX_FIELD_CHARS = 200
+# A call's action ("METHOD route"): the longest route with room to spare; a client's
+# method on an unknown path is cut to fit.
+AUDIT_MAX_ACTION_CHARS = 64
 # Each audit file is rotated past this size, and this many rotated files are kept: at
 # most 320 MiB per router replica, whatever a flood of requests (audited too) sends.
 AUDIT_ROTATE_BYTES = 64 * 1024 * 1024
@@ -370,6 +373,8 @@ MAX_CLASS_NAME_CHARS = 64
 UPLOAD_MAX_BYTES = 128 * 1024 * 1024
 UPLOAD_MAX_VERSIONS = 10
 UPLOADS_PER_HOUR = 20
+# Uploads one router receives at once (one per tenant): each is held in memory (503 past).
+UPLOADS_IN_FLIGHT = 4
 # Labelled samples sent with an upload (models/evaluation.py): how many images.
 UPLOAD_MAX_SAMPLES = 32
 # Validation of an upload (models/validation.py): a Ray task in its own worker process

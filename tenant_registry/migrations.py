@@ -170,6 +170,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE registry_identity (id TEXT NOT NULL);
     INSERT INTO registry_identity(id) VALUES (lower(hex(randomblob(16))));
     """,
+    # 8: tenants' own versions (issue 21): an operator can pause a model's rollouts, and
+    # the registry keeps what the data plane last reported of each uploaded version.
+    """
+    ALTER TABLE models ADD COLUMN rollouts_paused INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE uploaded_versions (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        synced_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, model, version)
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

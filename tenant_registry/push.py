@@ -20,6 +20,7 @@ from serve_app.errors import ModelLoadError
 from serve_app.models import engine
 from serve_app.models.manifest import ModelManifest, build_manifest, parse_manifest, verify_weights
 from serve_app.wire import utc_iso
+from tenant_registry import uploads
 from tenant_registry.errors import InvalidInput
 from tenant_registry.records import ModelVersion, validate_model_name
 from tenant_registry.store import Registry
@@ -135,6 +136,9 @@ def push_version(
     # Reserved before the upload: two pushes at once get two numbers, and neither can
     # overwrite the other's files (or a recorded version's).
     number = reg.reserve_version(tenant, model)
+    taken = uploads.highest(reg, tenant, model)  # the tenant's own uploads' numbers
+    while number <= taken:  # stays reserved: never an operator's version
+        number = reg.reserve_version(tenant, model)
     try:
         uri = upload(
             platform.model_store_uri, platform.store, tenant, model, number, manifest, weights

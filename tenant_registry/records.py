@@ -81,6 +81,7 @@ class TenantModel:
     previous_version: int | None
     is_default: bool
     versions: tuple[ModelVersion, ...]
+    rollouts_paused: bool = False  # by the operator: tenants' rollouts of it send no traffic
 
 
 @dataclass(frozen=True)

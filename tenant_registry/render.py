@@ -61,6 +61,7 @@ def tenant_entry(tenant: Tenant) -> TenantEntry:
             versions=[v.version for v in m.versions],
             active_version=m.active_version,
             fallback_version=m.previous_version,
+            rollouts_paused=m.rollouts_paused,
         )
         for m in tenant.models
         if m.active_version is not None

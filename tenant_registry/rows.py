@@ -128,6 +128,7 @@ def read_tenant(conn: sqlite3.Connection, row: sqlite3.Row) -> Tenant:
                 previous_version=m["previous_version"],
                 is_default=bool(m["is_default"]),
                 versions=versions,
+                rollouts_paused=bool(m["rollouts_paused"]),
             )
         )
     j = conn.execute("SELECT * FROM jwt_settings WHERE tenant_id = ?", (tid,)).fetchone()

@@ -11,18 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from serve_app.config import (
-    AutoscalingSpec,
-    DetectionPolicy,
-    Quota,
-    ResourceSpec,
-    Tier,
-)
+from serve_app.config import AutoscalingSpec, DetectionPolicy, Quota, ResourceSpec, Tier
 from serve_app.wire import JwtSettings, utc_iso
 from tenant_registry import keys
 from tenant_registry.errors import Conflict, InvalidInput, NotFound
@@ -51,6 +45,7 @@ from tenant_registry.rows import (
 DB_ENV = "TENANTCTL_DB"
 DEFAULT_DB = Path("var") / "registry.db"
 BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")  # what Registry.change's write returns
 
 
 def default_db_path() -> Path:
@@ -89,8 +84,6 @@ class Registry:
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-
-    # ------------------------------------------------------------------ platform
 
     def platform(self) -> PlatformSettings:
         row = self._conn.execute("SELECT value FROM platform WHERE key = 'settings'").fetchone()
@@ -344,6 +337,12 @@ class Registry:
             insert_version(db, tenant_id, model, version, activate=activate)
             end_reservation(db, tenant_id, model, version.version)
         return self.model(tenant_id, model)
+
+    def change(self, tenant_id: str, write: Callable[[sqlite3.Connection], T]) -> T:
+        """``write`` in one transaction, as a change of the tenant (published by apply)."""
+        with self._write() as db:
+            self._touch(db, tenant_id)
+            return write(db)
 
     def next_version(self, tenant_id: str, model: str) -> int:
         """The number after every recorded and reserved version of the model."""

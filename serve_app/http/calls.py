@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serve_app.auth.tenants import Principal
+from serve_app.constants import AUDIT_MAX_ACTION_CHARS
 from serve_app.observability.audit import AuditRecord, AuditSink, BulkAuditRecord
 from serve_app.observability.metrics import RouterMetrics
 from serve_app.ray_compat import request_id
@@ -43,7 +44,7 @@ class Call:
     @classmethod
     def start(cls, action: str, source_ip: str | None) -> Call:
         return cls(
-            action[:40],
+            action[:AUDIT_MAX_ACTION_CHARS],
             time.perf_counter(),
             request_id(),  # capped and escaped by the audit record, as the client got it
             audited_address(source_ip),

@@ -22,17 +22,25 @@ from starlette.responses import JSONResponse, Response
 from serve_app.auth.tenants import Principal
 from serve_app.blobs import open_store
 from serve_app.config import TenantEntry, TenantModel
-from serve_app.constants import LEDGER_TIMEOUT_S, MANIFEST_FILE, MAX_POLICY_BODY_BYTES
+from serve_app.constants import (
+    LEDGER_TIMEOUT_S,
+    MANIFEST_FILE,
+    MAX_POLICY_BODY_BYTES,
+    UPLOADS_IN_FLIGHT,
+)
 from serve_app.errors import BadParameter, Conflict, Overloaded, UnknownModel, unwrap_error
 from serve_app.http.body import expect_json, read_body, single_header
 from serve_app.http.calls import Call
 from serve_app.http.control import ControlCalls
 from serve_app.http.model_uploads import Upload, parse_upload
 from serve_app.http.routes import ApiRoute
+from serve_app.inference import policy
 from serve_app.inference.catalog import NO_SUCH_MODEL, ModelChoice
 from serve_app.inference.detector_client import DetectorClient
+from serve_app.inference.results import Annotated
 from serve_app.inference.tenant_models import TenantModelsView
-from serve_app.inference.validation import SAMPLES_FILE
+from serve_app.inference.validation import MAX_SAMPLES_FILE_BYTES, SAMPLES_FILE
+from serve_app.models.evaluation import map50, parse_samples
 from serve_app.models.rollout import RolloutRequest
 from serve_app.models.versions import VersionRecord
 from serve_app.numerals import is_integer
@@ -58,9 +66,11 @@ class ModelsApi:
         self._uploads = uploads
         self._control = control
         self._raw = raw  # tenant id -> the operator's entry (without the tenant's overlay)
+        self._uploading: set[str] = set()  # tenants whose upload this router is receiving
 
     def routes(self) -> list[ApiRoute]:
         return [
+            ApiRoute(VERSIONS, self._list, ["GET"]),
             ApiRoute(VERSIONS, self._upload, ["POST"]),
             ApiRoute(VERSION, self._get, ["GET"]),
             ApiRoute(VERSION, self._delete, ["DELETE"]),
@@ -73,6 +83,19 @@ class ModelsApi:
 
     async def _upload(self, request: Request, principal: Principal, call: Call) -> Response:
         tenant, model = self._model(request, principal, call)
+        # an upload is held in memory while it is read and stored: one per tenant and a
+        # few per router at a time, so uploads cannot take a router's memory
+        if tenant.id in self._uploading or len(self._uploading) >= UPLOADS_IN_FLIGHT:
+            raise Overloaded("another upload is in progress; retry when it has finished")
+        self._uploading.add(tenant.id)
+        try:
+            return await self._receive(request, tenant, model, call)
+        finally:
+            self._uploading.discard(tenant.id)
+
+    async def _receive(
+        self, request: Request, tenant: TenantEntry, model: TenantModel, call: Call
+    ) -> Response:
         body = await read_body(request, self._uploads.max_bytes)
         upload = await asyncio.to_thread(parse_upload, body, single_header(request, "content-type"))
         floor = max(self._operator_model(tenant.id, model.name).versions)
@@ -93,6 +116,21 @@ class ModelsApi:
         if not stored:
             raise Overloaded("the model store did not take the upload; upload it again shortly")
         return JSONResponse({"version": version, "status": "validating"}, status_code=202)
+
+    async def _list(self, request: Request, principal: Principal, call: Call) -> Response:
+        tenant, model = self._model(request, principal, call)
+        operator = self._operator_model(tenant.id, model.name).versions
+        uploaded: list[VersionRecord] = await self._ask(
+            self._ledger.version_records.remote(tenant.id, model.name)
+        )
+        records = [VersionRecord(version=v, status="ready", origin="operator") for v in operator]
+        records += [self._shown(model, r) for r in uploaded if r.version not in operator]
+        body = {
+            "name": model.name,
+            "active_version": model.active_version,
+            "versions": [r.model_dump(mode="json") for r in records],
+        }
+        return JSONResponse(body)
 
     def _store(self, uri: str, upload: Upload) -> None:
         store = open_store(uri, self._uploads.store)
@@ -118,7 +156,8 @@ class ModelsApi:
                 f"version {version} is the active version: activate another one (or roll "
                 "back) first"
             )
-        await self._ask(self._ledger.delete_version.remote(tenant.id, model.name, version))
+        over = self._operator_model(tenant.id, model.name).active_version
+        await self._ask(self._ledger.delete_version.remote(tenant.id, model.name, version, over))
         await self._view.reload(tenant.id)
         return Response(status_code=204)
 
@@ -141,8 +180,9 @@ class ModelsApi:
         over = self._operator_model(tenant.id, model.name).active_version
         # loaded before the first pair: a cold load is not the candidate's latency
         await self._detectors.ask(tenant, ModelChoice(model.name, version), "ready")
+        map50 = await self._map50(tenant, model, version) if wanted.require_map50 else None
         await self._ask(
-            self._ledger.start_rollout.remote(tenant.id, model.name, version, wanted, over)
+            self._ledger.start_rollout.remote(tenant.id, model.name, version, wanted, over, map50)
         )
         await self._view.reload(tenant.id)
         record = await self._record(tenant, model, version)
@@ -162,6 +202,35 @@ class ModelsApi:
         await self._ask(self._ledger.rollback_version.remote(tenant.id, model.name, over))
         await self._view.reload(tenant.id)
         return JSONResponse(self._catalog_entry(tenant.id, model.name))
+
+    async def _map50(
+        self, tenant: TenantEntry, model: TenantModel, version: int
+    ) -> dict[str, float]:
+        """The candidate's and the active version's mAP50 on the candidate's samples, each
+        run through the tenant's own detectors (not billed: the platform's check)."""
+        uri = self._uploads.version_uri(tenant.id, model.name, version)
+        raw = await asyncio.to_thread(_samples_of, uri, self._uploads)
+        if not raw:
+            raise Conflict(
+                "require_map50 needs labelled samples: upload the version again with a "
+                "'samples' field"
+            )
+        samples = parse_samples(raw)
+        labels = [boxes for _, boxes in samples]
+        params = policy.clamp({"conf": "0.001"}, tenant.policy)  # the plan's lowest conf
+        found = {}
+        for side, number in (("candidate", version), ("incumbent", model.active_version)):
+            predictions = []
+            for image, _ in samples:
+                outcome = await self._detectors.detect(
+                    tenant, ModelChoice(model.name, number), image, params
+                )
+                result = outcome.result if isinstance(outcome, Annotated) else outcome
+                predictions.append(
+                    [(d.class_name, d.confidence, d.bbox) for d in result.detections]
+                )
+            found[side] = round(map50(predictions, labels), 4)
+        return found
 
     # ------------------------------------------------------------ helpers
 
@@ -200,7 +269,16 @@ class ModelsApi:
         record: VersionRecord = await self._ask(
             self._ledger.version_record.remote(tenant.id, model.name, version)
         )
-        return record
+        return self._shown(model, record)
+
+    @staticmethod
+    def _shown(model: TenantModel, record: VersionRecord) -> VersionRecord:
+        """``record`` as the tenant sees it: a rollout its operator paused says so."""
+        rollout = record.rollout
+        if rollout is None or rollout.state != "running" or not model.rollouts_paused:
+            return record
+        paused = rollout.model_copy(update={"state": "paused", "reason": "paused by your operator"})
+        return record.model_copy(update={"rollout": paused})
 
     @staticmethod
     def _check_ready(record: VersionRecord) -> None:
@@ -227,3 +305,11 @@ class ModelsApi:
             if known is not None:
                 raise known from None
             raise Overloaded("model versions are unavailable right now; retry shortly") from None
+
+
+def _samples_of(uri: str, uploads: UploadsSpec) -> bytes:
+    """The labelled samples uploaded with a version (b"" if none)."""
+    store = open_store(uri, uploads.store)
+    if SAMPLES_FILE not in store.names():
+        return b""
+    return store.read(SAMPLES_FILE, MAX_SAMPLES_FILE_BYTES)

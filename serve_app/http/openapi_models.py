@@ -32,6 +32,10 @@ def schemas() -> dict[str, Any]:
         "RolloutRequest": rollout,
         "UploadAccepted": {"type": "object", "required": ["version", "status"],
                            "properties": {"version": integer, "status": string}},
+        "VersionList": {"type": "object", "required": ["name", "active_version", "versions"],
+                        "properties": {"name": string, "active_version": integer,
+                                       "versions": {"type": "array", "items": {
+                                           "$ref": REF.format(model="VersionRecord")}}}},
         "ModelVersions": {"type": "object", "required": ["name", "versions", "active_version"],
                           "properties": {"name": string, "active_version": integer,
                                          "versions": {"type": "array", "items": integer}}},
@@ -65,6 +69,19 @@ def paths(operation: Builder, ok: Builder, path: Builder) -> dict[str, dict[str,
     versions = "/v1/models/{name}/versions/{version}"
     return {
         "/v1/models/{name}/versions": {
+            "get": operation(
+                "Every version of one of your models",
+                "Your operator's versions ('origin': 'operator') and your uploads, with their "
+                "status, validation metrics and rollouts.",
+                {
+                    200: ok(
+                        "VersionList",
+                        {"name": "shapes", "active_version": 1, "versions": [RECORD_EXAMPLE]},
+                    )
+                },
+                ERRORS,
+                parameters=[name],
+            ),
             "post": operation(
                 "Upload a new version of one of your models",
                 "Stored under your account with its sha256, then validated in a sandbox (format, "
@@ -75,7 +92,7 @@ def paths(operation: Builder, ok: Builder, path: Builder) -> dict[str, dict[str,
                 (*ERRORS, 408, 413),
                 parameters=[name],
                 requestBody=upload_body,
-            )
+            ),
         },
         versions: {
             "get": operation(

@@ -69,7 +69,7 @@ from serve_app.inference.detector_client import DetectorClient
 from serve_app.inference.pool_share import PoolShare
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.inference.tenant_models import TenantModelsView
-from serve_app.observability.metrics import RouterMetrics
+from serve_app.observability.metrics import RolloutMetrics, RouterMetrics
 from serve_app.quota.admission import Admission, Ticket
 from serve_app.quota.failover import FailoverLedger
 from serve_app.quota.usage import NO_MODEL
@@ -149,7 +149,7 @@ class Router:
         probe = lambda: self._readiness.check(self._tenants.table.tenants())  # noqa: E731
         v2 = V2Api(self._detect, self._detectors, probe, self._ingress,
                    self._admission.refusals, self._control, self._pool_share)  # fmt: skip
-        self._models = TenantModelsView(ledger)
+        self._models = TenantModelsView(ledger, RolloutMetrics.create())
         models = ModelsApi(ledger, self._models, uploads or UploadsSpec(), self._control,
                            lambda t: self._tenants.table.find(t), self._detectors)  # fmt: skip
         self._routes = route_table(self, v2, models)

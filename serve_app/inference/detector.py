@@ -262,8 +262,9 @@ class Detector:
         for indices in group_batch(params, prepared):
             try:
                 started = time.perf_counter()
+                group = params[indices[0]]
                 results = await asyncio.to_thread(
-                    model.detect, [prepared[i] for i in indices], params[indices[0]], alone
+                    model.detect, [prepared[i] for i in indices], group, alone and not group.steady
                 )
                 elapsed_ms = round((time.perf_counter() - started) * 1e3, 2)
             except ServeAppError as exc:

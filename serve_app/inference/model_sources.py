@@ -39,11 +39,11 @@ class ModelSources:
     def source(self, mid: str) -> ModelSource | None:
         """Where ``mid`` is (blocking: may read the directory's new changes)."""
         found = self.config.models.get(mid)
-        if found is not None or self._store is None:
-            return found
-        if self._view.source(mid) is None:
-            self._view.refresh(self._store)  # a version published since the last look
-        return self._view.source(mid) or self._uploaded(mid)
+        if found is None and self._store is not None:
+            if self._view.source(mid) is None:
+                self._view.refresh(self._store)  # a version published since the last look
+            found = self._view.source(mid)
+        return found or self._uploaded(mid)
 
     def _uploaded(self, mid: str) -> ModelSource | None:
         """A tenant's own version that passed validation, if ``mid`` names one."""

@@ -40,6 +40,9 @@ class InferenceParams:
     max_imgsz: int
     classes: tuple[str, ...] | None
     allowed_classes: tuple[str, ...] | None
+    # A rollout pair's call: never the burst session (``Runner.predict``'s ``alone``), so
+    # the incumbent and the candidate run with the same threads and their times compare.
+    steady: bool = False
 
 
 def _number(

@@ -32,6 +32,7 @@ from serve_app.inference.catalog import ModelChoice
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.models.agreement import box_agreement
 from serve_app.models.versions import TenantModels, overlay, rollout_of
+from serve_app.observability.metrics import RolloutMetrics
 
 logger = logging.getLogger("ray.serve")
 Outcome = DetectionResult | Annotated
@@ -39,7 +40,9 @@ Detect = Callable[[TenantEntry, ModelChoice, bytes, Any, bool], Awaitable[Outcom
 
 
 class TenantModelsView:
-    def __init__(self, ledger: Any, poll_s: float = MODELS_POLL_S) -> None:
+    def __init__(
+        self, ledger: Any, metrics: RolloutMetrics | None = None, poll_s: float = MODELS_POLL_S
+    ) -> None:
         self._ledger = ledger
         self._poll_s = poll_s
         self._epoch, self._seq = "", -1
@@ -47,6 +50,7 @@ class TenantModelsView:
         self._overlaid: dict[str, tuple[TenantEntry, TenantModels, TenantEntry]] = {}
         self._task: asyncio.Task[None] | None = None
         self._side: set[asyncio.Task[None]] = set()  # the second answers of rollouts
+        self._metrics = metrics
 
     def start(self) -> None:
         if self._task is None:
@@ -115,16 +119,15 @@ class TenantModelsView:
         candidate = ModelChoice(name=choice.name, version=found.rollout)
         canary = found.mode == "canary"
         answering, beside = (candidate, choice) if canary else (choice, candidate)
-        first = asyncio.ensure_future(_timed(detect(tenant, answering, image, params, annotate)))
-        second = asyncio.ensure_future(_timed(detect(tenant, beside, image, params, False)))
+        params = replace(params, steady=True)
         try:
-            answer, answer_ms = await asyncio.shield(first)
+            answer, answer_ms = await _timed(detect(tenant, answering, image, params, annotate))
         except ServeAppError:
             if not canary:
-                second.cancel()
                 raise
-            answer, answer_ms = await second  # the candidate failed: the incumbent answers
-            return answer
+            # the candidate failed: the incumbent answers, and there is no pair
+            return await detect(tenant, choice, image, params, annotate)
+        second = detect(tenant, beside, image, params, False)
         task = asyncio.ensure_future(
             self._compare(
                 tenant.id, choice.name, candidate.version, canary, answer, answer_ms, second
@@ -132,6 +135,8 @@ class TenantModelsView:
         )
         self._side.add(task)
         task.add_done_callback(self._side.discard)
+        if self._metrics is not None:
+            self._metrics.extra_images.inc(tags={"tenant": tenant.id, "mode": found.mode})
         return answer
 
     async def _compare(
@@ -142,10 +147,13 @@ class TenantModelsView:
         canary: bool,
         answer: Outcome,
         answer_ms: float,
-        second: asyncio.Future[tuple[Outcome, float]],
+        second: Awaitable[Outcome],
     ) -> None:
+        """The second answer, run after the first (on the same replicas at once, each
+        would wait for the other and the one sent second would look slower), then the
+        pair to the ledger."""
         try:
-            other, other_ms = await second
+            other, other_ms = await _timed(second)
         except Exception as exc:  # the second answer failed: no pair to count
             logger.info("router: a rollout's second answer failed: %s", type(exc).__name__)
             return
@@ -161,9 +169,13 @@ class TenantModelsView:
 
 
 async def _timed(call: Awaitable[Outcome]) -> tuple[Outcome, float]:
+    """The answer and its model's latency: the inference time the detector measured (its
+    predict call), so that queueing behind other requests is no side's latency; the
+    call's whole time if the detector said none."""
     started = time.perf_counter()
     outcome = await call
-    return outcome, (time.perf_counter() - started) * 1e3
+    result = outcome.result if isinstance(outcome, Annotated) else outcome
+    return outcome, result.timing_ms.get("inference", (time.perf_counter() - started) * 1e3)
 
 
 def _boxes(outcome: Outcome) -> list[tuple[str, tuple[float, float, float, float]]]:

@@ -2,7 +2,7 @@
 
 In ``shadow`` mode ``percent`` of the tenant's live requests for the model are *also*
 answered by the candidate (the client gets the incumbent's answer); in ``canary`` mode
-they are answered *by* the candidate and the incumbent runs beside it. Either way each
+they are answered *by* the candidate and the incumbent runs after it. Either way each
 such request gives a pair of answers: their box agreement (``agreement.py``) and both
 latencies are added to the rollout's running totals, kept by the quota ledger.
 
@@ -42,6 +42,11 @@ class RolloutRequest(StrictModel):
     min_agreement: float = Field(
         0.9, ge=0, le=1, description="Mean per-class box F1 at IoU 0.5 needed to promote."
     )
+    require_map50: bool = Field(
+        False,
+        description="Also require the candidate's mAP50 on the labelled samples uploaded "
+        "with it to be at least the active version's on the same samples (checked at once).",
+    )
 
 
 class Rollout(StrictModel):
@@ -51,6 +56,10 @@ class Rollout(StrictModel):
     percent: int
     min_images: int
     min_agreement: float
+    require_map50: bool = False
+    map50: dict[str, float] = Field(
+        default_factory=dict, description="On the candidate's samples, when required."
+    )
     state: RolloutState
     images: int = Field(0, description="Pairs of answers compared so far.")
     agreement: float | None = Field(None, description="Mean box agreement so far.")

@@ -59,6 +59,16 @@ class TenantModels(StrictModel):
     models: dict[str, ModelState] = Field(default_factory=dict)
 
 
+# What the ledger writes beside a model's uploads, for the operator's registry.
+INDEX_FILE = "versions.json"
+
+
+class UploadIndex(StrictModel):
+    """Every uploaded version of one model that is not deleted, as the ledger knows it."""
+
+    versions: list[VersionRecord]
+
+
 def _model(model: TenantModel, state: ModelState) -> TenantModel:
     versions = sorted(set(model.versions) | set(state.ready))
     active = model.active_version
@@ -88,7 +98,7 @@ def rollout_of(entry: TenantEntry, state: TenantModels, name: str) -> ModelState
     """The running rollout of model ``name``, if its candidate is not already active."""
     found = state.models.get(name)
     model = entry.model(name)
-    if found is None or found.rollout is None or model is None:
+    if found is None or found.rollout is None or model is None or model.rollouts_paused:
         return None
     if found.rollout == model.active_version or found.rollout not in model.versions:
         return None

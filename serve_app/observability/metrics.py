@@ -132,3 +132,48 @@ class DetectorMetrics:
                 tag_keys=("scope",),
             ),
         )
+
+
+@dataclass(frozen=True)
+class RolloutMetrics:
+    """A rollout's running totals, as the ledger keeps them (``model`` is the candidate,
+    ``name@version``), and the second inferences routers ran for the gate."""
+
+    pairs: metrics.Gauge
+    agreement: metrics.Gauge
+    p95_s: metrics.Gauge
+    extra_images: metrics.Counter
+
+    @classmethod
+    def create(cls) -> RolloutMetrics:
+        by_model = ("tenant", "model")
+        return cls(
+            pairs=metrics.Gauge(
+                "yoloserve_rollout_pairs",
+                description="Pairs of answers (incumbent, candidate) compared so far.",
+                tag_keys=by_model,
+            ),
+            agreement=metrics.Gauge(
+                "yoloserve_rollout_agreement",
+                description="Mean box agreement (per-class F1 at IoU 0.5) so far.",
+                tag_keys=by_model,
+            ),
+            p95_s=metrics.Gauge(
+                "yoloserve_rollout_latency_p95_seconds",
+                description="p95 latency of each side of the rollout's pairs.",
+                tag_keys=(*by_model, "side"),
+            ),
+            extra_images=metrics.Counter(
+                "yoloserve_rollout_extra_images",
+                description="Second inferences run for rollouts (not billed), by mode.",
+                tag_keys=("tenant", "mode"),
+            ),
+        )
+
+    def record(self, tenant: str, model: str, pairs: int, agreement: float,
+               p95_ms: dict[str, float]) -> None:  # fmt: skip
+        tags = {"tenant": tenant, "model": model}
+        self.pairs.set(pairs, tags=tags)
+        self.agreement.set(agreement, tags=tags)
+        for side, ms in p95_ms.items():
+            self.p95_s.set(ms / 1e3, tags={**tags, "side": side})

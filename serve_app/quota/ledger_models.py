@@ -26,11 +26,13 @@ from typing import Any
 from serve_app.blobs import open_store
 from serve_app.inference import validation
 from serve_app.models.rollout import RolloutRequest
-from serve_app.models.versions import TenantModels, VersionRecord
+from serve_app.models.versions import INDEX_FILE, TenantModels, UploadIndex, VersionRecord
+from serve_app.observability.metrics import RolloutMetrics
 from serve_app.quota.model_book import ModelBook
 from serve_app.uploads_spec import VALIDATED_FILE, UploadsSpec, ValidatedMarker
 
 logger = logging.getLogger("ray.serve")
+INDEX_EVERY_PAIRS = 20  # rollout pairs between two writes of the model's index
 
 
 class LedgerModels:
@@ -43,14 +45,33 @@ class LedgerModels:
         raise NotImplementedError
 
     def _models_init(self) -> None:
+        self._rollout_metrics = RolloutMetrics.create()
         self._models_epoch = uuid.uuid4().hex
         self._models_seq = 0
         self._models_changed: dict[str, int] = {}
         self._validating: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+        self._index_lock = asyncio.Lock()
+        self._pairs = 0
+        self._index_writes: set[asyncio.Task[None]] = set()
 
-    def _models_changed_now(self, tenant: str) -> None:
+    def _models_changed_now(self, tenant: str, model: str) -> None:
+        """Routers see it at their next poll; the operator's registry at its next
+        ``tenantctl model list`` (the model's index in the uploads store)."""
         self._models_seq += 1
         self._models_changed[tenant] = self._models_seq
+        task = asyncio.get_running_loop().create_task(self._write_index(tenant, model))
+        self._index_writes.add(task)
+        task.add_done_callback(self._index_writes.discard)
+
+    async def _write_index(self, tenant: str, model: str) -> None:
+        async with self._index_lock:  # one at a time, each with the state as it is then
+            index = UploadIndex(versions=self._book.uploaded(tenant, model))
+            folder = self._uploads.uri.rstrip("/") + f"/{tenant}/{model}"
+            try:
+                store = open_store(folder, self._uploads.store)
+                await asyncio.to_thread(store.write, INDEX_FILE, index.model_dump_json().encode())
+            except Exception as exc:  # the next change writes it again
+                logger.warning("ledger: index of %s/%s not written: %s", tenant, model, exc)
 
     def _resume_validations(self) -> None:
         """A new leader: finish what the last one was validating."""
@@ -72,7 +93,7 @@ class LedgerModels:
         if not stored:
             self._book.finish(tenant, model, version, "rejected",
                               "the upload could not be stored; upload it again")  # fmt: skip
-            self._models_changed_now(tenant)
+            self._models_changed_now(tenant, model)
             return
         record = self._book.record(tenant, model, version)
         assert record.sha256 is not None
@@ -114,7 +135,7 @@ class LedgerModels:
                 self._book.finish(tenant, model, version, "rejected", why)
             else:
                 self._book.finish(tenant, model, version, "ready", None, said.get("metrics"))
-        self._models_changed_now(tenant)
+        self._models_changed_now(tenant, model)
 
     # ------------------------------------------------------------ records and changes
 
@@ -126,32 +147,38 @@ class LedgerModels:
         await self._start()
         return self._book.uploaded(tenant, model)
 
-    async def delete_version(self, tenant: str, model: str, version: int) -> None:
+    async def delete_version(self, tenant: str, model: str, version: int, over: int) -> None:
         await self._start()
-        self._book.delete(tenant, model, version)
-        self._models_changed_now(tenant)
+        self._book.delete(tenant, model, version, over)
+        self._models_changed_now(tenant, model)
 
     async def activate_version(self, tenant: str, model: str, version: int, over: int) -> None:
         await self._start()
         self._book.activate(tenant, model, version, over)
-        self._models_changed_now(tenant)
+        self._models_changed_now(tenant, model)
 
     async def rollback_version(self, tenant: str, model: str, over: int) -> None:
         await self._start()
         self._book.rollback(tenant, model, over)
-        self._models_changed_now(tenant)
+        self._models_changed_now(tenant, model)
 
     async def start_rollout(
-        self, tenant: str, model: str, version: int, request: RolloutRequest, over: int
+        self,
+        tenant: str,
+        model: str,
+        version: int,
+        request: RolloutRequest,
+        over: int,
+        map50: dict[str, float] | None = None,
     ) -> None:
         await self._start()
-        self._book.start_rollout(tenant, model, version, request, over)
-        self._models_changed_now(tenant)
+        self._book.start_rollout(tenant, model, version, request, over, map50)
+        self._models_changed_now(tenant, model)
 
     async def pause_rollout(self, tenant: str, model: str, paused: bool) -> int:
         await self._start()
         changed = self._book.pause(tenant, model, paused)
-        self._models_changed_now(tenant)
+        self._models_changed_now(tenant, model)
         return changed
 
     async def rollout_observed(
@@ -160,10 +187,19 @@ class LedgerModels:
         """Pairs of answers from a router; the gate's decision, if it made one."""
         await self._start()
         decision = self._book.observe(tenant, model, version, pairs)
+        totals = self._book.rollout(tenant, model, version)
+        if totals is not None and totals.agreement is not None:
+            self._rollout_metrics.record(
+                tenant, f"{model}@{version}", totals.images, totals.agreement, totals.p95_ms
+            )
         if decision is None:
+            self._pairs += len(pairs)
+            if self._pairs >= INDEX_EVERY_PAIRS:  # the operator's view of the totals
+                self._pairs = 0
+                self._models_changed_now(tenant, model)
             return None
         logger.info("ledger: rollout of %s/%s@%d %s", tenant, model, version, decision[1])
-        self._models_changed_now(tenant)
+        self._models_changed_now(tenant, model)
         return decision[0]
 
     async def tenant_models(self, tenant: str) -> TenantModels:

@@ -43,7 +43,8 @@ _SCHEMA = (
     "version INTEGER NOT NULL, request TEXT NOT NULL, over INTEGER NOT NULL, "
     "state TEXT NOT NULL, images INTEGER NOT NULL DEFAULT 0, "
     "agreement_sum REAL NOT NULL DEFAULT 0, incumbent_ms TEXT NOT NULL DEFAULT '[]', "
-    "candidate_ms TEXT NOT NULL DEFAULT '[]', reason TEXT, started_at REAL NOT NULL, "
+    "candidate_ms TEXT NOT NULL DEFAULT '[]', map50 TEXT NOT NULL DEFAULT '{}', "
+    "reason TEXT, started_at REAL NOT NULL, "
     "decided_at REAL, PRIMARY KEY (tenant, model, version))",
 )
 HOUR_S = 3600.0
@@ -162,10 +163,19 @@ class ModelBook:
             "WHERE status = 'validating' AND deleted = 0"
         ).fetchall()
 
-    def delete(self, tenant: str, model: str, version: int) -> None:
-        """Mark a version deleted and stop its rollout (the caller checked it is not
-        the active one)."""
+    def delete(self, tenant: str, model: str, version: int, over: int) -> None:
+        """Mark a version deleted and stop its rollout.
+
+        Raises:
+            Conflict: It is the version the tenant's activation put in force (over the
+                operator's ``over``): whatever a router's copy says, the ledger decides.
+        """
         self.record(tenant, model, version)  # 404 if it is not there
+        if self.active(tenant, model, over) == version:
+            raise Conflict(
+                f"version {version} is the active version: activate another one (or roll "
+                "back) first"
+            )
         with self._db:
             self._db.execute(
                 "UPDATE model_versions SET deleted = 1 WHERE tenant = ? AND model = ? "
@@ -179,6 +189,15 @@ class ModelBook:
             self._end_rollout(tenant, model, version, "stopped", "stopped: the version was deleted")
 
     # ------------------------------------------------------------ activations
+
+    def active(self, tenant: str, model: str, over: int) -> int | None:
+        """The version the tenant's latest activation over ``over`` put in force."""
+        row = self._db.execute(
+            "SELECT version FROM activations WHERE tenant = ? AND model = ? AND over = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (tenant, model, over),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def activate(self, tenant: str, model: str, version: int, over: int) -> None:
         with self._db:
@@ -215,8 +234,11 @@ class ModelBook:
         version: int,
         request: RolloutRequest,
         over: int,
+        map50: dict[str, float] | None = None,
     ) -> None:
-        """Start (or restart, from zero) a rollout; any other of the model's stops."""
+        """Start (or restart, from zero) a rollout; any other of the model's stops.
+        ``map50`` (candidate's and incumbent's on the candidate's samples): a candidate
+        that does worse is stopped at once and rejected."""
         with self._db:
             for (other,) in self._db.execute(
                 "SELECT version FROM rollouts WHERE tenant = ? AND model = ? AND version != ? "
@@ -228,9 +250,21 @@ class ModelBook:
                 )
             self._db.execute(
                 "INSERT OR REPLACE INTO rollouts (tenant, model, version, request, over, state, "
-                "started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)",
-                (tenant, model, version, request.model_dump_json(), over, time.time()),
-            )
+                "map50, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                (tenant, model, version, request.model_dump_json(), over,
+                 json.dumps(map50 or {}), time.time()),
+            )  # fmt: skip
+            if map50 and map50["candidate"] < map50["incumbent"]:
+                reason = (
+                    f"stopped: mAP50 {map50['candidate']:.3f} on your samples is below the "
+                    f"active version's {map50['incumbent']:.3f}"
+                )
+                self._end_rollout(tenant, model, version, "stopped", reason)
+                self._db.execute(
+                    "UPDATE model_versions SET status = 'rejected', reason = ? "
+                    "WHERE tenant = ? AND model = ? AND version = ?",
+                    (reason, tenant, model, version),
+                )
 
     def pause(self, tenant: str, model: str, paused: bool) -> int:
         """Pause (or resume) the model's rollout; how many changed."""
@@ -300,12 +334,15 @@ class ModelBook:
     def rollout(self, tenant: str, model: str, version: int) -> Rollout | None:
         row = self._db.execute(
             "SELECT request, state, images, agreement_sum, incumbent_ms, candidate_ms, reason, "
-            "started_at, decided_at FROM rollouts WHERE tenant = ? AND model = ? AND version = ?",
+            "started_at, decided_at, map50 FROM rollouts WHERE tenant = ? AND model = ? "
+            "AND version = ?",
             (tenant, model, version),
         ).fetchone()
         if row is None:
             return None
-        request, state, images, agreement_sum, incumbent, candidate, reason, started, ended = row
+        request, state, images, agreement_sum, incumbent, candidate, reason, started, ended = row[
+            :9
+        ]
         return Rollout(
             **RolloutRequest.model_validate_json(request).model_dump(),
             state=state,
@@ -316,6 +353,7 @@ class ModelBook:
                 "candidate": round(p95(json.loads(candidate)), 2),
             },
             reason=reason,
+            map50=json.loads(row[9]),
             started_at=utc_iso(started),
             decided_at=utc_iso(ended) if ended else None,
         )

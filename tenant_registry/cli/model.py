@@ -8,7 +8,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from tenant_registry import cluster
+from serve_app.models.versions import VersionRecord
+from tenant_registry import cluster, uploads
 from tenant_registry.cli.common import CLUSTER_HELP, TENANT, Command, arg, emit, version_from_uri
 from tenant_registry.store import Registry
 
@@ -68,7 +69,31 @@ def rollback(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
+def pause(reg: Registry, args: argparse.Namespace) -> int:
+    uploads.pause(reg, args.tenant, args.model, not args.resume)
+    state = "resumed" if args.resume else "paused"
+    print(f"{args.tenant}/{args.model}: rollouts {state}; publish with `tenantctl apply`",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _upload_lines(name: str, records: list[VersionRecord]) -> list[str]:
+    lines = []
+    for r in records:
+        rollout = r.rollout
+        gate = "-" if rollout is None else f"{rollout.mode} {rollout.percent}% {rollout.state}"
+        agreement = "" if rollout is None or rollout.agreement is None else (
+            f" agreement {rollout.agreement:.3f} over {rollout.images}")  # fmt: skip
+        lines.append(f"{name:<20} {r.version:>7} {'':<6} {'upload':<10} {r.status:<10} "
+                     f"{gate}{agreement}")  # fmt: skip
+        reason = r.reason or (rollout.reason if rollout else None)
+        if reason:
+            lines.append(f"{'':<20} {'':>7} {'':<6} why: {reason}")
+    return lines
+
+
 def list_models(reg: Registry, args: argparse.Namespace) -> int:
+    uploaded = uploads.sync(reg, args.tenant)
     models = reg.tenant(args.tenant).models
     loads = cluster.load_status(args.cluster, f"{args.tenant}/") if args.cluster else {}
     lines = [f"{'MODEL':<20} {'VERSION':>7} {'ACTIVE':<6} {'ARCH':<10} {'LOAD':<8} URI"]
@@ -85,6 +110,10 @@ def list_models(reg: Registry, args: argparse.Namespace) -> int:
             )
             if status and status["outcome"] == "failed":
                 lines.append(f"{'':<20} {'':>7} {'':<6} why: {status['reason']}")
+        if m.rollouts_paused:
+            lines.append(f"{m.name:<20} rollouts paused by the operator")
+        lines += _upload_lines(m.name, uploaded.get(m.name, []))
+        entry["uploads"] = [r.model_dump(mode="json") for r in uploaded.get(m.name, [])]
         data.append(entry)
     return emit(args, data, "\n".join(lines))
 
@@ -134,6 +163,12 @@ COMMANDS = [
         rollback,
         "re-activate the previously active version",
         [TENANT, MODEL],
+    ),
+    Command(
+        ("model", "pause"),
+        pause,
+        "stop sending traffic to a model's rollouts (tenants' own versions)",
+        [TENANT, MODEL, arg("--resume", action="store_true", help="let them run again")],
     ),
     Command(
         ("model", "list"),

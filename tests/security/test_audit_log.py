@@ -19,7 +19,7 @@ FIELDS = {
 }  # fmt: skip
 
 
-def _lines(folder: Path) -> dict[str, dict]:
+def audit_lines(folder: Path) -> dict[str, dict]:
     out = {}
     for path in folder.glob("api-*.jsonl"):
         for line in path.read_text().splitlines():
@@ -48,8 +48,8 @@ def test_every_call_has_an_audit_line_and_no_secret_is_logged(platform, idp_keys
     rated = [platform.detect("rated") for _ in range(6)]
     calls["quota hit"] = next(r for r in rated if r.status_code == 429)
     ids = {name: r.headers["x-request-id"] for name, r in calls.items()}
-    wait_for(lambda: set(ids.values()) <= set(_lines(platform.audit_dir)), 30, "audit lines")
-    lines = _lines(platform.audit_dir)
+    wait_for(lambda: set(ids.values()) <= set(audit_lines(platform.audit_dir)), 30, "audit lines")
+    lines = audit_lines(platform.audit_dir)
 
     good = lines[ids["good key"]]
     assert (good["tenant"], good["credential"]) == ("free", platform.key_ids["free"])

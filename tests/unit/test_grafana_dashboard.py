@@ -29,7 +29,7 @@ def test_checked_in_dashboard_is_the_generators_output():
 def test_every_query_names_an_exported_series():
     defined = set(
         re.findall(
-            r'"(yoloserve_[a-z_]+)"',
+            r'"(yoloserve_[a-z0-9_]+)"',
             (ROOT / "serve_app" / "observability" / "metrics.py").read_text(),
         )
     )
@@ -37,7 +37,7 @@ def test_every_query_names_an_exported_series():
     used = set()
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         for target in panel["targets"]:
-            for name in re.findall(r"ray_(yoloserve_[a-z_]+)", target["expr"]):
+            for name in re.findall(r"ray_(yoloserve_[a-z0-9_]+)", target["expr"]):
                 base = re.sub(r"_(total|bucket|sum|count)$", "", name)
                 assert base in defined, (panel["title"], name)
                 used.add(base)

@@ -94,7 +94,7 @@ def test_book_numbers_limits_and_decides(tmp_path):
     assert book.begin("acme", "pcb", 2, "b" * 64, 10, spec) == 4
     with pytest.raises(QuotaExceeded, match="keeps 2 uploaded versions"):
         book.begin("acme", "pcb", 2, "c" * 64, 10, spec)
-    book.delete("acme", "pcb", 4)
+    book.delete("acme", "pcb", 4, 2)
     with pytest.raises(UnknownModel):
         book.record("acme", "pcb", 4)
     assert book.begin("acme", "pcb", 2, "c" * 64, 10, spec) == 5  # numbers are never reused
@@ -113,6 +113,8 @@ def test_book_numbers_limits_and_decides(tmp_path):
     state = book.state("acme").models["pcb"]
     assert (state.active, state.over, state.rollout) == (3, 2, None)
     assert book.record("acme", "pcb", 3).rollout.state == "promoted"  # type: ignore[union-attr]
+    with pytest.raises(Conflict, match="is the active version"):  # whatever a router thinks
+        book.delete("acme", "pcb", 3, 2)
     book.rollback("acme", "pcb", 2)
     assert book.state("acme").models["pcb"].active is None
     with pytest.raises(Conflict, match="nothing to roll back"):
@@ -135,3 +137,16 @@ def test_book_stops_a_disagreeing_rollout_and_rejects_the_version(tmp_path):
     assert record.status == "rejected" and "box agreement 0.300 over 2 images" in (
         record.reason or ""
     )
+
+
+def test_book_refuses_a_candidate_worse_on_the_samples_at_once(tmp_path):
+    book = ModelBook(tmp_path / "ledger.db")
+    version = book.begin("acme", "pcb", 1, "a" * 64, 10, UploadsSpec())
+    book.finish("acme", "pcb", version, "ready")
+    wanted = RolloutRequest(mode="shadow", percent=5, require_map50=True)
+    book.start_rollout("acme", "pcb", version, wanted, 1, {"candidate": 0.4, "incumbent": 0.8})
+    record = book.record("acme", "pcb", version)
+    assert record.status == "rejected" and "mAP50 0.400" in (record.reason or "")
+    assert record.rollout is not None and record.rollout.state == "stopped"
+    assert record.rollout.map50 == {"candidate": 0.4, "incumbent": 0.8}
+    assert book.state("acme").models.get("pcb") is None  # nothing to route

@@ -76,7 +76,8 @@
     $("app").hidden = false;
     $("sign-out").hidden = false;
     setState("idle");
-    await Promise.all([loadPolicy(), loadUsage()]);
+    fillVersionModels();
+    await Promise.all([loadPolicy(), loadUsage(), loadVersions()]);
   }
 
   function signOut() {
@@ -285,6 +286,194 @@
     list.replaceChildren(...[...state.seenClasses].sort().map((name) => new Option(name)));
   }
 
+  // -------------------------------------------------------- model versions
+  // The Models panel: the chosen model's versions (the operator's and the tenant's own
+  // uploads), their validation and rollout, and the tenant's actions on them. While a
+  // version validates or a rollout runs, the table refreshes itself.
+
+  let versionsTimer = 0;
+
+  function modelPath() {
+    return "/v1/models/" + encodeURIComponent($("versions-model").value);
+  }
+
+  function fillVersionModels() {
+    const select = $("versions-model");
+    const chosen = select.value;
+    select.replaceChildren();
+    for (const model of state.models) {
+      select.add(new Option(model.name, model.name, false, model.name === chosen));
+    }
+  }
+
+  async function refreshCatalog() {
+    let catalog;
+    try {
+      catalog = await api("/v1/models");
+    } catch (err) {
+      show($("models-error"), err.message);
+      return;
+    }
+    state.models = catalog.models || [];
+    const chosen = $("model").value;
+    fillModels();
+    $("model").value = chosen;
+    fillVersions();
+  }
+
+  function rolloutText(rollout) {
+    if (!rollout) return "–";
+    let text = rollout.mode + " " + rollout.percent + "% · " + rollout.state;
+    if (rollout.agreement !== null) {
+      text += " · agreement " + rollout.agreement.toFixed(3) + " over " + rollout.images
+        + " · p95 " + fmt(rollout.p95_ms.candidate) + " ms (incumbent "
+        + fmt(rollout.p95_ms.incumbent) + " ms)";
+    }
+    return rollout.reason ? text + " · " + rollout.reason : text;
+  }
+
+  function validationText(record) {
+    const m = record.metrics || {};
+    if (record.origin === "operator") return "pushed by your operator";
+    const parts = [];
+    if (typeof m.latency_ms === "number") parts.push("latency " + m.latency_ms.toFixed(1) + " ms");
+    if (typeof m.load_s === "number") parts.push("load " + m.load_s.toFixed(2) + " s");
+    if (typeof m.map50 === "number") parts.push("mAP50 " + m.map50.toFixed(3));
+    if (record.reason) parts.push(record.reason);
+    return parts.join(" · ") || "–";
+  }
+
+  function actionButton(label, action, version) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.dataset.action = action;
+    button.dataset.version = String(version);
+    return button;
+  }
+
+  async function loadVersions() {
+    clearTimeout(versionsTimer);
+    if (!$("versions-model").value) return;
+    let listing;
+    try {
+      listing = await api(modelPath() + "/versions");
+    } catch (err) {
+      show($("models-error"), err.message);
+      return;
+    }
+    show($("models-error"), "");
+    const rows = listing.versions.map((record) => {
+      const row = document.createElement("tr");
+      row.dataset.version = String(record.version);
+      row.dataset.status = record.status;
+      row.dataset.rollout = record.rollout ? record.rollout.state : "";
+      const active = record.version === listing.active_version;
+      const cells = [String(record.version) + (active ? " (active)" : ""),
+                     record.status, validationText(record), rolloutText(record.rollout)];
+      for (const text of cells) {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.append(cell);
+      }
+      const actions = document.createElement("td");
+      if (record.status === "ready" && !active) {
+        actions.append(actionButton("Roll out", "rollout", record.version),
+                       actionButton("Activate", "activate", record.version));
+      }
+      if (record.origin === "upload" && !active) {
+        actions.append(actionButton("Delete", "delete", record.version));
+      }
+      row.append(actions);
+      return row;
+    });
+    $("versions").tBodies[0].replaceChildren(...rows);
+    $("versions").dataset.active = String(listing.active_version);
+    // the detect panel's picker follows (a promotion by the gate, a version now ready)
+    const known = state.models.find((m) => m.name === listing.name);
+    if (known) {
+      known.versions = listing.versions.filter((r) => r.status === "ready").map((r) => r.version);
+      known.active_version = listing.active_version;
+      if ($("model").value === listing.name) {
+        const chosen = $("version").value;
+        fillVersions();
+        $("version").value = chosen;
+      }
+    }
+    const pending = listing.versions.some((r) => r.status === "validating"
+      || (r.rollout && r.rollout.state === "running"));
+    if (pending) versionsTimer = setTimeout(loadVersions, 1500);
+  }
+
+  async function versionAction(action, version) {
+    const path = modelPath() + "/versions/" + version;
+    $("models-status").textContent = "Working…";
+    try {
+      if (action === "rollout") {
+        const body = {
+          mode: $("rollout-mode").value,
+          percent: Number($("rollout-percent").value),
+          min_images: Number($("rollout-images").value),
+          min_agreement: Number($("rollout-agreement").value),
+        };
+        await api(path + "/rollout", {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        $("models-status").textContent = "Version " + version + " is rolling out";
+      } else if (action === "activate") {
+        await api(path + "/activate", { method: "POST" });
+        $("models-status").textContent = "Version " + version + " is active";
+      } else if (action === "delete") {
+        await api(path, { method: "DELETE" });
+        $("models-status").textContent = "Version " + version + " deleted";
+      }
+      show($("models-error"), "");
+    } catch (err) {
+      $("models-status").textContent = "";
+      show($("models-error"), err.message);
+    }
+    await refreshCatalog();
+    await loadVersions();
+  }
+
+  async function rollback() {
+    try {
+      const model = await api(modelPath() + "/rollback", { method: "POST" });
+      $("models-status").textContent = "Rolled back: version " + model.active_version + " is active";
+      show($("models-error"), "");
+    } catch (err) {
+      show($("models-error"), err.message);
+    }
+    await refreshCatalog();
+    await loadVersions();
+  }
+
+  async function uploadVersion(event) {
+    event.preventDefault();
+    const file = $("upload-weights").files[0];
+    if (!file) return;
+    const manifest = {
+      class_names: $("upload-classes").value.split(",").map((n) => n.trim()).filter(Boolean),
+      imgsz: Number($("upload-imgsz").value),
+    };
+    const arch = $("upload-arch").value.trim();
+    if (arch) manifest.architecture = arch;
+    const form = new FormData();
+    form.append("weights", file);
+    form.append("manifest", JSON.stringify(manifest));
+    $("models-status").textContent = "Uploading…";
+    try {
+      const accepted = await api(modelPath() + "/versions", { method: "POST", body: form });
+      $("models-status").textContent = "Version " + accepted.version + " uploaded: validating";
+      show($("models-error"), "");
+    } catch (err) {
+      $("models-status").textContent = "";
+      show($("models-error"), err.message);
+    }
+    await loadVersions();
+  }
+
   // ----------------------------------------------------------------- usage
 
   async function loadUsage() {
@@ -364,6 +553,14 @@
     $("classes").addEventListener("change", detect);
     $("save-defaults").addEventListener("click", saveDefaults);
     $("usage-refresh").addEventListener("click", loadUsage);
+    $("versions-model").addEventListener("change", loadVersions);
+    $("versions-refresh").addEventListener("click", loadVersions);
+    $("rollback").addEventListener("click", rollback);
+    $("upload-form").addEventListener("submit", uploadVersion);
+    $("versions").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-action]");
+      if (button) versionAction(button.dataset.action, button.dataset.version);
+    });
     $("file").addEventListener("change", (event) => pickFile(event.target.files[0]));
     const drop = $("drop");
     drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });

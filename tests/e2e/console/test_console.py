@@ -8,6 +8,7 @@ the API answers to the same request sent directly.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -296,3 +297,74 @@ def test_the_console_is_served_with_a_strict_policy(platform):
     script = requests.get(f"{platform['url']}/console/console.js", timeout=30)
     assert script.headers["content-type"].startswith("text/javascript")
     assert requests.post(f"{platform['url']}/console", timeout=30).status_code == 405
+
+
+def _version_row(browser, version: int, key: str) -> str | None:
+    """A data attribute of version ``version``'s row in the Models panel (None: no row)."""
+    return _js(
+        browser,
+        f"(document.querySelector('#versions tr[data-version=\"{version}\"]') || "
+        f"{{dataset: {{}}}}).dataset.{key}",
+    )
+
+
+def test_a_tenant_uploads_rolls_out_and_rolls_back_its_own_version(
+    browser, platform, registry, tmp_path
+):
+    """The Models page: upload → validated → shadow rollout → promoted by the gate →
+    rolled back, all from the browser; detections sent over the API feed the rollout."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.conftest import DEMO_MODEL
+
+    _signed_in(browser, platform)
+    Select(browser.find_element(By.ID, "versions-model")).select_by_value("xss")
+    _until(browser, lambda: _version_row(browser, 1, "status") == "ready", "the versions table")
+    browser.find_element(By.ID, "upload-weights").send_keys(str(DEMO_MODEL / "model.safetensors"))
+    browser.find_element(By.ID, "upload-arch").send_keys("yolov8n")
+    browser.find_element(By.ID, "upload-classes").send_keys(f"{XSS_CLASS},square,triangle")
+    imgsz = browser.find_element(By.ID, "upload-imgsz")
+    imgsz.clear()
+    imgsz.send_keys("320")
+    browser.find_element(By.ID, "upload-button").click()
+    wait_for(lambda: _version_row(browser, 2, "status") == "ready", 240, "validation")
+
+    Select(browser.find_element(By.ID, "rollout-mode")).select_by_value("shadow")
+    for field, value in (("rollout-percent", "100"), ("rollout-images", "3")):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, 'button[data-action="rollout"][data-version="2"]').click()
+    _until(browser, lambda: _version_row(browser, 2, "rollout") == "running", "the rollout")
+
+    def promoted() -> bool:
+        _api(platform, "/v1/detect", model="xss")  # the live traffic the gate compares
+        return _version_row(browser, 2, "rollout") == "promoted"
+
+    wait_for(promoted, 120, "the gate to promote version 2")
+    assert _js(browser, "document.getElementById('versions').dataset.active") == "2"
+    row = browser.find_element(By.CSS_SELECTOR, '#versions tr[data-version="2"]').text
+    assert "agreement 1.000" in row and "promoted" in row
+    Select(browser.find_element(By.ID, "model")).select_by_value("xss")  # the detect panel
+    assert "2 (active)" in browser.find_element(By.ID, "version").text
+    _screenshot(browser, tmp_path, "models")
+    assert _no_alert(browser)
+
+    browser.find_element(By.ID, "rollback").click()
+    active = "document.getElementById('versions').dataset.active"
+    _until(browser, lambda: _js(browser, active) == "1", "the rollback")
+    assert "Rolled back: version 1 is active" in browser.find_element(By.ID, "models-status").text
+    models = {m["name"]: m for m in _get(platform, "/v1/models")["models"]}
+    assert models["xss"]["active_version"] == 1 and models["xss"]["versions"] == [1, 2]
+
+    # the operator sees the upload, its rollout and the gate's decision
+    def listed() -> dict | None:
+        out = registry["tenantctl"]("model", "list", "acme", "--json").stdout
+        [xss] = [m for m in json.loads(out) if m["name"] == "xss"]
+        uploads = {u["version"]: u for u in xss["uploads"]}
+        found = uploads.get(2)
+        return found if found and found["rollout"]["state"] == "promoted" else None
+
+    upload = wait_for(listed, 30, "tenantctl model list to show the promoted upload")
+    assert upload["status"] == "ready" and upload["rollout"]["agreement"] == 1.0
