@@ -73,7 +73,8 @@ def _tenant_of(model_id: str) -> str:
 
 
 # A request's result, the batch's inference ms and the request's share of it, or an error.
-_Outcome = tuple[DetectionResult, float, float] | ServeAppError
+# (result, the predict call's ms, this request's share of it, the call's CPU ms on its thread)
+_Outcome = tuple[DetectionResult, float, float, float] | ServeAppError
 
 
 @serve.deployment(
@@ -234,13 +235,15 @@ class Detector:
             self._queue(-1)
         if isinstance(outcome, ServeAppError):
             return outcome
-        result, inference_ms, compute_ms = outcome
+        result, inference_ms, compute_ms, cpu_ms = outcome
         timing = {
             "decode": round((decoded - started) * 1e3, 2),
             "inference": inference_ms,
             "compute": compute_ms,
             "detector_total": round((time.perf_counter() - started) * 1e3, 2),
         }
+        if params.steady:  # a rollout pair's: what the gate compares (tenant_models.py)
+            timing["inference_cpu"] = cpu_ms
         result = result.model_copy(update={"timing_ms": timing})
         if original is None:
             return result
@@ -263,9 +266,10 @@ class Detector:
             try:
                 started = time.perf_counter()
                 group = params[indices[0]]
-                results = await asyncio.to_thread(
-                    model.detect, [prepared[i] for i in indices], group, alone and not group.steady
-                )
+                results, cpu_ms = await asyncio.to_thread(
+                    _on_thread, model.detect, [prepared[i] for i in indices], group,
+                    alone and not group.steady,
+                )  # fmt: skip
                 elapsed_ms = round((time.perf_counter() - started) * 1e3, 2)
             except ServeAppError as exc:
                 for i in indices:
@@ -274,7 +278,7 @@ class Detector:
             # Each request is billed its share of the predict call it was part of.
             share_ms = round(elapsed_ms / len(indices), 3)
             for i, result in zip(indices, results, strict=True):
-                out[i] = (result, elapsed_ms, share_ms)
+                out[i] = (result, elapsed_ms, share_ms, cpu_ms)
         self._metrics.images.inc(len(requests), tags={"scope": self._scope})
         self._metrics.batch_size.observe(len(requests), tags={"scope": self._scope})
         return out
@@ -347,3 +351,11 @@ class Detector:
             # the highest priority any of its threads runs at (the shared pool: >= 10)
             "nice": min(thread_priorities(), default=0),
         }
+
+
+def _on_thread(detect: Any, *args: Any) -> tuple[Any, float]:
+    """``detect(*args)`` and the CPU milliseconds it took on this thread: a model's own
+    cost, whatever else shares the cores (with one ONNX Runtime thread, all of it)."""
+    began = time.thread_time()
+    results = detect(*args)
+    return results, round((time.thread_time() - began) * 1e3, 2)

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from serve_app.inference.catalog import NO_SUCH_MODEL
+from tests import onnx_bombs
 from tests.conftest import ROOT, SAMPLES, wait_for
 from tests.security.test_audit_log import audit_lines
 
@@ -132,8 +133,13 @@ def test_shadow_rollout_of_the_same_weights_is_promoted_then_rolled_back(platfor
     assert decided["reason"].startswith("promoted: box agreement 1.000")
     wait_for(lambda: platform.detect("uploader").json()["model"] == "shapes@2", 30,
              "the promoted version to answer")  # fmt: skip
-    catalog = _call(platform, "uploader", "GET", "/v1/models").json()["models"][0]
-    assert catalog["versions"] == [1, 2] and catalog["active_version"] == 2
+
+    def catalog() -> dict[str, Any]:
+        return _call(platform, "uploader", "GET", "/v1/models").json()["models"][0]
+
+    # a router's catalog follows within its next poll of the ledger (0.5 s)
+    wait_for(lambda: catalog()["active_version"] == 2, 10, "the catalog to show it active")
+    assert catalog()["versions"] == [1, 2]
     # the active version cannot be deleted
     assert _call(platform, "uploader", "DELETE", path).status_code == 409
     back = _call(platform, "uploader", "POST", "/v1/models/shapes/rollback")
@@ -210,10 +216,12 @@ def _external_data_onnx() -> bytes:
          "pickled PyTorch checkpoint"),
         (b"\x00" * 4096, _demo_manifest(), "not a safetensors file"),
         (_external_data_onnx(), {"class_names": NAMES, "imgsz": 320}, "external files"),
+        (onnx_bombs.memory_bomb(), {"class_names": onnx_bombs.CLASSES, "imgsz": 320}, "memory"),
         ((DEMO / "model.safetensors").read_bytes(), _demo_manifest(NAMES[:2]),
          "do not fit architecture yolov8n with 2 classes"),
     ],
-    ids=["pickle-as-safetensors", "not-safetensors", "onnx-external-data", "wrong-class-count"],
+    ids=["pickle-as-safetensors", "not-safetensors", "onnx-external-data", "onnx-memory-bomb",
+         "wrong-class-count"],
 )  # fmt: skip
 def test_what_cannot_be_served_is_rejected_with_the_reason(platform, weights, manifest, reason):
     answer = _upload(platform, "uploader", weights, manifest, model="shapes")

@@ -84,6 +84,9 @@ def test_rollout_applies_only_to_a_callable_candidate_that_is_not_active():
     assert rollout_of(entry, running, "pcb") is None  # not in the catalog (not ready)
     done = TenantModels(models={"pcb": ModelState(ready=[3], active=3, over=2, rollout=3)})
     assert rollout_of(overlay(entry, done), done, "pcb") is None
+    paused = TenantModel(name="pcb", versions=[1, 2], active_version=2, rollouts_paused=True)
+    braked = entry.model_copy(update={"models": [paused]})  # the operator's brake
+    assert rollout_of(overlay(braked, running), running, "pcb") is None
 
 
 def test_book_numbers_limits_and_decides(tmp_path):
