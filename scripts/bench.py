@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -534,6 +535,26 @@ def _demo_version(name: str) -> tuple[str, Any]:
     return name, ModelVersion(1, uri, "yolov8n", fetch_version(uri).manifest.sha256, utc_iso())
 
 
+def replace_section(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between ``<!-- name -->`` markers in ``path`` (other scripts' sections
+    of docs/benchmarks.md, which this one rewrites whole, keep theirs: ``kept_sections``)."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    old = path.read_text() if path.is_file() else ""
+    block = f"{start}\n{text.strip()}\n{end}\n"
+    if start in old and end in old:
+        before, rest = old.split(start, 1)
+        path.write_text(before + block + rest.split(end, 1)[1].lstrip("\n"))
+    else:
+        path.write_text(old.rstrip("\n") + "\n\n" + block)
+
+
+def kept_sections(path: Path) -> str:
+    """The marked sections other scripts wrote into ``path`` (``replace_section``)."""
+    text = path.read_text() if path.is_file() else ""
+    found = re.findall(r"(<!-- ([a-z ,-]+) -->\n.*?<!-- /\2 -->\n)", text, flags=re.S)
+    return "".join("\n" + block for block, _ in found)
+
+
 def _named(cell: Cell, system: str, imgsz: int) -> Cell:
     cell.system, cell.imgsz = system, imgsz
     return cell
@@ -701,7 +722,7 @@ def main() -> int:
     cells.sort(key=lambda c: (c.imgsz, order.get(c.system, 5), c.system, c.concurrency))
     command = "python scripts/bench.py" + (" --quick" if args.quick else f" --requests {n}")
     command += " --settings " + " ".join(args.settings)
-    text = report(cells, command, args.quick) + mux + cold
+    text = report(cells, command, args.quick) + mux + cold + kept_sections(args.output)
     args.output.write_text(text)
     print(text)
     return 0

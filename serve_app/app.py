@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from serve_app.blobs import resolve_path
 from serve_app.config import AppArgs, DeploymentSpec, deployment_name
@@ -19,11 +20,13 @@ from serve_app.constants import (
     BATCH_MAX_SIZE,
     LEDGER_DEPLOYMENT,
     LEDGER_STANDBY_DEPLOYMENT,
+    POOL_PLACEMENT,
     ROUTER_DEPLOYMENT,
     SHARED_POOL_DEPLOYMENT,
 )
 from serve_app.http.router import Router
 from serve_app.inference.detector import Detector
+from serve_app.inference.pool_router import PoolRouter
 from serve_app.quota.ledger import QuotaLedger
 
 
@@ -55,6 +58,8 @@ def build_app(args: AppArgs) -> Application:
         for tenant in args.tenants
     }
     pool_options = deployment_options(args.shared_pool, batching=True)
+    if POOL_PLACEMENT != "serve":  # model-aware placement over the pool's replicas
+        pool_options["request_router_config"] = RequestRouterConfig(request_router_class=PoolRouter)
     pool = Detector.options(  # type: ignore[attr-defined]
         name=SHARED_POOL_DEPLOYMENT, **pool_options
     ).bind(SHARED_POOL_DEPLOYMENT, args.uploads)

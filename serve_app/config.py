@@ -348,7 +348,10 @@ class DetectorConfig(StrictModel):
     directory: DirectorySpec | None = Field(None, description="For ids not in models.")
     store: StoreSettings = StoreSettings()
     max_models_per_replica: int | None = Field(
-        None, ge=1, description="LRU size of loaded models; None keeps the built-in default."
+        None, ge=1, description="Most model ids held; None keeps the built-in default."
+    )
+    model_bytes_per_replica: int | None = Field(
+        None, ge=1024 * 1024, description="Bytes of networks held; None: the reservation's half"
     )
     preload: list[str] = Field(
         default_factory=list,

@@ -126,17 +126,19 @@ MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_MANIFEST_BYTES = 1024 * 1024
 MANIFEST_FILE = "manifest.json"
 SAFETENSORS_FILE = "model.safetensors"
-MAX_MODELS_PER_REPLICA = int(os.environ.get("YOLOSERVE_MAX_MODELS_PER_REPLICA", "4"))
+# A replica holds ids up to a cap and networks up to a byte budget (pool_share.model_budget)
+MAX_MODELS_PER_REPLICA = int(os.environ.get("YOLOSERVE_MAX_MODELS_PER_REPLICA", "256"))
+MODEL_BYTES_PER_REPLICA = int(os.environ.get("YOLOSERVE_MODEL_BYTES_PER_REPLICA", str(1024**3)))
+MODEL_MEMORY_SHARE, PRELOAD_MODELS = 0.5, 4  # of a reservation; ids loaded before traffic
 CACHE_DIR_ENV = "YOLOSERVE_CACHE_DIR"
 CACHE_MAX_BYTES = int(os.environ.get("YOLOSERVE_CACHE_MAX_BYTES", str(4 * 1024**3)))
 S3_CONNECT_TIMEOUT_S = 5.0
 # Engine of CPU replicas: "onnxruntime" (compiled at load, verified against torch, torch
 # if it does not match) or "torch". GPU replicas run torch fp16.
 CPU_ENGINE = os.environ.get("YOLOSERVE_CPU_ENGINE", "onnxruntime")
-# A CPU replica that is otherwise idle runs a lone image on a second ONNX Runtime session
-# with this many threads (capped at the node's cores; 0 or 1: never): one thread per
-# replica serves the most images per CPU under load, two answer a lone request ~30 % sooner
-# (docs/throughput.md#threads-and-replicas). Costs the graph's memory once more.
+# An idle CPU replica runs a lone image on a second session with this many threads (capped
+# at the cores; 0 or 1: never; not on the pool): ~30 % sooner than on one
+# (docs/throughput.md#threads-and-replicas), for the graph's memory once more.
 BURST_THREADS = int(os.environ.get("YOLOSERVE_BURST_THREADS", "2"))
 # A compiled graph serves only if, on the probe set, every candidate box is within this
 # many pixels of torch's and every class score within this much.
@@ -149,8 +151,8 @@ S3_MAX_ATTEMPTS = 3
 # Batching.
 BATCH_MAX_SIZE = int(os.environ.get("YOLOSERVE_BATCH_MAX_SIZE", "8"))
 BATCH_WAIT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_BATCH_WAIT_TIMEOUT_S", "0"))
-# The largest batch a config may ask for (memory per batch grows with it).
-MAX_BATCH_SIZE = 64
+MAX_BATCH_SIZE = 64  # the largest a config may ask for (memory grows with it)
+TURN_SHARE, TURN_WINDOW = 0.5, 16  # no tenant over half a replica's last 16 turns (batcher)
 
 # Router.
 DETECT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_DETECT_TIMEOUT_S", "60"))
@@ -163,35 +165,27 @@ RETRY_AFTER_S = 1
 RIDE_THROUGH_S = float(os.environ.get("YOLOSERVE_RIDE_THROUGH_S", "10"))
 RIDE_THROUGH_FIRST_WAIT_S = 0.05
 RIDE_THROUGH_MAX_WAIT_S = 0.5
-# Serve notices a dead replica only at its next health check (the controller's probe,
-# every health_check_period_s; Ray's default is 10 s): a ledger that is down stops every
-# admission that needs a grant, a dead detector or router leaves its deployment a
-# replica short, so they are probed this often (a probe is one small actor call).
+# Serve notices a dead replica at its next health check (Ray's default: every 10 s); a
+# down ledger stops admissions, a dead replica leaves a deployment short: probed this often.
 LEDGER_HEALTH_CHECK_PERIOD_S = 0.5
 REPLICA_HEALTH_CHECK_PERIOD_S = 1.0
-# A shared-tier tenant may keep this many pinned versions (other than the active one) in
-# use on the shared pool within this window (inference/pool_share.py): cycling through
-# its old versions would evict the other tenants' models from the pool's few slots.
+# Pinned versions (not the active one) a shared tenant keeps in use on the pool within the
+# window (inference/pool_share.py): cycling old versions would evict others' models.
 SHARED_PINNED_VERSIONS = 2
 SHARED_PIN_WINDOW_S = 60.0
-# Per-model-id detector handles the router keeps (cleared when full).
-MAX_CACHED_HANDLES = 4096
-# Multipart framing around an image is small; allow it on top of the image limit.
-MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
-# serve_app.client.HttpDetectionClient: a call's timeout, how often a 429/503 (after its
-# Retry-After) or a connection that could not be made is tried again, the most it waits
-# in all, the back-off between connection attempts, and its connections (and threads).
+MAX_CACHED_HANDLES = 4096  # per-model-id detector handles a router keeps (cleared when full)
+MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024  # multipart framing on top of the image
+# client.HttpDetectionClient: call timeout, retries of a 429/503 (after Retry-After) or a
+# failed connection, most wait in all, back-off between connections, connections (threads).
 HTTP_CLIENT_TIMEOUT_S = 60.0
 HTTP_CLIENT_RETRIES = 3
 HTTP_CLIENT_MAX_WAIT_S = 30.0
 HTTP_CLIENT_MAX_BACKOFF_S = 4.0
 HTTP_CLIENT_MAX_IN_FLIGHT = 8
-# The Open Inference Protocol (http/oip.py): images per inference request, and its body
-# in all (JSON images are base64, a third bigger than their bytes).
+# Open Inference Protocol (http/oip.py): images per request, body (base64 is 4/3 bigger).
 V2_MAX_IMAGES = 16
 V2_MAX_BODY_BYTES = 2 * MAX_BODY_BYTES
-# A multipart form needs one part (the image), maybe a few more from a browser.
-MAX_FORM_PARTS = 16
+MAX_FORM_PARTS = 16  # a form needs one part (the image), a few more from a browser
 MAX_FORM_PART_HEADERS = 8
 MAX_FORM_PART_HEADER_BYTES = 8 * 1024  # one part's header lines together
 MAX_CONTENT_TYPE_CHARS = 1024
@@ -330,13 +324,24 @@ JOURNAL_SWEEP_S = 1.0
 # is gone, with its journal) are forgotten by the ledger: they stay billed.
 HOLD_ABANDONED_S = 600.0
 
-# A router's turns at the shared pool (inference/fair_share.py) when the app does not say
-# how many calls the pool holds (build_app passes max_ongoing_requests x max_replicas).
-POOL_SLOTS = 16
-# Detector.
-# The shared pool's replicas run at this Linux nice value (models/cpu_priority.py): a
-# dedicated tenant's replica or the router wanting the CPU gets ~10x the pool's share;
-# idle cycles still all go to the pool. 0 turns it off.
+POOL_SLOTS = 16  # a router's turns at the pool (fair_share.py) when build_app gives none
+# Placement on the pool (pool_router.py): a model with this share of a caller's last
+# POOL_HOT_WINDOW calls is hot (another replica once its holders are POOL_SPILL_QUEUE busier).
+POOL_HOT_SHARE = 0.05
+POOL_HOT_WINDOW = 256
+POOL_SPILL_QUEUE = 2
+POOL_PLACED_S = 3.0  # a replica sent a model counts as holding it this long
+# "serve": Serve's own multiplex routing on the pool instead (for comparison: bench_pool.py)
+POOL_PLACEMENT = os.environ.get("YOLOSERVE_POOL_PLACEMENT", "model-aware")
+# A new pool replica loads up to PREWARM_MODELS of a peer's hottest models (asking at most
+# PREWARM_ASK_S); one stopping hands over up to HANDOVER_MODELS used in HANDOVER_WINDOW_S.
+PREWARM_MODELS = 8
+PREWARM_ASK_S = 2.0
+HANDOVER_MODELS = 16
+HANDOVER_WINDOW_S = 60.0
+HANDOVER_S = 10.0  # within Serve's graceful_shutdown_timeout_s (20 s)
+# Detector. The pool's replicas run at this nice value (models/cpu_priority.py): a dedicated
+# replica or the router gets ~10x the pool's CPU share; idle cycles go to the pool. 0: off.
 SHARED_POOL_NICE = 10
 WARMUP_SIDE_PX = 64
 MODEL_LOAD_RETRY_AFTER_S = 30

@@ -44,6 +44,12 @@ class PlatformSettings(StrictModel):
     )
     store: StoreSettings = StoreSettings()
     max_models_per_replica: int | None = Field(None, ge=1)
+    model_bytes_per_replica: int | None = Field(
+        None,
+        ge=1024 * 1024,
+        description="Bytes of model networks one detector replica holds (least recently "
+        "used go); None: half the replica's memory reservation, else 1 GiB.",
+    )
     ledger: LedgerSpec = LedgerSpec()
     batching: BatchSettings = BatchSettings()
     audit_dir: str = Field(

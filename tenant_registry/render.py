@@ -29,7 +29,7 @@ from serve_app.config import (
 from serve_app.config_file import ServeConfigFile
 from serve_app.constants import (
     APP_NAME,
-    MAX_MODELS_PER_REPLICA,
+    PRELOAD_MODELS,
     ROUTER_DEPLOYMENT,
     SHARED_PINNED_VERSIONS,
     SHARED_POOL_DEPLOYMENT,
@@ -138,9 +138,7 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
             model_id(entry.id, default.name, default.active_version)
         )
     # The pool holds only so many models per replica: preloading more would evict them.
-    preloads[SHARED_POOL_DEPLOYMENT] = preloads.get(SHARED_POOL_DEPLOYMENT, [])[
-        :MAX_MODELS_PER_REPLICA
-    ]
+    preloads[SHARED_POOL_DEPLOYMENT] = preloads.get(SHARED_POOL_DEPLOYMENT, [])[:PRELOAD_MODELS]
     # With the tenant directory, routers and the pool follow it: the config lists no
     # tenant (dedicated tenants keep their deployment and its own catalog).
     directory = directory_spec(platform)
@@ -163,6 +161,7 @@ def render_config(tenants: list[Tenant], platform: PlatformSettings) -> dict[str
             pinned_per_tenant=(SHARED_PINNED_VERSIONS if name == SHARED_POOL_DEPLOYMENT else None),
             store=platform.store,
             max_models_per_replica=platform.max_models_per_replica,
+            model_bytes_per_replica=platform.model_bytes_per_replica,
             batching=platform.batching,
         )
         deployments.append(

@@ -6,14 +6,17 @@ been *started*, and only then waits for its turn (``max_concurrent_batches``). W
 ``batch_wait_timeout_s = 0`` every request under load therefore became a batch of its own
 (measured: 66 images in 55 batches with 16 requests in flight); with a wait, every request
 on an idle replica pays it. Here a single worker per replica takes the oldest waiting
-request of the tenant (``group``) that has waited longest for its turn, then every
-request queued for the same model (up to
+request (of a tenant within its share of turns: ``group``), then every request queued
+for the same model (up to
 ``max_batch_size``, or the model's engine's own limit, ``largest``, if smaller), waits up
 to ``wait_s`` for more only while the batch is not full, runs it, and loops. Under load,
 what queued during one inference is the next batch; on an idle replica a request runs at
-once. Turns go round the tenants with requests waiting: a tenant that queued 30
-requests on the shared pool gets one batch, then the tenant with one request behind them
-gets its turn, instead of waiting for all 30 (tests/unit/test_batcher.py).
+once. Requests are served in arrival order, but while another tenant waits, no tenant
+takes more than ``TURN_SHARE`` of the last ``TURN_WINDOW`` turns: a tenant that queued 30
+requests on the shared pool gets a batch, then the tenant with one request behind them
+gets its turn instead of waiting for all 30, while a busy tenant within its share (the
+hottest of many, at a fifth of the traffic) is served first come, first served, not
+behind every light tenant (tests/unit/test_batcher.py, docs/benchmarks.md).
 
 Pure asyncio, no Ray: the detector plugs its inference in as ``run``.
 """
@@ -24,10 +27,12 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from serve_app.constants import TURN_SHARE, TURN_WINDOW
 
 # run(key, payloads) -> one result per payload, in order
 RunBatch = Callable[[str, list[Any]], Awaitable[Sequence[Any]]]
@@ -66,8 +71,8 @@ class Batcher:
     largest: LargestBatch = lambda _key: None  # the engine's own limit, per model
     group: Group = lambda key: key  # turns are taken per group
     stats: BatchStats = field(default_factory=BatchStats)
-    _turn: int = 0
-    _last_turn: dict[str, int] = field(default_factory=dict)  # group -> its latest turn
+    _turns: deque[str] = field(default_factory=lambda: deque(maxlen=TURN_WINDOW))
+    _taken: Counter[str] = field(default_factory=Counter)  # group -> turns in _turns
     _pending: deque[_Item] = field(default_factory=deque)
     _arrived: asyncio.Event | None = None
     _worker: asyncio.Task[None] | None = None
@@ -115,20 +120,26 @@ class Batcher:
         self._pending = kept
 
     def _pop_next(self) -> _Item | None:
-        """The oldest live request of the group whose last turn is longest ago (a group
-        never served first), taken off the queue; None if none is live."""
+        """The oldest live request of a group within its share of the recent turns (the
+        oldest of all if every waiting group is past it), taken off the queue; None if
+        none is live."""
         self._pending = deque(i for i in self._pending if not i.future.done())
         if not self._pending:
             return None
-        turns = self._last_turn
-        # min() keeps the first of equals: the queue is in arrival order
-        first = min(self._pending, key=lambda i: turns.get(self.group(i.key), -1))
+        first = self._pending[0]
+        if len({self.group(i.key) for i in self._pending}) > 1:
+            cap = TURN_SHARE * len(self._turns)
+            within = (i for i in self._pending if self._taken[self.group(i.key)] <= cap)
+            first = next(within, first)
         self._pending.remove(first)
-        self._turn += 1
-        turns[self.group(first.key)] = self._turn
-        if len(turns) > 2 * len(self._pending) + 64:  # forget the groups not waiting
-            waiting = {self.group(i.key) for i in self._pending}
-            self._last_turn = {g: t for g, t in turns.items() if g in waiting}
+        group = self.group(first.key)
+        if len(self._turns) == self._turns.maxlen:
+            gone = self._turns[0]
+            self._taken[gone] -= 1
+            if self._taken[gone] <= 0:
+                del self._taken[gone]
+        self._turns.append(group)
+        self._taken[group] += 1
         return first
 
     async def _next_batch(self) -> list[_Item]:

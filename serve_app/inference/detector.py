@@ -22,8 +22,11 @@ from serve_app.constants import (
     BATCH_WAIT_TIMEOUT_S,
     DETECTOR_MAX_QUEUED_REQUESTS,
     FAILED_LOAD_RETRY_S,
+    HANDOVER_MODELS,
+    HANDOVER_WINDOW_S,
     MAX_MODELS_PER_REPLICA,
     MODEL_LOAD_RETRY_AFTER_S,
+    PREWARM_MODELS,
     REPLICA_HEALTH_CHECK_PERIOD_S,
     SERVE_LOGGING,
     SHARED_POOL_DEPLOYMENT,
@@ -38,9 +41,11 @@ from serve_app.inference.loaded_model import (
     group_batch,
     load_model,
 )
+from serve_app.inference.model_room import ModelRoom
 from serve_app.inference.model_sources import ModelSources
+from serve_app.inference.model_traffic import Traffic
 from serve_app.inference.policy import InferenceParams
-from serve_app.inference.pool_share import evictions
+from serve_app.inference.pool_peers import hand_over, hottest_elsewhere
 from serve_app.inference.results import Annotated, DetectionResult
 from serve_app.models.cache import WeightsCache, default_cache_dir
 from serve_app.models.cpu_priority import lower_priority, thread_priorities
@@ -49,12 +54,10 @@ from serve_app.models.loader import (
     inference_device,
     match_threads_to_reservation,
 )
+from serve_app.models.store import fetch_manifest
 from serve_app.observability.metrics import DetectorMetrics
 from serve_app.ray_compat import (
-    disable_multiplex_lru,
-    held_in_lru_order,
     held_models,
-    unload_model,
 )
 from serve_app.uploads_spec import UploadsSpec
 from serve_app.wire import ModelId
@@ -95,6 +98,12 @@ class Detector:
         # The pool yields the CPU to reserved tenants (num_cpus enforces nothing).
         self._nice = SHARED_POOL_NICE if scope == SHARED_POOL_DEPLOYMENT else 0
         lower_priority(self._nice)
+        # The pool holds many models: a second (burst) session each would double their
+        # memory and load time; a dedicated replica's few models take it.
+        memory = ray.get_runtime_context().get_assigned_resources().get("memory")
+        self._room = ModelRoom(self, memory, burst=scope != SHARED_POOL_DEPLOYMENT)
+        self._traffic = Traffic()  # what a new peer warms, what this one hands over
+        self._prewarmed = False
         self._sources = ModelSources(uploads)
         self._cache = WeightsCache(default_cache_dir())
         # model id -> (monotonic time, reason) of its last failed load: retried only after
@@ -111,12 +120,12 @@ class Detector:
             group=_tenant_of,  # turns go round the tenants (the shared pool's fairness)
         )
         self._loads_done = 0  # successful loads by this replica, for benchmarks
-        self._lru_size = MAX_MODELS_PER_REPLICA
         self._engines: dict[str, str] = {}  # model id -> the engine running it here
         self._largest: dict[str, int | None] = {}  # model id -> its engine's batch limit
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Swap the catalog, then load the ``preload`` models.
+        """Swap the catalog, then load the ``preload`` models and, on a new pool replica,
+        a running peer's hottest models (``pool_peers``).
 
         A new replica runs this before it takes traffic, so with a surge rollout the
         old replica keeps serving until the new one has its models in memory. A
@@ -126,29 +135,28 @@ class Detector:
         self._failed.clear()  # a new catalog may have fixed what failed
         batching = self._sources.config.batching
         self._batcher.configure(batching.max_batch_size, batching.batch_wait_timeout_s)
-        self._set_lru_size(self._sources.config.max_models_per_replica or MAX_MODELS_PER_REPLICA)
-        for mid in self._sources.config.preload:
+        self._room.configure(self._sources.config)
+        preload = list(self._sources.config.preload)
+        if self._scope == SHARED_POOL_DEPLOYMENT and not self._prewarmed:
+            self._prewarmed = True
+            preload += await hottest_elsewhere(self._scope, PREWARM_MODELS)
+        for mid in dict.fromkeys(preload):
             try:
                 await self.get_model(mid)
+                self._traffic.record(mid)  # a peer's traffic, carried into this replica
             except Exception as exc:
                 logger.warning("preload of %s failed: %s", mid, type(exc).__name__)
 
-    def _set_lru_size(self, size: int) -> None:
-        self._lru_size = size
-        disable_multiplex_lru(self)  # _make_room unloads, choosing by tenant
+    async def __del__(self) -> None:
+        """At a graceful stop (scale-down, rollout), Serve awaits this: a pool replica has
+        the others load the models it served lately, so none loses its last copy."""
+        if self._scope == SHARED_POOL_DEPLOYMENT:
+            recent = self._traffic.since(HANDOVER_WINDOW_S)[:HANDOVER_MODELS]
+            await hand_over(self._scope, recent)
 
-    async def _make_room(self, model_id: str) -> None:
-        """Before loading ``model_id`` (under Serve's load lock): unload what
-        ``evictions`` picks, so a tenant's pinned versions displace its own first."""
-        victims = evictions(
-            held_in_lru_order(self),
-            model_id,
-            capacity=self._lru_size,
-            active=self._sources.active(),
-            pinned_limit=self._sources.config.pinned_per_tenant,
-        )
-        for victim in victims:
-            await unload_model(self, victim)
+    def hottest_models(self, limit: int) -> list[str]:
+        """This replica's most served model ids lately, most first (a new peer warms them)."""
+        return self._traffic.hottest(limit)
 
     def _report(self, model_id: str, outcome: str, reason: str = "") -> None:
         try:
@@ -172,13 +180,18 @@ class Detector:
                 "this model version failed to load; retry later or use another version",
                 retry_after_s=MODEL_LOAD_RETRY_AFTER_S,
             )
-        self._set_lru_size(self._lru_size)  # the wrapper exists now: apply the size
-        await self._make_room(model_id)
+        self._room.take_over()
         started = time.perf_counter()
+        store, config = self._sources.config.store, self._sources.config
         try:
-            model = await asyncio.to_thread(
-                load_model, model_id, source, self._sources.config.store, self._cache, self._threads
+            manifest = await asyncio.to_thread(fetch_manifest, source.uri, store, source.sha256)
+            await self._room.make_room(
+                model_id, manifest, self._sources.active(), config.pinned_per_tenant
             )
+            model = await asyncio.to_thread(
+                load_model, model_id, source, store, self._cache, self._threads,
+                self._room.shelf, self._room.burst, manifest,
+            )  # fmt: skip
         except (ModelLoadError, OSError, RuntimeError, ValueError) as exc:
             self._failed[model_id] = (time.monotonic(), str(exc))
             self._count_load(model_id, "failed", "-")
@@ -195,6 +208,7 @@ class Detector:
         self._largest[model_id] = model.runner.largest_batch if model.runner else None
         self._loads_done += 1
         model.on_release = self._evicted
+        await self._room.admitted(model)
         elapsed_ms = (time.perf_counter() - started) * 1e3
         self._metrics.load_s.observe(
             elapsed_ms / 1e3, tags={"scope": self._scope, "tenant": _tenant_of(model_id)}
@@ -221,6 +235,7 @@ class Detector:
                 raise UnknownModel("no model id was given with the request")
             # The model is needed first (for its input size); the batch finds it loaded.
             model = await self.get_model(model_id)
+            self._traffic.record(model_id)
             if annotate:
                 original, prepared = await asyncio.to_thread(
                     model.prepare_keeping_original, image, params
@@ -291,17 +306,21 @@ class Detector:
         tags = {"scope": self._scope, "tenant": tenant, "outcome": outcome, "engine": engine}
         self._metrics.loads.inc(tags=tags)
 
-    def _evicted(self, model_id: str) -> None:
+    def _evicted(self, model_id: str, dropped: bool) -> None:
         self._count_load(model_id, "evicted", self._engines.pop(model_id, "-"))
         self._largest.pop(model_id, None)
+        self._room.forget(model_id)
 
     def _queue(self, delta: int) -> None:
         self._in_flight += delta
         self._metrics.queue_depth.set(self._in_flight, tags={"scope": self._scope})
 
     async def ready(self) -> bool:
-        """Load (or find loaded) the request's model; used by the router's /readyz."""
-        await self.get_model(serve.get_multiplexed_model_id())
+        """Load (or find loaded) the request's model; used by the router's /readyz and by a
+        stopping pool replica handing its models over (their traffic comes with them)."""
+        model_id = serve.get_multiplexed_model_id()
+        await self.get_model(model_id)
+        self._traffic.record(model_id)
         return True
 
     async def describe(self) -> dict[str, Any]:
@@ -311,11 +330,13 @@ class Detector:
         return {"class_names": list(model.manifest.class_names)}
 
     def loaded_models(self) -> dict[str, Any]:
-        """The model ids this replica holds, its LRU size and how many loads it has done:
-        for operators, tests and the multiplexing benchmark."""
+        """The model ids this replica holds, the networks they run (identical weights
+        once) and their bytes, its limits and how many loads it has done: for operators,
+        tests and the pool benchmark."""
         return {
+            "replica": serve.get_replica_context().replica_id.unique_id,
             "models": held_models(self),
-            "max_models": self._lru_size,
+            **self._room.report(),
             "loads": self._loads_done,
         }
 

@@ -3,10 +3,13 @@
 Requests a router sends to a full shared pool wait in Serve's own queue, first come
 first served: a tenant that sent 40 at once (inside its quota) would make the tenant
 behind it wait for all 40. So before a shared-tier call, a router takes a turn here.
-While several tenants have calls in flight or waiting, each may have at most an equal
-share of the pool's slots (``slots``: what its replicas may hold at most) in flight;
-past its share a tenant's calls wait in its own queue, and a slot freed goes round the
-tenants with calls waiting, one at a time. A tenant alone may use every slot, so the
+While several tenants have calls in flight or waiting, each may have at most its share
+of the pool's slots (``slots``: what its replicas may hold at most) in flight: an equal
+share, but never less than ``TURN_SHARE`` (half) of the slots, so that with many light
+tenants about, a busy one within half the pool (the hottest of 200, at a fifth of the
+calls) is not held back for being busier than they are; past its share a tenant's calls
+wait in its own queue, and a slot freed goes round the tenants with calls waiting, one
+at a time. A tenant alone may use every slot, so the
 gate costs no throughput, and Serve's queue (which the autoscaler sees) still holds up to
 a share of each busy tenant's calls. The pool replica serves what reaches it in turns
 too (``batcher.py``).
@@ -22,6 +25,8 @@ import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 
+from serve_app.constants import TURN_SHARE
+
 
 class FairShare:
     """Args:
@@ -36,7 +41,7 @@ class FairShare:
     def share(self) -> int:
         """Calls one busy tenant may have in flight now."""
         busy = len(self._in_flight.keys() | self._waiting.keys())
-        return max(1, math.ceil(self.slots / max(1, busy)))
+        return self._share_of(busy)
 
     def in_flight(self, tenant: str) -> int:
         return self._in_flight[tenant]
@@ -59,7 +64,11 @@ class FairShare:
     def _share_with(self, tenant: str) -> int:
         """The share once ``tenant`` counts as busy."""
         busy = len(self._in_flight.keys() | self._waiting.keys() | {tenant})
-        return max(1, math.ceil(self.slots / busy))
+        return self._share_of(busy)
+
+    def _share_of(self, busy: int) -> int:
+        equal = math.ceil(self.slots / max(1, busy))
+        return max(1, equal, math.ceil(self.slots * TURN_SHARE))
 
     async def _wait(self, tenant: str) -> None:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -8,7 +8,6 @@ and ``group_batch`` says which queued requests may share that call. No Ray here:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from serve_app.constants import IMGSZ_STRIDE_PX
 from serve_app.errors import ModelUnavailable
 from serve_app.inference.images import decode_image
 from serve_app.inference.letterbox import Frame, letterbox
+from serve_app.inference.networks import Network, NetworkShelf
 from serve_app.inference.policy import InferenceParams, resolve_classes, resolve_imgsz
 from serve_app.inference.results import DetectionResult, ImageSize, encode_detections
 from serve_app.models import engine
@@ -28,7 +28,7 @@ from serve_app.models.engine import Engine
 from serve_app.models.loader import inference_device, set_threads
 from serve_app.models.manifest import ModelManifest
 from serve_app.models.runner import Runner, Thresholds, TorchRunner
-from serve_app.models.store import fetch_version
+from serve_app.models.store import fetch_manifest, fetch_weights
 from serve_app.wire import ModelId
 
 # A decoded image letterboxed for its model, and how to map boxes back onto it.
@@ -51,19 +51,28 @@ def group_batch(params: list[InferenceParams], prepared: list[Prepared]) -> list
 
 @dataclass
 class LoadedModel:
-    """One multiplexed model version in a replica."""
+    """One multiplexed model version in a replica: its own manifest (class names, image
+    size) over a network it may share with other ids (``networks.NetworkShelf``)."""
 
     model_id: str
     manifest: ModelManifest
-    runner: Runner | None  # None once released
-    engine: Engine  # what runs it here, and why
-    lock: threading.Lock = field(default_factory=threading.Lock)  # torch is not thread-safe
-    on_release: Callable[[str], None] | None = None  # counts LRU evictions
+    network: Network
+    shelf: NetworkShelf
+    # Told the id and whether its network went with it (counts LRU evictions).
+    on_release: Callable[[str, bool], None] | None = None
     _released: bool = False
     label: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.label = ModelId.parse(self.model_id).label  # what the tenant sees: model@version
+
+    @property
+    def runner(self) -> Runner | None:
+        return self.network.runner
+
+    @property
+    def engine(self) -> Engine:
+        return self.network.engine
 
     def imgsz(self, params: InferenceParams) -> int:
         """The letterbox side: the request's (within policy), or a static graph's own."""
@@ -115,21 +124,22 @@ class LoadedModel:
             max_det=params.max_det,
             classes=resolve_classes(params, self.manifest.class_names),
         )
-        with self.lock:
-            if self.runner is None:
+        with self.network.lock:
+            runner = self.network.runner
+            if runner is None or self._released:
                 raise ModelUnavailable(f"model {self.label} was unloaded; retry the request")
-            return self.runner.predict(images, self.imgsz(params), thresholds, alone)
+            return runner.predict(images, self.imgsz(params), thresholds, alone)
 
     def __del__(self) -> None:
         # Serve calls __del__ on eviction and the GC may call it again: idempotent.
         if self._released:
             return
         self._released = True
-        on_gpu = isinstance(self.runner, TorchRunner) and self.runner.device.startswith("cuda")
-        self.runner = None
+        dropped = self.shelf.release(self.network.key, self.model_id)
         if self.on_release is not None:
-            self.on_release(self.model_id)
-        if on_gpu:
+            self.on_release(self.model_id, dropped)
+        runner = self.network.runner
+        if dropped and isinstance(runner, TorchRunner) and runner.device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
@@ -141,23 +151,39 @@ def load_model(
     settings: StoreSettings | None = None,
     cache: WeightsCache | None = None,
     threads: int | None = None,
+    shelf: NetworkShelf | None = None,
+    burst: bool = True,
+    manifest: ModelManifest | None = None,
 ) -> LoadedModel:
-    """Fetch, verify, build on this hardware's engine and warm up one version (blocking).
+    """Fetch, verify, build on this hardware's engine and warm up one version (blocking);
+    with a ``shelf`` already holding its network, only the manifest is read.
 
     ``threads``: the replica's inference threads (ONNX Runtime's, or torch's, set again
     after the warm-up because ultralytics' predictor setup resets torch to its own choice,
-    cores - 1, for the whole process).
+    cores - 1, for the whole process). ``burst``: also a session for lone images.
+    ``manifest``: the version's, when the caller already read it (``fetch_manifest``).
     """
     cache = cache or WeightsCache(default_cache_dir())
+    shelf = shelf or NetworkShelf()
     if isinstance(source, str):  # a bare URI: the manifest's digest is checked
         source = ModelSource(uri=source)
-    fetched = fetch_version(source.uri, settings, cache, source.sha256)
-    device, _ = inference_device()
-    runner, chosen, _ = engine.build(fetched.manifest, fetched.weights, device, cache, threads or 1)
-    if threads is not None:
-        # Beside ONNX Runtime (its own pool of ``threads``) torch has nothing to run (NMS is
-        # NumPy's): one thread, so that no torch pool spin-waits on a core the graph needs
-        # (when torch ran NMS here, its second thread cost +4 ms of CPU per image at 320).
-        on_torch = isinstance(runner, TorchRunner)
-        set_threads(threads, torch_threads=threads if on_torch else 1)
-    return LoadedModel(model_id=model_id, manifest=fetched.manifest, runner=runner, engine=chosen)
+    if manifest is None:
+        manifest = fetch_manifest(source.uri, settings, source.sha256)
+    uri = source.uri
+
+    def build() -> tuple[Runner, Engine]:
+        weights = fetch_weights(uri, manifest, settings, cache)
+        device, _ = inference_device()
+        runner, chosen, _ = engine.build(manifest, weights, device, cache, threads or 1, burst)
+        engine.warm_up(runner, manifest)
+        if threads is not None:
+            # Beside ONNX Runtime (its own pool of ``threads``) torch has nothing to run
+            # (NMS is NumPy's): one thread, so that no torch pool spin-waits on a core the
+            # graph needs (when torch ran NMS here, its second thread cost +4 ms of CPU per
+            # image at 320).
+            on_torch = isinstance(runner, TorchRunner)
+            set_threads(threads, torch_threads=threads if on_torch else 1)
+        return runner, chosen
+
+    network, _ = shelf.acquire(engine.network_key(manifest), model_id, build)
+    return LoadedModel(model_id=model_id, manifest=manifest, network=network, shelf=shelf)

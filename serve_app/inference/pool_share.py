@@ -26,10 +26,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Set
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass
 
-from serve_app.constants import SHARED_PIN_WINDOW_S, SHARED_PINNED_VERSIONS
+from serve_app.constants import (
+    MODEL_BYTES_PER_REPLICA,
+    MODEL_MEMORY_SHARE,
+    SHARED_PIN_WINDOW_S,
+    SHARED_PINNED_VERSIONS,
+)
 from serve_app.errors import QuotaExceeded
+from serve_app.models.manifest import ModelManifest
 from serve_app.wire import ModelId
 
 
@@ -79,20 +86,33 @@ class PoolShare:
         return {m: t for m, t in used.items() if now - t < self._window_s}
 
 
+@dataclass(frozen=True)
+class Room:
+    """What one replica may hold: ``models`` ids and ``bytes`` of networks at most (a
+    network several ids share counts once: ``networks.NetworkShelf``)."""
+
+    models: int
+    bytes: int
+
+
 def evictions(
     held: list[str],
     new: str,
     *,
-    capacity: int,
+    room: Room,
+    networks: Mapping[str, tuple[str, int]],
+    new_network: tuple[str, int],
     active: Set[str],
     pinned_limit: int | None,
 ) -> list[str]:
     """The models to unload, in order, before ``new`` is loaded into a replica holding
-    ``held`` (least recently used first) with room for ``capacity``.
+    ``held`` (least recently used first).
 
-    A pinned ``new`` (not in ``active``) first displaces its own tenant's oldest pinned
-    versions until the tenant holds fewer than ``pinned_limit``; then, while the replica
-    is still full, the least recently used model goes, whoever's it is.
+    ``networks``: each held id's network key and bytes; ``new_network``: ``new``'s (its
+    bytes count only if no id left holds that key). A pinned ``new`` (not in ``active``)
+    first displaces its own tenant's oldest pinned versions until the tenant holds fewer
+    than ``pinned_limit``; then, while the replica would hold more ids or bytes than
+    ``room``, the least recently used model goes, whoever's it is.
     """
     victims: list[str] = []
     if pinned_limit is not None and new not in active:
@@ -100,6 +120,32 @@ def evictions(
         own = [m for m in held if m not in active and ModelId.parse(m).tenant == tenant]
         victims += own[: max(0, len(own) - pinned_limit + 1)]
     remaining = [m for m in held if m not in victims]
-    while remaining and len(remaining) >= capacity:
+
+    def over() -> bool:
+        if len(remaining) >= room.models:
+            return True
+        footprints = dict(networks[m] for m in remaining if m in networks)
+        footprints.setdefault(*new_network)
+        return sum(footprints.values()) > room.bytes
+
+    while remaining and over():
         victims.append(remaining.pop(0))
     return victims
+
+
+def model_budget(configured: int | None, reserved_memory: float | None) -> int:
+    """A replica's bytes for networks: the operator's setting, else a share of the memory
+    the replica reserved, else the built-in default."""
+    if configured is not None:
+        return configured
+    if reserved_memory:
+        return int(reserved_memory * MODEL_MEMORY_SHARE)
+    return MODEL_BYTES_PER_REPLICA
+
+
+def estimated_bytes(manifest: ModelManifest, burst: bool) -> int:
+    """What a version's network will hold, before it is built (``Runner.footprint`` says
+    after): safetensors become a float32 graph (twice half-precision weights at most), an
+    ONNX graph is its size; once per session."""
+    graph = manifest.size_bytes * (2 if manifest.format == "safetensors" else 1)
+    return graph * (2 if burst else 1)

@@ -46,13 +46,41 @@ def fetch_version(
         ModelLoadError: Missing files, an invalid manifest, a manifest naming other
             weights than the registry's digest, or weights whose size or sha256 differ.
     """
-    store = open_store(uri, settings)
-    manifest = parse_manifest(store.read(MANIFEST_FILE, MAX_MANIFEST_BYTES))
+    manifest = fetch_manifest(uri, settings, sha256)
+    return FetchedVersion(manifest=manifest, weights=fetch_weights(uri, manifest, settings, cache))
+
+
+def fetch_manifest(
+    uri: str, settings: StoreSettings | None = None, sha256: str | None = None
+) -> ModelManifest:
+    """A version's manifest alone (``fetch_version`` without the weights): enough to know
+    whether a replica already holds its network.
+
+    Raises:
+        ModelLoadError: A missing or invalid manifest, or one naming other weights than the
+            registry's digest.
+    """
+    manifest = parse_manifest(open_store(uri, settings).read(MANIFEST_FILE, MAX_MANIFEST_BYTES))
     if sha256 is not None and manifest.sha256 != sha256:
         raise ModelLoadError(
             f"the files at this version's location are not the weights the registry recorded "
             f"(sha256 {manifest.sha256[:12]}…, expected {sha256[:12]}…): push the version again"
         )
+    return manifest
+
+
+def fetch_weights(
+    uri: str,
+    manifest: ModelManifest,
+    settings: StoreSettings | None = None,
+    cache: WeightsCache | None = None,
+) -> bytes:
+    """The weights ``manifest`` names, bounded in size and verified against its sha256.
+
+    Raises:
+        ModelLoadError: Missing, or their size or sha256 differ from the manifest's.
+    """
+    store = open_store(uri, settings)
     limit = min(manifest.size_bytes, MAX_WEIGHTS_BYTES)
     if cache is None:
         weights = store.read(manifest.weights_file, limit)
@@ -61,4 +89,4 @@ def fetch_version(
             manifest.sha256, lambda: store.read(manifest.weights_file, limit)
         )
     verify_weights(manifest, weights)
-    return FetchedVersion(manifest=manifest, weights=weights)
+    return weights

@@ -55,6 +55,9 @@ PLATFORM_FLAGS: dict[str, Setting] = {
     "max_models_per_replica": Setting(
         ("max_models_per_replica",), int, "LRU size of loaded models"
     ),
+    "model_bytes_per_replica": Setting(
+        ("model_bytes_per_replica",), int, "bytes of model networks a detector replica holds"
+    ),
     "ledger_state_path": Setting(
         ("ledger", "state_path"), help="SQLite file of monthly usage (durable storage)"
     ),

@@ -159,6 +159,25 @@ def test_same_model_name_and_version_never_cross_tenants(app):
             assert {d.class_name for d in result.detections} <= set(_names(tenant))
 
 
+def test_identical_weights_are_one_network_with_each_tenants_class_names(app):
+    """acme and globex pushed the same weights under their own class names: the pool
+    holds one network for both (its bytes once), and each still gets its own names."""
+    from ray import serve
+
+    from serve_app.inference.pool_share import estimated_bytes
+    from serve_app.models.manifest import parse_manifest
+
+    for tenant in ("acme", "globex"):
+        found = {d.class_name for d in app.client(tenant).detect(IMAGE, model="pcb").detections}
+        assert found and found <= set(_names(tenant))
+    held = serve.get_deployment_handle("shared-pool", "yolo").loaded_models.remote().result()
+    assert {"acme/pcb@1", "globex/pcb@1"} <= set(held["models"])
+    shared = [ids for ids in held["networks"].values() if "acme/pcb@1" in ids]
+    assert len(shared) == 1 and "globex/pcb@1" in shared[0], held["networks"]
+    one = estimated_bytes(parse_manifest((DEMO_MODEL / "manifest.json").read_bytes()), False)
+    assert 0 < held["bytes"] <= one * len(held["networks"])  # the shared one counted once
+
+
 def _set_pool_batching(app: App, pool, wait_s: float) -> None:
     batching = BatchSettings(max_batch_size=8, batch_wait_timeout_s=wait_s)
     app.reg.set_platform(app.reg.platform().model_copy(update={"batching": batching}))
@@ -453,3 +472,83 @@ def _detect_or_none(client: DetectionClient, model: str):
         return client.detect(IMAGE, model=model)
     except Exception:
         return None
+
+
+def _holdings(pool, replicas: int) -> dict[str, list[str]]:
+    """Model ids by pool replica, once ``replicas`` of them answered (a call naming no
+    model goes to a replica at random)."""
+    seen: dict[str, list[str]] = {}
+
+    def answered() -> bool:
+        held = pool.loaded_models.remote().result()
+        seen[held["replica"]] = held["models"]
+        return len(seen) >= replicas
+
+    wait_for(answered, 60, f"{replicas} pool replicas to answer", poll_s=0.05)
+    return seen
+
+
+def _scale_pool(app: App, replicas: int) -> None:
+    pool = app.reg.platform().shared_pool
+    autoscaling = pool.autoscaling.model_copy(
+        update={"min_replicas": replicas, "max_replicas": replicas}
+    )
+    app.reg.set_platform(app.reg.platform().model_copy(
+        update={"shared_pool": pool.model_copy(update={"autoscaling": autoscaling})}
+    ))  # fmt: skip
+    app.apply()
+
+    def running() -> bool:
+        details = _pool_details(app.context)
+        return sum(r["state"] == "RUNNING" for r in details) == replicas == len(details)
+
+    wait_for(running, 180, f"the pool at {replicas} replicas")
+
+
+def _pool_details(context) -> list[dict]:
+    from serve_app.ray_compat import serve_submission_client
+
+    details = serve_submission_client(f"http://{context.dashboard_url}").get_serve_details()
+    return details["applications"]["yolo"]["deployments"]["shared-pool"]["replicas"]
+
+
+def test_a_new_pool_replica_warms_the_hot_models_and_a_stopping_one_hands_its_over(app):
+    """The pool grows to two replicas: the new ones load the running one's hottest model
+    before their first call. New tenants' models nobody holds go to the replica with the
+    fewest models, until each replica holds one the other does not. The pool shrinks to
+    one: whichever replicas Serve stops, the one left holds every model either served,
+    because a stopping replica has the others load what it served lately. (Changing the
+    pool's replica counts through the registry rolls every replica over here: new ones
+    start beside the old, which stop; the models travel all the same.)"""
+    from ray import serve
+
+    pool = serve.get_deployment_handle("shared-pool", "yolo")
+    app.reg.set_platform(app.reg.platform().model_copy(update={"max_models_per_replica": 32}))
+    newcomers = [f"new{i}" for i in range(8)]
+    for tenant in newcomers:
+        app.onboard(tenant)
+        app.push(tenant, "pcb", _names(tenant))
+    app.apply()
+    hot = "acme/" + app.client("acme").detect(IMAGE, model="pcb").model  # its active version
+    for _ in range(3):
+        assert "acme/" + app.client("acme").detect(IMAGE, model="pcb").model == hot
+    assert len(_pool_details(app.context)) == 1
+    _scale_pool(app, 2)
+    held = _holdings(pool, 2)
+    assert all(hot in models for models in held.values()), held  # pre-warmed
+    served: list[str] = []
+    for tenant in newcomers:
+        found = app.client(tenant).detect(IMAGE, model="pcb")
+        assert {d.class_name for d in found.detections} <= set(_names(tenant))
+        served.append(f"{tenant}/pcb@1")
+        held = _holdings(pool, 2)
+        only = [{m for m in served if m in mine and all(m not in theirs for r, theirs in
+                 held.items() if r != replica)} for replica, mine in held.items()]  # fmt: skip
+        if all(only):
+            break
+    assert all(only), held  # each replica holds a served model the other does not
+    _scale_pool(app, 1)
+    (survivor,) = _holdings(pool, 1).values()
+    assert set(served) | {hot} <= set(survivor), (served, survivor)
+    app.reg.set_platform(app.reg.platform().model_copy(update={"max_models_per_replica": 2}))
+    app.apply()

@@ -83,15 +83,15 @@ def test_an_engine_limit_caps_its_models_batches_only():
         assert model.batches == [
             ("torch", [0]),
             ("onnx", [1]),
-            ("torch", [4, 5, 6]),  # turns alternate: torch's came after onnx's first
-            ("onnx", [2]),
+            ("onnx", [2]),  # first come, first served: onnx within half the turns
+            ("torch", [4, 5, 6]),  # onnx past half (2 of 3): torch's turn
             ("onnx", [3]),
         ]
 
     _run(scenario())
 
 
-def test_models_are_never_mixed_and_turns_go_to_the_longest_unserved():
+def test_models_are_never_mixed_and_turns_go_in_arrival_order_within_a_share():
     async def scenario():
         model, batcher, blocker = await _busy(key="a")
         order = [("b", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5)]
@@ -99,8 +99,27 @@ def test_models_are_never_mixed_and_turns_go_to_the_longest_unserved():
         await loop_turn()
         model.gate.set()
         await asyncio.gather(blocker, *tasks)
-        # a was just served: b (oldest of the unserved), then c, then a again
-        assert model.batches == [("a", [0]), ("b", [1, 3]), ("c", [5]), ("a", [2, 4])]
+        # a just had the only turn (over half): b, the oldest; then a (one of two turns,
+        # within its half) before c, which arrived last
+        assert model.batches == [("a", [0]), ("b", [1, 3]), ("a", [2, 4]), ("c", [5])]
+
+    _run(scenario())
+
+
+def test_a_tenant_past_half_the_recent_turns_waits_for_the_others():
+    """a and b each queue 6 single requests, a first (batches of 1): b is not served after
+    all of a's, as first come, first served would."""
+
+    async def scenario():
+        model, batcher, blocker = await _busy(max_batch_size=1, key="a")
+        tasks = [asyncio.create_task(batcher.submit("a", i)) for i in range(1, 7)]
+        tasks += [asyncio.create_task(batcher.submit("b", i)) for i in range(7, 13)]
+        await loop_turn()
+        model.gate.set()
+        await asyncio.gather(blocker, *tasks)
+        keys = "".join(key for key, _ in model.batches)
+        # a had the only turn (past half): b's oldest, then they alternate, each within half
+        assert keys == "a" + "ba" * 6, keys
 
     _run(scenario())
 

@@ -84,6 +84,24 @@ def test_freed_slots_go_round_the_waiting_tenants():
     _run(scenario())
 
 
+def test_among_many_light_tenants_a_busy_one_keeps_half_the_slots():
+    """16 slots, 8 tenants with a call each and a ninth with 12: an equal share would be
+    2; the busy one may still have 8 in flight (half the slots), the rest wait."""
+
+    async def scenario():
+        pool = Pool(FairShare(slots=16))
+        light = [asyncio.create_task(pool.call(t)) for t in "bcdefghi"]
+        await loop_turn()
+        busy = [asyncio.create_task(pool.call("a")) for _ in range(12)]
+        await loop_turn()
+        assert pool.gate.in_flight("a") == 8 and pool.gate.waiting("a") == 4
+        assert sorted(pool.started[:8]) == list("bcdefghi")
+        await _drain(pool, [*light, *busy])
+        assert pool.started.count("a") == 12
+
+    _run(scenario())
+
+
 def test_a_cancelled_waiter_leaves_the_queue_and_holds_nothing():
     async def scenario():
         pool = Pool(FairShare(slots=1))

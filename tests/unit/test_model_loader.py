@@ -12,6 +12,7 @@ from safetensors.torch import save as save_st
 
 from serve_app.errors import ModelLoadError
 from serve_app.inference.loaded_model import LoadedModel
+from serve_app.inference.networks import NetworkShelf
 from serve_app.inference.policy import InferenceParams
 from serve_app.models import engine
 from serve_app.models.cache import WeightsCache
@@ -111,7 +112,10 @@ def _uploaded(weights: bytes, tmp_path, names=("circle", "square", "triangle")):
         manifest, weights, "cpu", WeightsCache(tmp_path), threads=1
     )
     assert (chosen.name, device) == (engine.ONNX_RUNTIME, "cpu")
-    return LoadedModel("tenant/upload@1", manifest, runner, chosen)
+    shelf = NetworkShelf()
+    network, _ = shelf.acquire(engine.network_key(manifest), "tenant/upload@1",
+                               lambda: (runner, chosen))  # fmt: skip
+    return LoadedModel("tenant/upload@1", manifest, network, shelf)
 
 
 def _detect(model: LoadedModel, name: str):

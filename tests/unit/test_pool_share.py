@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serve_app.errors import QuotaExceeded
-from serve_app.inference.pool_share import PoolShare, evictions
+from serve_app.inference.pool_share import PoolShare, Room, evictions
 
 
 class Clock:
@@ -56,8 +56,20 @@ def test_a_version_that_never_answered_holds_no_slot():
 ACTIVE = {"acme/shapes@1", "globex/shapes@1", "initech/shapes@1"}
 
 
-def _room(held, new, capacity=4, limit=2):
-    return evictions(held, new, capacity=capacity, active=ACTIVE, pinned_limit=limit)
+MiB = 1024 * 1024
+
+
+def _room(held, new, capacity=4, limit=2, budget=10**12, networks=None, new_network=None):
+    networks = networks if networks is not None else {m: (m, MiB) for m in held}
+    return evictions(
+        held,
+        new,
+        room=Room(models=capacity, bytes=budget),
+        networks=networks,
+        new_network=new_network or (new, MiB),
+        active=ACTIVE,
+        pinned_limit=limit,
+    )
 
 
 def test_a_tenants_third_pinned_version_displaces_its_own_oldest_not_the_lru():
@@ -81,6 +93,21 @@ def test_a_replica_over_its_size_comes_back_within_it():
     assert _room(held, "t9/m@1", capacity=3) == [f"t{i}/m@1" for i in range(4)]
 
 
+def test_capacity_is_counted_in_bytes_and_a_shared_network_counts_once():
+    held = ["acme/shapes@1", "globex/shapes@1", "initech/shapes@1"]
+    # 30 MiB each, 100 MiB of room: a fourth distinct network pushes out the LRU
+    distinct = {m: (m, 30 * MiB) for m in held}
+    assert _room(held, "t9/m@1", capacity=64, budget=100 * MiB, networks=distinct,
+                 new_network=("k9", 30 * MiB)) == ["acme/shapes@1"]  # fmt: skip
+    # a big one pushes out two
+    assert _room(held, "t9/m@1", capacity=64, budget=100 * MiB, networks=distinct,
+                 new_network=("k9", 50 * MiB)) == ["acme/shapes@1", "globex/shapes@1"]  # fmt: skip
+    # the same weights as a held model: nothing to free, whatever the budget
+    same = {m: ("demo", 30 * MiB) for m in held}
+    assert _room(held, "t9/m@1", capacity=64, budget=30 * MiB, networks=same,
+                 new_network=("demo", 30 * MiB)) == []  # fmt: skip
+
+
 @given(
     st.lists(
         st.tuples(st.sampled_from(["acme", "globex", "initech"]), st.integers(1, 9)),
@@ -96,7 +123,7 @@ def test_any_sequence_of_loads_keeps_every_share_and_the_size(loads, capacity, l
         if new in held:
             held.remove(new)
         else:
-            victims = evictions(held, new, capacity=capacity, active=ACTIVE, pinned_limit=limit)
+            victims = _room(held, new, capacity=capacity, limit=limit)
             assert set(victims) <= set(held) and len(set(victims)) == len(victims)
             # another tenant's model goes only when the replica is full
             others = [v for v in victims if not v.startswith(f"{tenant}/")]
