@@ -366,6 +366,7 @@ def report(f: dict[str, Any], command: str) -> str:
             f"| pool warm-up (first sight of each model): images/s, loads | "
             f"{f['warmup_images_s']:.1f}, {f['warmup_loads']} |",
             f"| pool: images/s | **{f['pool_images_s']:.1f}** |",
+            f"| pool / single images/s | **{f['ratio']:.2f}** |",
             f"| pool: hit rate, loads/s | {f['pool_hit_rate']:.3f}, {f['pool_loads_s']:.2f} |",
             f"| hottest tenant ({f['hot_share']:.0%} of requests): p50 / p99 ms | "
             f"{f['hot_p50_ms']:.0f} / {f['hot_p99_ms']:.0f} "
