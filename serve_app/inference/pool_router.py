@@ -28,7 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
+from ray.serve.request_router import (
+    FIFOMixin,
+    MultiplexMixin,
+    PendingRequest,
+    ReplicaID,
+    RequestRouter,
+    RunningReplica,
+)
 
 from serve_app.constants import POOL_HOT_SHARE, POOL_HOT_WINDOW, POOL_PLACED_S, POOL_SPILL_QUEUE
 
@@ -97,8 +104,13 @@ class Placements:
         return {r for r, t in self._sent.get(model, {}).items() if now - t < self._ttl_s}
 
 
-class PoolRouter(RequestRouter):  # type: ignore[misc]
-    """Serve's request router for the shared pool (``request_router_config``)."""
+class PoolRouter(FIFOMixin, MultiplexMixin, RequestRouter):  # type: ignore[misc]
+    """Serve's request router for the shared pool (``request_router_config``).
+
+    The mixins hand a chosen replica to a pending call for the same model (else the oldest
+    call): calls made inside one request (the v2 API's images) share Serve's internal
+    request id, which the bare ``RequestRouter`` matches on, and all but one were never
+    routed (the v2 security tests caught it)."""
 
     def initialize_state(self, **kwargs: Any) -> None:
         self._popularity = Popularity()
