@@ -18,6 +18,9 @@ of Ray's exceptions mean "that replica is gone or full, try again":
   ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (configs/ray-serve.env) handles route on the
   caller's event loop, which a blocking caller (a script, a Ray task) does not have.
 
+Outside this file, ``inference/pool_router.py`` subclasses Serve's ``RequestRouter``, a
+public API still marked alpha; the test below pins the parts of it the pool relies on.
+
 ``RAY_VERSION`` is the version these were read from; ``tests/unit/test_ray_compat.py``
 fails when the installed Ray differs or any of them moved, so an upgrade is a
 deliberate re-check of this file rather than a surprise in production.

@@ -79,3 +79,29 @@ def test_unavailability_errors_are_told_apart_from_bugs():
     )
     assert not ray_compat.is_unavailable(KeyError("bug"))
     assert not ray_compat.is_unavailable(core.RayTaskError("f", "tb", KeyError("bug")))
+
+
+def test_what_the_pool_router_relies_on_is_still_there():
+    """``inference/pool_router.py`` builds on Serve's alpha ``RequestRouter`` API: the
+    queue lengths a caller sees, what each replica holds, a hook per routed call, a
+    backoff flag, and the mixins that hand a chosen replica to a pending call for the
+    same model (calls made inside one request share an internal request id)."""
+    from ray.serve.request_router import (
+        FIFOMixin,
+        MultiplexMixin,
+        PendingRequest,
+        RequestRouter,
+        RunningReplica,
+    )
+
+    assert isinstance(inspect.getattr_static(RequestRouter, "replica_queue_len_cache"), property)
+    assert isinstance(inspect.getattr_static(RunningReplica, "multiplexed_model_ids"), property)
+    assert list(inspect.signature(RequestRouter.on_request_routed).parameters) == [
+        "self", "pending_request", "replica_id", "result",
+    ]  # fmt: skip
+    assert "should_backoff" in inspect.getsource(PendingRequest.__dataclass_fields__[
+        "routing_context"].default_factory)  # fmt: skip
+    assert "_get_pending_request_matching_metadata" in inspect.getsource(
+        FIFOMixin._fulfill_next_pending_request
+    )
+    assert callable(MultiplexMixin._get_pending_request_matching_multiplexed_model_id)
