@@ -40,8 +40,12 @@ def local_run(
     verify: str | bool = True,
     ready_timeout_s: float = 300,
     stop_timeout_s: float = 90,
+    command: list[str] | None = None,
 ) -> Iterator[LocalRun]:
     """Start `make run` with ``config``; yield once ``base_url``/readyz answers 200.
+
+    ``command`` runs instead of `scripts/run_local.sh CONFIG` (docs/tour.md's literal
+    `make run`).
 
     Raises:
         RuntimeError: The script exited, or did not get ready in time (with its log).
@@ -51,7 +55,7 @@ def local_run(
     env.pop("RAY_ADDRESS", None)
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            ["bash", str(ROOT / "scripts" / "run_local.sh"), str(config)],
+            command or ["bash", str(ROOT / "scripts" / "run_local.sh"), str(config)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     run = LocalRun(proc)

@@ -22,6 +22,21 @@ if grep -qE '^[[:space:]]*ssl_certfile:' "$config"; then
 fi
 while IFS= read -r line; do export "${line?}"; done <<<"$settings"
 
+# Ray's token authentication, on for this cluster whatever the machine did before (docs/
+# tour.md#7-rays-own-cli). Left alone, `ray start` turns it on only where ~/.ray/auth_token
+# already exists (any earlier local `ray.init()` writes one), and Ray's HTTP clients
+# (`serve status|config|deploy`, `ray job`) send the token only with RAY_AUTH_MODE=token in
+# their environment. The token is made here, readable by this user only, where missing.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
+if [[ $RAY_AUTH_MODE == token && -z ${RAY_AUTH_TOKEN:-} ]]; then
+  token_file="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
+  if [[ ! -s $token_file ]]; then
+    (umask 077 && mkdir -p "$(dirname "$token_file")" && "$bin/python" -c \
+      'import secrets; print(secrets.token_hex(32), end="")' >"$token_file")
+  fi
+fi
+echo "Ray's own CLI against this cluster: export RAY_AUTH_MODE=token (e.g. .venv/bin/serve status)"
+
 pids=""
 if [[ ${RAY_SERVE_ENABLE_HA_PROXY:-0} == 1 ]]; then
   YOLOSERVE_HAPROXY_BINARY="$("$bin/python" -c \

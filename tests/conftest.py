@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 DEMO_MODEL = ROOT / "models" / "demo" / "shapes" / "1"
 DEMO_KEY = "yk_demo_localonly"
+# make run's three tenants (configs/serve.local.yaml, docs/tour.md): local demo keys only.
+DEMO_KEYS = {"demo": DEMO_KEY, "acme": "yk_acme_localonly", "globex": "yk_globex_localonly"}
 
 
 def ground_truth() -> dict[str, list[dict[str, object]]]:

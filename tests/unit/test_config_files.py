@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from serve_app.auth.keys import hash_api_key
 from serve_app.config_file import ServeConfigFile, load_serve_config
-from tests.conftest import DEMO_KEY, ROOT
+from tests.conftest import DEMO_KEYS, ROOT
 
 CONFIGS = [
     ROOT / "configs" / name for name in ("serve.local.yaml", "serve.gpu.yaml", "serve.tls.yaml")
@@ -27,23 +27,35 @@ def test_config_is_accepted_by_serves_own_schema_and_ours(path):
     assert parsed.app().import_path == "serve_app.app:build_app"
 
 
-def test_local_config_serves_demo_with_only_the_hash_of_the_demo_key():
+def test_local_config_serves_three_demo_tenants_with_only_the_hashes_of_their_keys():
     text = (ROOT / "configs" / "serve.local.yaml").read_text()
-    assert DEMO_KEY not in text.replace("`yk_demo_localonly`", "")
     app = load_serve_config(ROOT / "configs" / "serve.local.yaml").app()
-    assert [t.id for t in app.args.tenants] == ["demo"]
+    assert [t.id for t in app.args.tenants] == ["demo"]  # the one dedicated deployment
     router = next(d for d in app.deployments if d.name == "router")
-    assert router.user_config["tenants"][0]["api_keys"] == [
-        {"id": "key_demo", "sha256": hash_api_key(DEMO_KEY)}
-    ]
+    tenants = {t["id"]: t for t in router.user_config["tenants"]}
+    assert {t: tenants[t]["tier"] for t in tenants} == {
+        "demo": "dedicated", "acme": "shared", "globex": "shared"
+    }  # fmt: skip
+    for tenant, key in DEMO_KEYS.items():
+        assert key not in text.replace(f"`{key}`", "")
+        assert tenants[tenant]["api_keys"] == [{"id": f"key_{tenant}", "sha256": hash_api_key(key)}]
+    # different models on the pool, and a tight quota on one tenant
+    pool = next(d for d in app.deployments if d.name == "shared-pool").user_config
+    assert pool["models"] == {
+        "acme/parts@1": "file://models/demo/triangles/1",
+        "globex/shapes@1": "file://models/demo/shapes/1",
+    }
+    assert tenants["globex"]["quota"]["requests_per_s"] == 1
+    assert tenants["globex"]["quota"]["burst"] == 2
 
 
-def test_only_the_local_config_accepts_the_public_demo_key():
-    """The demo key is printed in the README: a config that faces a network (TLS, GPU,
-    the RayService) must not accept it."""
-    digest = hash_api_key(DEMO_KEY)
-    for path in [*CONFIGS, ROOT / "kuberay-cluster.yaml"]:
-        assert (digest in path.read_text()) == (path.name == "serve.local.yaml"), path.name
+def test_only_the_local_config_accepts_the_public_demo_keys():
+    """The demo keys are printed in the README and the tour: a config that faces a network
+    (TLS, GPU, the RayService) must not accept them."""
+    for key in DEMO_KEYS.values():
+        digest = hash_api_key(key)
+        for path in [*CONFIGS, ROOT / "kuberay-cluster.yaml"]:
+            assert (digest in path.read_text()) == (path.name == "serve.local.yaml"), path.name
 
 
 def test_gpu_config_has_three_fractional_tenants_and_one_whole_gpu():
