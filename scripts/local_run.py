@@ -41,17 +41,18 @@ def local_run(
     ready_timeout_s: float = 300,
     stop_timeout_s: float = 90,
     command: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[LocalRun]:
     """Start `make run` with ``config``; yield once ``base_url``/readyz answers 200.
 
     ``command`` runs instead of `scripts/run_local.sh CONFIG` (docs/tour.md's literal
-    `make run`).
+    `make run`), in ``env`` (default: this process's).
 
     Raises:
         RuntimeError: The script exited, or did not get ready in time (with its log).
     """
-    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false",
-           "RAY_USAGE_STATS_ENABLED": "0", "BIN": str(BIN)}  # fmt: skip
+    env = {**(os.environ if env is None else env), "YOLO_OFFLINE": "1", "BIN": str(BIN),
+           "YOLO_AUTOINSTALL": "false", "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
     with log_path.open("w") as log:
         proc = subprocess.Popen(

@@ -2,10 +2,12 @@
 in order, in one bash "terminal" (what a step exports, the next one sees), against a
 literal `make run`; each step's output is checked against what the tour says it shows.
 
-Two liberties, both outside the commands' text: the clone step clones this checkout (its
+Liberties, all outside the commands' text: the clone step clones this checkout (its
 ``$REPO_URL``) into a temp folder, and the rest runs in this checkout, whose `.venv` the
 test suite already built; `tenantctl` writes its registry to a temp file
-(``$TENANTCTL_DB``), not the checkout's `var/registry.db`.
+(``$TENANTCTL_DB``), not the checkout's `var/registry.db`; Ray's token lives in a temp
+file (``$RAY_AUTH_TOKEN_PATH``) that does not exist yet, as on a machine that never ran
+Ray, so `make run` has to make it.
 """
 
 from __future__ import annotations
@@ -109,8 +111,11 @@ def test_every_step_of_the_tour_has_a_check():
 
 
 def test_the_tour_runs_as_written(tmp_path, browser):  # noqa: F811
-    env = {**os.environ, "REPO_URL": str(ROOT), "TENANTCTL_DB": str(tmp_path / "registry.db")}
-    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "DEMO", "ACME", "GLOBEX", "KEY"):
+    # A machine that never ran Ray: no token where this run looks for one.
+    token = tmp_path / "ray" / "auth_token"
+    env = {**os.environ, "REPO_URL": str(ROOT), "TENANTCTL_DB": str(tmp_path / "registry.db"),
+           "RAY_AUTH_TOKEN_PATH": str(token)}  # fmt: skip
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "DEMO", "ACME", "GLOBEX"):
         env.pop(name, None)
     terminal = Terminal(tmp_path / "terminal.sh", env)
     tour = dict(tour_steps())
@@ -127,8 +132,12 @@ def test_the_tour_runs_as_written(tmp_path, browser):  # noqa: F811
     log = tmp_path / "make-run.log"
     with local_run(
         ROOT / "configs" / "serve.local.yaml", URL, log, ready_timeout_s=READY_TIMEOUT_S,
-        stop_timeout_s=STOP_TIMEOUT_S, command=start.split(),
+        stop_timeout_s=STOP_TIMEOUT_S, command=start.split(), env=env,
     ) as run:  # fmt: skip
+        # `make run` made Ray's token, for this user only (and printed it nowhere).
+        assert re.fullmatch(r"[0-9a-f]{64}", token.read_text())
+        assert token.stat().st_mode & 0o777 == 0o600
+        assert token.read_text() not in log.read_text()
         for name in list(CHECKS)[2:]:
             CHECKS[name](terminal, tour[name], seen, browser)
     assert run.stopped_in_time, f"`make run` took over {STOP_TIMEOUT_S} s to stop on Ctrl-C"
