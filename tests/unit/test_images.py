@@ -5,6 +5,7 @@ import io
 import struct
 import time
 import zlib
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ from PIL import Image
 
 from serve_app.constants import MAX_PNG_CHUNKS
 from serve_app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
+from serve_app.inference import images
 from serve_app.inference.images import decode_image, inspect_image, sniff_format
-from tests.conftest import png_header_only
+from tests.conftest import SAMPLES, png_header_only
 
 
 def _encode(fmt: str, size=(40, 30), colour=(255, 0, 0)) -> bytes:
@@ -241,3 +243,94 @@ def test_run_length_bmp_is_refused_before_pillow_decodes_it_in_python():
             inspect_image(data)
     plain = _bmp(0, bytes(64 * 48), 64, 48)
     assert decode_image(plain).shape == (48, 64, 3)
+
+
+# --- JPEG decoding: libjpeg-turbo straight to RGB (simplejpeg, strict), Pillow otherwise ---
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    """What decode_image returned before the fast path: Pillow's pixels, converted to RGB."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def _noise_jpeg(mode: str = "RGB", **save: object) -> bytes:
+    pixels = np.random.default_rng(3).integers(0, 256, (75, 101, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+_ENCODINGS = {
+    "baseline 4:2:0": {},
+    "4:4:4": {"subsampling": 0},
+    "4:2:2": {"subsampling": 1},
+    "progressive": {"progressive": True},
+    "optimised huffman": {"optimize": True, "quality": 40},
+    "restart markers": {"restart_marker_blocks": 2},
+}
+
+
+@pytest.mark.parametrize("save", _ENCODINGS.values(), ids=_ENCODINGS.keys())
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_the_fast_jpeg_path_gives_pillows_pixels_bit_for_bit(mode, save):
+    data = _noise_jpeg(mode, **save)
+    info, pil_mode = images._inspect(data)
+    fast = images._decode_jpeg_fast(data, info, pil_mode)
+    assert fast is not None, "the fast path declined an ordinary JPEG"
+    assert fast.shape == (75, 101, 3) and fast.dtype == np.uint8
+    assert (fast == _pillow_rgb(data)).all()
+    assert (decode_image(data) == fast).all()
+
+
+def test_the_samples_take_the_fast_path():
+    for path in sorted(SAMPLES.glob("*.jpg")):
+        data = path.read_bytes()
+        info, mode = images._inspect(data)
+        assert images._decode_jpeg_fast(data, info, mode) is not None, path.name
+
+
+def test_cmyk_and_exif_rotated_jpegs_decode_as_pillow_does():
+    cmyk = _noise_jpeg("CMYK")
+    info, mode = images._inspect(cmyk)
+    assert mode == "CMYK" and images._decode_jpeg_fast(cmyk, info, mode) is None
+    assert (decode_image(cmyk) == _pillow_rgb(cmyk)).all()
+    # EXIF orientation 6 (rotate 90) is not applied, by either decoder: boxes are in the
+    # stored pixels, whose size the router reported.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _noise_jpeg(exif=exif.tobytes())
+    assert decode_image(rotated).shape == (75, 101, 3)
+    assert (decode_image(rotated) == _pillow_rgb(rotated)).all()
+
+
+def _decoded(data: bytes) -> np.ndarray | None:
+    try:
+        return decode_image(data)
+    except (UndecodableImage, UnsupportedMediaType, PayloadTooLarge):
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    which=st.sampled_from(sorted(_ENCODINGS)),
+    cut=st.integers(min_value=0, max_value=10_000),
+    noise=st.binary(max_size=32),
+    truncate=st.booleans(),
+)
+def test_a_damaged_jpeg_is_accepted_or_refused_exactly_as_without_the_fast_path(
+    which, cut, noise, truncate
+):
+    """The fast path only answers when libjpeg decoded without a warning; everything
+    else (truncated, corrupt segments, bad markers) is Pillow's call, as before."""
+    good = _noise_jpeg(**_ENCODINGS[which])
+    at = cut % len(good)
+    damaged = good[:at] if truncate else good[:at] + noise + good[at + len(noise) :]
+    got = _decoded(damaged)
+    with mock.patch.object(images, "_decode_jpeg_fast", return_value=None):
+        expected = _decoded(damaged)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and got.shape == expected.shape and (got == expected).all()
