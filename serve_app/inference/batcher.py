@@ -85,12 +85,6 @@ class Batcher:
     def __len__(self) -> int:
         return len(self._pending)
 
-    @property
-    def idle(self) -> bool:
-        """Nothing queued and no wait for company set: a request now would be a batch of
-        one at once, so its caller may run it directly (and ``stats.record(1)``)."""
-        return not self._pending and self.wait_s <= 0
-
     async def submit(self, key: str, payload: Any) -> Any:
         """Queue one request for model ``key``; its result when its batch has run."""
         loop = asyncio.get_running_loop()

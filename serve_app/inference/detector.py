@@ -38,8 +38,6 @@ from serve_app.inference.batcher import Batcher
 from serve_app.inference.loaded_model import (
     LoadedModel,
     Prepared,
-    detect_alone,
-    detect_timed,
     group_batch,
     load_model,
 )
@@ -238,22 +236,14 @@ class Detector:
             # The model is needed first (for its input size); the batch finds it loaded.
             model = await self.get_model(model_id)
             self._traffic.record(model_id)
-            outcome: _Outcome
-            if not annotate and self._in_flight == 1 and self._batcher.idle:
-                # Nothing else on this replica and no batch wait set: decode and run in
-                # one trip to a thread, on the burst session, no batcher round (c=1 latency).
-                outcome, decoded = await asyncio.to_thread(detect_alone, model, image, params)
-                self._batcher.stats.record(1)
-                self._count_images(1)
+            if annotate:
+                original, prepared = await asyncio.to_thread(
+                    model.prepare_keeping_original, image, params
+                )
             else:
-                if annotate:
-                    original, prepared = await asyncio.to_thread(
-                        model.prepare_keeping_original, image, params
-                    )
-                else:
-                    prepared = await asyncio.to_thread(model.prepare, image, params)
-                decoded = time.perf_counter()
-                outcome = await self._batcher.submit(model_id, (prepared, params))
+                prepared = await asyncio.to_thread(model.prepare, image, params)
+            decoded = time.perf_counter()
+            outcome: _Outcome = await self._batcher.submit(model_id, (prepared, params))
         except ServeAppError as exc:
             return exc
         finally:
@@ -292,7 +282,7 @@ class Detector:
                 started = time.perf_counter()
                 group = params[indices[0]]
                 results, cpu_ms = await asyncio.to_thread(
-                    detect_timed, model, [prepared[i] for i in indices], group,
+                    _on_thread, model.detect, [prepared[i] for i in indices], group,
                     alone and not group.steady,
                 )  # fmt: skip
                 elapsed_ms = round((time.perf_counter() - started) * 1e3, 2)
@@ -304,12 +294,9 @@ class Detector:
             share_ms = round(elapsed_ms / len(indices), 3)
             for i, result in zip(indices, results, strict=True):
                 out[i] = (result, elapsed_ms, share_ms, cpu_ms)
-        self._count_images(len(requests))
+        self._metrics.images.inc(len(requests), tags={"scope": self._scope})
+        self._metrics.batch_size.observe(len(requests), tags={"scope": self._scope})
         return out
-
-    def _count_images(self, batch: int) -> None:
-        self._metrics.images.inc(batch, tags={"scope": self._scope})
-        self._metrics.batch_size.observe(batch, tags={"scope": self._scope})
 
     def _largest_batch(self, model_id: str) -> int | None:
         return self._largest.get(model_id)
@@ -385,3 +372,11 @@ class Detector:
             # the highest priority any of its threads runs at (the shared pool: >= 10)
             "nice": min(thread_priorities(), default=0),
         }
+
+
+def _on_thread(detect: Any, *args: Any) -> tuple[Any, float]:
+    """``detect(*args)`` and the CPU milliseconds it took on this thread: a model's own
+    cost, whatever else shares the cores (with one ONNX Runtime thread, all of it)."""
+    began = time.thread_time()
+    results = detect(*args)
+    return results, round((time.thread_time() - began) * 1e3, 2)

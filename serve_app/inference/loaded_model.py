@@ -8,7 +8,6 @@ and ``group_batch`` says which queued requests may share that call. No Ray here:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,28 +187,3 @@ def load_model(
 
     network, _ = shelf.acquire(engine.network_key(manifest), model_id, build)
     return LoadedModel(model_id=model_id, manifest=manifest, network=network, shelf=shelf)
-
-
-def detect_timed(
-    model: LoadedModel, prepared: list[Prepared], params: InferenceParams, alone: bool
-) -> tuple[list[DetectionResult], float]:
-    """``model.detect`` (blocking) and the CPU milliseconds it took on this thread: a
-    model's own cost, whatever else shares the cores (with one ONNX Runtime thread, all
-    of it)."""
-    began = time.thread_time()
-    results = model.detect(prepared, params, alone)
-    return results, round((time.thread_time() - began) * 1e3, 2)
-
-
-def detect_alone(
-    model: LoadedModel, data: bytes, params: InferenceParams
-) -> tuple[tuple[DetectionResult, float, float, float], float]:
-    """A lone request on one thread (blocking): decode, then the burst session (not for
-    a rollout pair's call, ``InferenceParams.steady``). Returns the result, the predict
-    call's ms (twice: the request is the whole batch), its CPU ms, and the
-    ``time.perf_counter()`` at which the decode ended."""
-    prepared = model.prepare(data, params)
-    decoded = time.perf_counter()
-    [result], cpu_ms = detect_timed(model, [prepared], params, not params.steady)
-    elapsed_ms = round((time.perf_counter() - decoded) * 1e3, 2)
-    return (result, elapsed_ms, elapsed_ms, cpu_ms), decoded

@@ -51,22 +51,6 @@ def test_an_idle_replica_runs_a_request_at_once_as_a_batch_of_one():
     _run(scenario())
 
 
-def test_idle_means_nothing_queued_and_no_wait_for_company():
-    async def scenario():
-        model, batcher, first = await _busy()
-        assert batcher.idle  # inferring, but nothing waits: a newcomer would run alone
-        queued = asyncio.create_task(batcher.submit("m", 1))
-        await loop_turn()
-        assert not batcher.idle
-        model.gate.set()
-        await asyncio.gather(first, queued)
-        assert batcher.idle
-        batcher.configure(8, 0.05)  # a wait set: every request goes through the batcher
-        assert not batcher.idle
-
-    _run(scenario())
-
-
 def test_what_queues_during_one_inference_is_the_next_batch():
     async def scenario():
         model, batcher, first = await _busy(max_batch_size=4)  # the first batch is inferring

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.errors import BadParameter, ModelUnavailable, UndecodableImage
+from serve_app.errors import BadParameter, ModelUnavailable
 from serve_app.inference.loaded_model import group_batch, load_model, prepare
 from serve_app.inference.policy import InferenceParams
 from serve_app.inference.results import DetectionResult
@@ -161,25 +161,3 @@ def test_an_onnx_runtime_load_gives_the_threads_to_its_session_not_torch(model):
         assert torch.get_num_threads() == 1  # torch only runs NMS beside the session
     finally:
         torch.set_num_threads(before)
-
-
-def test_a_lone_request_decodes_and_detects_in_one_call_as_the_batched_path_would(model):
-    import dataclasses
-    import time
-
-    from serve_app.inference.loaded_model import detect_alone, detect_timed
-
-    data = (SAMPLES / "shapes_04.jpg").read_bytes()
-    before = time.perf_counter()
-    (result, inference_ms, share_ms, cpu_ms), decoded = detect_alone(model, data, PARAMS)
-    assert before < decoded < time.perf_counter()
-    assert inference_ms == share_ms > 0 and cpu_ms > 0
-    [batched], _ = detect_timed(model, [model.prepare(data, PARAMS)], PARAMS, False)
-    assert result.image == batched.image and len(result.detections) == len(batched.detections)
-    for a, b in zip(result.detections, batched.detections, strict=True):
-        assert a.class_name == b.class_name
-        assert abs(a.confidence - b.confidence) < 1e-3
-        assert max(abs(x - y) for x, y in zip(a.bbox, b.bbox, strict=True)) < 0.5
-    # a bad upload is the client's error, raised from the same call
-    with pytest.raises(UndecodableImage):
-        detect_alone(model, data[:100], dataclasses.replace(PARAMS, steady=True))
