@@ -219,7 +219,7 @@ def _decode_jpeg_fast(data: bytes, info: ImageInfo, mode: str) -> np.ndarray | N
         return None
     try:
         array: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
-    except ValueError:
+    except Exception:  # ValueError is what it raises; whatever else it might: Pillow decides
         return None
     if array.shape != (info.height, info.width, 3):
         return None
