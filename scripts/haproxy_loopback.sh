@@ -30,7 +30,8 @@
 # * HAProxy outlives `ray stop --force`: its PID is appended to YOLOSERVE_HAPROXY_PIDS,
 #   from which scripts/run_local.sh ends it on exit;
 # * Ray restarts a dead HAProxy only with its proxy actor, ~7 s later: a second HAProxy
-#   shares the port and the routes meanwhile (scripts/haproxy_understudy.sh).
+#   shares the port's listening socket and the routes meanwhile
+#   (scripts/haproxy_understudy.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
@@ -136,7 +137,19 @@ if [[ ${YOLOSERVE_HAPROXY_UNDERSTUDY:-1} == 1 && -n $config && -f $config && " $
   if [[ " $* " == *" -sf "* ]]; then reload=reload; fi
   if grep -qE '^[[:space:]]+server ' "$config"; then routes=routed; else routes=routeless; fi
   # Never in the way of Ray's own HAProxy: whatever happens to the understudy, this goes on.
-  YOLOSERVE_HAPROXY_BINARY="$binary" "$here/haproxy_understudy.sh" "$routes" "$config" "$$" \
-    $reload || true
+  shared="$(YOLOSERVE_HAPROXY_BINARY="$binary" "$here/haproxy_understudy.sh" "$routes" \
+    "$config" "$$" $reload)" || shared=""
+  if [[ -S $shared ]]; then
+    # The port's listening socket is the understudy's (which took it from the HAProxy this
+    # one replaces, if any): taken from there, so both share it. Ray's own -x (its old
+    # process) is dropped: after a restart that one never bound the port.
+    args=()
+    while (($#)); do
+      if [[ $1 == -x ]]; then shift; (($#)) && shift; continue; fi
+      args+=("$1")
+      shift
+    done
+    set -- "${args[@]}" -x "$shared"
+  fi
 fi
 exec "$binary" "$@"

@@ -7,13 +7,19 @@
 # routes, then a reload once routes arrive: ~7 s in which every connection was refused
 # (docs/reliability.md). Both HAProxies bind the port with SO_REUSEPORT
 # (SERVE_SOCKET_REUSE_PORT_ENABLED=1, configs/ray-serve.env), so the kernel spreads new
-# connections over both; when one dies its listening socket goes with it and every new
-# connection goes to the other. Only the connections the dead one held fail.
+# connections over both. More than that, they share one listening socket: the understudy
+# takes it from Ray's HAProxy (or from the understudy it replaces) and Ray's takes it from
+# the understudy (HAProxy's -x, a socket passed over the admin socket: `expose-fd
+# listeners`), so the connections waiting to be accepted belong to the socket, not to a
+# process: when one HAProxy dies or reloads, the other accepts them. Only the connections
+# the dead one had accepted fail. (Two sockets sharing a port, as SO_REUSEPORT alone gives,
+# lose the accept queue of the one that closes: a new connection reset in that instant.)
 #
 # Called by haproxy_loopback.sh, before it becomes Ray's HAProxy:
 #   haproxy_understudy.sh routed CONFIG RAY_PID       a config with routes: start the
 #       understudy on a copy of it (or reload it: -sf, its in-flight requests finish)
-#       and watch over the pair;
+#       and watch over the pair; prints the understudy's admin socket, from which Ray's
+#       HAProxy takes the port's listening socket (-x);
 #   haproxy_understudy.sh routeless CONFIG RAY_PID [reload]   a config without routes:
 #       Ray starting again after its HAProxy died, while the understudy still serves
 #       the old routes: Ray's new HAProxy does not take the port (it would answer 503
@@ -28,7 +34,8 @@
 #
 # The understudy's files are in the folder of Ray's config (one per node), under
 # understudy/: its config (Ray's, less the admin socket, the stats and Prometheus
-# listeners and the server-state file, which are Ray's), its pid, its log, and a lock
+# listeners and the server-state file, which are Ray's), its pid, its log, the path of
+# Ray's admin socket (ray-socket: where a restarted understudy takes the port from), and a lock
 # that serialises every change (a reload and the watch could otherwise both start one).
 # Its PID and its folder (`dir:...`) are appended to YOLOSERVE_HAPROXY_PIDS like Ray's
 # PID: scripts/run_local.sh ends them and every process whose command line names that
@@ -67,16 +74,26 @@ unlock() {
 }
 
 start() {  # start the understudy on $dir/haproxy.cfg, taking over from the last one
-  local previous=()
-  if alive; then previous=(-sf "$(cat "$dir/pid")"); fi
+  local previous=() source=""
+  if alive; then
+    previous=(-sf "$(cat "$dir/pid")")
+    source="$dir/admin.sock"  # a reload: the old understudy's listening socket
+  elif [[ -S $(cat "$dir/ray-socket" 2>/dev/null) ]]; then
+    source="$(cat "$dir/ray-socket")"  # started again beside Ray's: Ray's socket
+  fi
   stopping && return 0
-  if "$binary" -D -p "$dir/pid.new" -f "$dir/haproxy.cfg" "${previous[@]}" 9>&- \
-    >"$dir/haproxy.log" 2>&1; then
+  # With the socket of a live HAProxy; if that fails (it died meanwhile: HAProxy exits on a
+  # failed -x), binding the port afresh.
+  if { [[ -n $source ]] && launch -x "$source" "${previous[@]}"; } || launch "${previous[@]}"; then
     mv -f "$dir/pid.new" "$dir/pid"
     if [[ -n ${YOLOSERVE_HAPROXY_PIDS:-} ]]; then cat "$dir/pid" >>"$YOLOSERVE_HAPROXY_PIDS"; fi
   else
     echo "understudy: HAProxy did not start (see $dir/haproxy.log)" >&2
   fi
+}
+
+launch() {  # the understudy's HAProxy, daemonised, with extra arguments; its status
+  "$binary" -D -p "$dir/pid.new" -f "$dir/haproxy.cfg" "$@" 9>&- >"$dir/haproxy.log" 2>&1
 }
 
 stop() {
@@ -97,12 +114,14 @@ case "$mode" in
     awk -v dir="$dir" '
       /^[^[:space:]#]/ { skip = ($0 ~ /^(frontend prometheus|listen stats)$/) }
       skip { next }
-      /^[[:space:]]*stats socket / { print "    stats socket " dir "/admin.sock mode 600 level admin"; next }
+      /^[[:space:]]*stats socket / { print "    stats socket " dir "/admin.sock mode 600 level admin expose-fd listeners"; next }
       /^[[:space:]]*(server-state-base|server-state-file|load-server-state-from-file)/ { next }
       { print }
     ' "$config" >"$dir/haproxy.cfg"
+    awk '$1 == "stats" && $2 == "socket" { print $3; exit }' "$config" >"$dir/ray-socket"
     start
     echo "$ray_pid" >"$dir/generation"  # the previous watch ends; this one starts
+    if alive; then echo "$dir/admin.sock"; fi  # Ray's HAProxy takes the port from it
     unlock
     setsid "$0" watch "$dir" "$ray_pid" </dev/null >/dev/null 2>&1 &
     ;;

@@ -86,6 +86,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listening_sockets(port: int) -> dict[str, set[int]]:
+    """The listening TCP sockets on ``port`` (by inode), each with the PIDs holding it
+    (/proc: several processes can hold one socket, which psutil reports once)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    held: dict[str, set[int]] = {inode: set() for inode in inodes}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in held:
+                    held[target[8:-1]].add(int(pid))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return held
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG whose header claims ``width`` x ``height`` but holds almost no data:
     a decompression bomb's calling card."""

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, listening_sockets, wait_for
 
 WRAPPER = str(ROOT / "scripts" / "haproxy_loopback.sh")
 GRACE_S = 2
@@ -85,6 +85,37 @@ def _statuses(port: int, n: int = 30) -> list[int | str]:
     return out
 
 
+def _gone(pid: int | None) -> bool:
+    try:
+        return pid is None or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _shared_by(port: int, *pids: int | None) -> bool:
+    """One listening socket on the port, held by exactly these processes: a connection
+    waiting to be accepted belongs to it, so it outlives either of them."""
+    return list(listening_sockets(port).values()) == [set(pids)]
+
+
+def _stop_then_kill(pid: int, port: int) -> None:
+    """Kill ``pid`` with new connections waiting to be accepted: stopped (SIGSTOP), it
+    accepts nothing, so of 20 new connections those the kernel queued on its socket would
+    wait there, and die with it; with one socket shared, the other HAProxy accepts them
+    all meanwhile. Then SIGKILL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            pending = [pool.submit(_statuses, port, 1) for _ in range(20)]
+            answered = wait_for(lambda: sum(f.done() for f in pending) == 20 or None, 10,
+                                "every new connection accepted by the other HAProxy")  # fmt: skip
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert answered and [f.result() for f in pending] == [[200]] * 20
+
+
 @pytest.fixture
 def backend():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
@@ -122,13 +153,18 @@ def test_the_understudy_serves_while_rays_haproxy_is_dead_and_leaves_with_it(tmp
         first = ray_starts_haproxy()
         wait_for(lambda: understudy_pid() and _statuses(port, 1) == [200], 20, "both HAProxies")
         own = (understudy / "haproxy.cfg").read_text()
-        assert "admin.sock mode 600" in own and "server-state" not in own  # Ray's, not its
+        assert "admin.sock mode 600 level admin expose-fd listeners" in own  # not Ray's
+        assert "server-state" not in own
         assert "listen stats" not in own and "frontend prometheus" not in own
         assert _statuses(port) == [200] * 30
+        # Ray's took the port's socket from the understudy: one accept queue for both.
+        assert _shared_by(port, first.pid, understudy_pid()), listening_sockets(port)
 
-        # Ray's HAProxy killed: every new connection is the understudy's.
-        first.kill()
+        # Ray's HAProxy killed: every new connection is the understudy's, and so is every
+        # one that was waiting to be accepted.
+        _stop_then_kill(first.pid, port)
         first.wait(10)
+        assert _shared_by(port, understudy_pid()), listening_sockets(port)
         assert _statuses(port) == [200] * 30
 
         # Ray starts it again with no routes yet: it leaves the port to the understudy
@@ -138,6 +174,7 @@ def test_the_understudy_serves_while_rays_haproxy_is_dead_and_leaves_with_it(tmp
         wait_for(lambda: "bind 127.0.0.1:" not in config.read_text().split("frontend http_")[1]
                  .split("backend")[0], 10, "Ray's routeless config without the port")  # fmt: skip
         wait_for(lambda: (folder / "admin.sock").exists() and second.poll() is None, 10, "Ray's")
+        assert _shared_by(port, understudy_pid()), listening_sockets(port)
         assert _statuses(port) == [200] * 30
         # ... then its routes arrive (a reload with -sf): the understudy follows it.
         config.write_text(_config(folder, port, backend))
@@ -147,13 +184,19 @@ def test_the_understudy_serves_while_rays_haproxy_is_dead_and_leaves_with_it(tmp
                  "the understudy to follow the reload")  # fmt: skip
         wait_for(lambda: understudy_pid() not in (None, old_understudy), 10, "a new understudy")
         second.wait(10)  # -sf: the routeless one is gone
+        # Both took the socket the old understudy held (Ray's own -x names the routeless
+        # one, which never bound the port): still the one accept queue.
+        wait_for(lambda: _gone(old_understudy), 10, "the old understudy to finish")
+        assert _shared_by(port, third.pid, understudy_pid()), listening_sockets(port)
         assert _statuses(port) == [200] * 30
 
         # The understudy killed: its watch starts it again while Ray's HAProxy lives.
         killed = understudy_pid()
         assert killed is not None
-        os.kill(killed, signal.SIGKILL)
+        _stop_then_kill(killed, port)
         wait_for(lambda: understudy_pid() not in (None, killed), 10, "the understudy again")
+        # it took the port's socket from Ray's HAProxy
+        assert _shared_by(port, third.pid, understudy_pid()), listening_sockets(port)
         assert _statuses(port) == [200] * 30
 
         # Ray's HAProxy gone for good (Serve shut down): the understudy leaves after the
@@ -188,8 +231,7 @@ def test_a_routeless_reload_stops_the_understudy(tmp_path, backend):
         procs.append(subprocess.Popen(
             ["bash", WRAPPER, "-db", "-f", str(config), "-sf", str(procs[0].pid)], env=env
         ))  # fmt: skip
-        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
-                 10, "the understudy to stop")  # fmt: skip
+        wait_for(lambda: _gone(pid), 10, "the understudy to stop")
         # Ray's HAProxy keeps the port and answers for itself (our 503, no route).
         wait_for(lambda: _statuses(port, 1) == [503], 10, "Ray's HAProxy without routes")
     finally:
