@@ -25,6 +25,7 @@ from serve_app.constants import (
     SHARED_POOL_DEPLOYMENT,
 )
 from serve_app.http.router import Router
+from serve_app.inference.coalescer import limit_for
 from serve_app.inference.detector import Detector
 from serve_app.inference.pool_router import PoolRouter
 from serve_app.quota.ledger import QuotaLedger
@@ -80,7 +81,10 @@ def build_app(args: AppArgs) -> Application:
     )
     # Tenants that may scale to zero are not probed by /readyz: a probe would wake them.
     scale_to_zero = sorted(t.id for t in args.tenants if t.autoscaling.min_replicas == 0)
+    # Per tenant, the calls in flight to a model beyond which the router coalesces them.
+    limits = {t.id: limit_for(t.autoscaling.max_replicas, t.autoscaling.target_ongoing_requests)
+              for t in args.tenants}  # fmt: skip
     app: Application = router.bind(
-        detectors, pool, ledgers, scale_to_zero, pool_slots, args.uploads
+        detectors, pool, ledgers, scale_to_zero, pool_slots, args.uploads, limits
     )
     return app

@@ -154,7 +154,9 @@ BATCH_WAIT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_BATCH_WAIT_TIMEOUT_S", "0
 MAX_BATCH_SIZE = 64  # the largest a config may ask for (memory grows with it)
 TURN_SHARE, TURN_WINDOW = 0.5, 16  # no tenant over half a replica's last 16 turns (batcher)
 
-# Router.
+# Router. Requests beyond max_replicas x target_ongoing_requests calls in flight to one
+# model go together, up to BATCH_MAX_SIZE a call (inference/coalescer.py); 0: never.
+COALESCE = os.environ.get("YOLOSERVE_COALESCE", "1") != "0"
 DETECT_TIMEOUT_S = float(os.environ.get("YOLOSERVE_DETECT_TIMEOUT_S", "60"))
 RETRY_AFTER_S = 1
 # Faults (docs/reliability.md). A call whose replica died (or was unreachable) is sent
@@ -264,8 +266,7 @@ TENANT_DEFAULTS_TTL_S = 2.0
 # Metered usage: exported from the ledger as JSON lines this often (and on shutdown).
 USAGE_EXPORT_S = float(os.environ.get("YOLOSERVE_USAGE_EXPORT_S", "30"))
 USAGE_EXPORT_MAX_ROWS = 5000
-# GET /v1/usage shows this many recent hours.
-USAGE_REPORT_HOURS = 24
+USAGE_REPORT_HOURS = 24  # GET /v1/usage shows this many recent hours
 # The ledger forgets a settlement's id this long after applying it (a router re-sends an
 # unacknowledged settlement every ALLOWANCE_TTL_S, so a retry comes within seconds; a day
 # is thousands of retries' margin), and exported usage rows once older than
@@ -366,8 +367,7 @@ CONFIDENCE_DECIMALS = 4
 # Query-string bounds: class names in ?classes=, characters of a number.
 MAX_CLASS_TOKENS = 1000
 MAX_NUMBER_CHARS = 32
-# A failed load's reason as the operator sees it, capped.
-LOAD_REASON_MAX_CHARS = 300
+LOAD_REASON_MAX_CHARS = 300  # a failed load's reason as the operator sees it, capped
 # A model manifest's class list: how many, how long each name.
 MAX_CLASSES = 1000
 MAX_CLASS_NAME_CHARS = 64

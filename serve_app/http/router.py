@@ -132,11 +132,12 @@ class Router:
         scale_to_zero: list[str] | None = None,
         pool_slots: int = POOL_SLOTS,
         uploads: UploadsSpec | None = None,
+        call_limits: dict[str, int] | None = None,  # per tenant: DetectorClient's
     ) -> None:
         self._ledger = ledger = _ledger_of(ledgers)
         # The JWKS pool outlives table rebuilds: keys are not refetched per change.
         self._tenants = FollowedTable(JwksPool())
-        self._detectors = DetectorClient(detectors, shared_pool, pool_slots)
+        self._detectors = DetectorClient(detectors, shared_pool, pool_slots, call_limits)
         self._readiness = Readiness(self._detectors, scale_to_zero or ())
         self._admission = Admission(
             ledger, self._tenants.quota_of, journal_folder=node_session_folder() / JOURNAL_FOLDER

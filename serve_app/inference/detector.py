@@ -111,7 +111,7 @@ class Detector:
         self._failed: dict[str, tuple[float, str]] = {}
         self._board: Any = None
         self._metrics = DetectorMetrics.create()
-        self._in_flight = 0
+        self._in_flight = self._coalesced = 0
         self._batcher = Batcher(
             self._run_batch,
             BATCH_MAX_SIZE,
@@ -265,6 +265,14 @@ class Detector:
         jpeg = await asyncio.to_thread(draw_detections, original, result.detections)
         return Annotated(result=result, jpeg=jpeg)
 
+    async def detect_many(
+        self, requests: list[tuple[bytes, InferenceParams]]
+    ) -> list[DetectionResult | Annotated | ServeAppError]:
+        """Several images for the call's model (a router's coalesced requests): each as
+        ``detect``, together through the batcher; a result or error per image, in order."""
+        self._coalesced += len(requests)
+        return list(await asyncio.gather(*(self.detect(image, p) for image, p in requests)))
+
     async def _run_batch(
         self, model_id: str, requests: list[tuple[Prepared, InferenceParams]]
     ) -> list[_Outcome]:
@@ -352,6 +360,7 @@ class Detector:
             "images": stats.images,
             "largest_batch": stats.largest,
             "in_flight": self._in_flight,
+            "coalesced_images": self._coalesced,  # came in a router's detect_many
         }
 
     def placement(self) -> dict[str, Any]:

@@ -7,6 +7,9 @@
   does not queue ahead of every other tenant's requests.
 * A version that cannot be loaded (a broken upload) falls back to the tenant's previous
   version, so the tenant stays served while the operator looks at the failure.
+* A dedicated tenant's calls beyond ``max_replicas x target_ongoing_requests`` in flight
+  to one model wait and go together (``coalescer``): fewer, fuller calls when the
+  tenant's replicas are all the autoscaler could want anyway.
 * Errors: the detector returns client errors (400/404/413/415/422) as values. A call
   whose replica died or was unreachable is sent again for up to ``RIDE_THROUGH_S``
   (``ride_through``: another replica or the replacement answers it); Ray's errors left
@@ -26,6 +29,8 @@ from typing import Any
 
 from serve_app.config import TenantEntry
 from serve_app.constants import (
+    BATCH_MAX_SIZE,
+    COALESCE,
     DETECT_TIMEOUT_S,
     MAX_CACHED_HANDLES,
     POOL_SLOTS,
@@ -34,6 +39,7 @@ from serve_app.constants import (
 )
 from serve_app.errors import ModelUnavailable, Overloaded, ServeAppError, unwrap_error
 from serve_app.inference.catalog import ModelChoice
+from serve_app.inference.coalescer import Coalescer
 from serve_app.inference.fair_share import FairShare
 from serve_app.inference.policy import InferenceParams
 from serve_app.inference.results import Annotated, DetectionResult
@@ -42,6 +48,8 @@ from serve_app.ride_through import ride_through
 
 logger = logging.getLogger("ray.serve")
 Outcome = DetectionResult | Annotated
+Request = tuple[bytes, InferenceParams]
+Answer = Outcome | ServeAppError
 
 
 class DetectorClient:
@@ -51,15 +59,23 @@ class DetectorClient:
         detectors: Dedicated tenants' deployment handles, by tenant id.
         shared_pool: The shared pool's deployment handle.
         pool_slots: The most calls the shared pool holds at once (its turns).
+        call_limits: Per dedicated tenant, the calls in flight to one model beyond which
+            requests are coalesced (``coalescer.limit_for``); a tenant not in it: never.
     """
 
     def __init__(
-        self, detectors: Mapping[str, Any], shared_pool: Any, pool_slots: int = POOL_SLOTS
+        self,
+        detectors: Mapping[str, Any],
+        shared_pool: Any,
+        pool_slots: int = POOL_SLOTS,
+        call_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._detectors = detectors
+        self._call_limits = call_limits or {}
         self._shared_pool = shared_pool
         self.pool_turns = FairShare(pool_slots)
         self._by_model: dict[tuple[str, str], Any] = {}
+        self._coalescers: dict[tuple[str, str], Coalescer[Request, Answer]] = {}
 
     def deployment_for(self, tenant: TenantEntry) -> Any:
         """The deployment handle that runs ``tenant``'s models.
@@ -83,7 +99,20 @@ class DetectorClient:
         if found is None:
             if len(self._by_model) >= MAX_CACHED_HANDLES:
                 self._by_model.clear()
+                self._coalescers.clear()  # in-flight calls finish on the old ones
             found = self._by_model[key] = deployment.options(multiplexed_model_id=model_id)
+        return found
+
+    def _coalescer(self, detector: Any, model_id: str, limit: int) -> Coalescer[Request, Answer]:
+        key = (detector.deployment_name, model_id)
+        found = self._coalescers.get(key)
+        if found is None:
+            found = self._coalescers[key] = Coalescer(
+                lambda request: _send_one(detector, *request),
+                lambda requests: _send_many(detector, requests),
+                limit,
+                BATCH_MAX_SIZE,
+            )
         return found
 
     async def detect(
@@ -124,26 +153,14 @@ class DetectorClient:
         params: InferenceParams,
         annotate: bool,
     ) -> Outcome:
-        detector = self.for_model(tenant, choice.id_for(tenant.id))
-
-        async def attempt() -> Outcome | ServeAppError:
-            response = (
-                detector.detect.remote(image, params, True)
-                if annotate
-                else detector.detect.remote(image, params)
-            )
-            try:
-                async with asyncio.timeout(DETECT_TIMEOUT_S):
-                    found: Outcome | ServeAppError = await response
-                    return found
-            except TimeoutError:
-                response.cancel()
-                raise Overloaded("detection timed out; retry later", retry_after_s=5) from None
-
+        model_id = choice.id_for(tenant.id)
+        detector = self.for_model(tenant, model_id)
+        limit = self._call_limits.get(tenant.id) if tenant.tier == "dedicated" else None
         try:
-            # A replica that died with the call in flight: another one (or the
-            # replacement) takes it; the image is still billed once, by the router.
-            outcome = await ride_through(attempt, is_replica_gone, "detection")
+            if annotate or not COALESCE or limit is None:  # (the shared pool: its turns)
+                outcome = await _send_one(detector, image, params, annotate)
+            else:
+                outcome = await self._coalescer(detector, model_id, limit).submit((image, params))
         except ServeAppError:
             raise
         except Exception as exc:
@@ -170,6 +187,44 @@ class DetectorClient:
             raise
         except Exception as exc:
             raise as_api_error(exc) from None
+
+
+async def _send_one(
+    detector: Any, image: bytes, params: InferenceParams, annotate: bool = False
+) -> Outcome | ServeAppError:
+    """One image; a replica that died with the call in flight: another one (or the
+    replacement) takes it (the image is still billed once, by the router)."""
+
+    def call() -> Any:
+        if annotate:
+            return detector.detect.remote(image, params, True)
+        return detector.detect.remote(image, params)
+
+    found: Outcome | ServeAppError = await ride_through(_timed(call), is_replica_gone, "detection")
+    return found
+
+
+async def _send_many(detector: Any, requests: list[Request]) -> list[Answer]:
+    """Several images for one model in one call, ridden through as one."""
+    found: list[Answer] = await ride_through(
+        _timed(lambda: detector.detect_many.remote(requests)), is_replica_gone, "detection"
+    )
+    return found
+
+
+def _timed(call: Any) -> Any:
+    """``call()``'s response awaited for up to ``DETECT_TIMEOUT_S``, then cancelled: 503."""
+
+    async def attempt() -> Any:
+        response = call()
+        try:
+            async with asyncio.timeout(DETECT_TIMEOUT_S):
+                return await response
+        except TimeoutError:
+            response.cancel()
+            raise Overloaded("detection timed out; retry later", retry_after_s=5) from None
+
+    return attempt
 
 
 def as_api_error(exc: BaseException) -> BaseException:

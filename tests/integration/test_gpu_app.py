@@ -70,6 +70,38 @@ def test_handles_return_detections_matching_ground_truth(gpu_app):
     assert hits >= 0.9 * total, (hits, total)
 
 
+def test_requests_beyond_the_call_limit_go_together_and_are_answered_alike(gpu_app):
+    """acme: one replica, target_ongoing_requests 2, so the router sends two calls at a
+    time and coalesces the rest (detect_many over Ray, through the replica's batcher):
+    every request gets the boxes it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from ray import serve
+
+    handle = serve.get_deployment_handle("tenant-acme", "yolo")
+    url = f"http://127.0.0.1:{gpu_app['config']['http_options']['port']}/v1/detect"
+    names = sorted(ground_truth())[:4]
+
+    def detect(name: str) -> dict:
+        response = requests.post(
+            url,
+            data=(SAMPLES / name).read_bytes(),
+            params={"imgsz": "1280"},  # a few hundred ms each: the requests overlap
+            headers={"Authorization": f"Bearer {tenant_key('acme')}"},
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        return {"name": name, "detections": response.json()["detections"]}
+
+    alone = {name: detect(name) for name in names}
+    before = handle.batching.remote().result()["coalesced_images"]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(detect, names * 2))
+    assert together == [alone[name] for name in names * 2]
+    assert handle.batching.remote().result()["coalesced_images"] > before
+
+
 def test_policy_allowlist_is_enforced_per_tenant(gpu_app):
     # globex may only see circles and squares; acme sees triangles in the same image.
     truth = ground_truth()

@@ -174,3 +174,69 @@ def test_a_detection_that_takes_too_long_is_cancelled_and_503(monkeypatch):
 
     with pytest.raises(Overloaded, match="timed out"):
         _run(DetectorClient({"acme": _detector(never)}, FakeHandle({})))
+
+
+def _concurrently(client: DetectorClient, images: list[bytes], tenant=None, annotate=False):
+    """``images`` detected at once (one request each); results or exceptions, in order."""
+    tenant = tenant or _tenant()
+    choice = select_model(tenant, {})
+
+    async def run():
+        calls = [client.detect(tenant, choice, image, PARAMS, annotate) for image in images]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    return asyncio.run(run())
+
+
+def _coalescing(detect_many=None) -> FakeHandle:
+    """A detector that answers each image with a result named after it (b"bad": a 400)."""
+
+    def answer(image, *_):
+        return UndecodableImage("bad") if image == b"bad" else _result(image.decode())
+
+    def many(requests):
+        return (detect_many or (lambda r: [answer(i) for i, _ in r]))(requests)
+
+    return FakeHandle({"detect": answer, "detect_many": many}, deployment_name="tenant-acme")
+
+
+def test_requests_beyond_the_tenants_call_limit_go_to_its_model_together():
+    own = _coalescing()
+    client = DetectorClient({"acme": own}, FakeHandle({}), call_limits={"acme": 2})
+    images = [f"img{i}".encode() for i in range(6)] + [b"bad"]
+    results = _concurrently(client, images)
+    # each request its own answer (the 400 only for its own image), whatever call carried it
+    assert [r.model for r in results[:6]] == [f"img{i}" for i in range(6)]
+    assert isinstance(results[6], UndecodableImage)
+    # two calls of one image (the limit), then the five waiting ones in one call
+    assert [(name, len(args[0]) if name == "detect_many" else 1) for name, _, args in own.calls] \
+        == [("detect", 1), ("detect", 1), ("detect_many", 5)]  # fmt: skip
+    assert {model for _, model, _ in own.calls} == {"acme/pcb@2"}
+
+
+@pytest.mark.parametrize("case", ["shared", "no limit", "annotate"])
+def test_the_pool_an_unlisted_tenant_and_annotated_images_are_never_coalesced(case):
+    own = _coalescing()
+    own.deployment_name = "shared-pool" if case == "shared" else "tenant-acme"
+    tenant = _tenant("shared" if case == "shared" else "dedicated")
+    limits = {} if case == "no limit" else {"acme": 1}
+    client = DetectorClient({"acme": own}, own, call_limits=limits)
+    results = _concurrently(client, [b"a", b"b", b"c"], tenant, annotate=case == "annotate")
+    assert [r.model for r in results] == ["a", "b", "c"]
+    assert [name for name, _, _ in own.calls] == ["detect"] * 3
+
+
+def test_a_coalesced_call_whose_replica_died_is_sent_again_whole():
+    died = [False]
+
+    def many(requests):
+        if not died[0]:
+            died[0] = True
+            raise ray_errors.ActorDiedError()
+        return [_result(image.decode()) for image, _ in requests]
+
+    own = _coalescing(many)
+    client = DetectorClient({"acme": own}, FakeHandle({}), call_limits={"acme": 1})
+    results = _concurrently(client, [b"a", b"b", b"c"])
+    assert [r.model for r in results] == ["a", "b", "c"]
+    assert [name for name, _, _ in own.calls] == ["detect", "detect_many", "detect_many"]
