@@ -356,7 +356,7 @@ class PlatformRun:
         replicas = DEMO_REPLICAS
         cpus = max(0.5, ((os.cpu_count() or 2) - 0.5) / replicas)
         args["tenants"][0]["resources"]["num_cpus"] = cpus  # threads: the whole CPUs, >= 1
-        args["tenants"][0]["autoscaling"] = {"min_replicas": replicas, "max_replicas": replicas}
+        args["tenants"][0]["autoscaling"].update(min_replicas=replicas, max_replicas=replicas)
         args["shared_pool"]["resources"]["num_cpus"] = 0.1
         args["shared_pool"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
         args["ledger"] = {"resources": {"num_cpus": 0.1},
