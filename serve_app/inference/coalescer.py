@@ -43,7 +43,7 @@ class Coalescer(Generic[Item, Result]):
         limit: int,
         most: int,
     ) -> None:
-        self.limit = limit  # the router may change it (a new tenant table)
+        self.limit = limit  # calls in flight before requests wait (see limit_for)
         self._one, self._many, self._most = one, many, most
         self._in_flight = 0
         self._waiting: deque[tuple[Item, asyncio.Future[Result]]] = deque()
