@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 WORK = ROOT / "var" / "bench-pool"
 
 import numpy as np  # noqa: E402
-from bench import IMAGES, PlatformRun, _registry, _session, replace_section  # noqa: E402
+from bench import IMAGES, PlatformRun, _registry, post, replace_section  # noqa: E402
 
 DEMO = ROOT / "models" / "demo" / "shapes" / "1"
 NUDGED = "model.22.cv3.2.2.weight"  # one head's class-score weights: boxes barely move
@@ -141,13 +141,7 @@ def closed_loop(calls: list[tuple[str, str]], url: str, connections: int) -> Run
                 return
             tenant, key = calls[i]
             started = time.perf_counter()
-            resp = _session(local).post(
-                url,
-                data=images[i % len(images)],
-                timeout=300,
-                headers={"Authorization": f"Bearer {key}"},
-            )
-            resp.raise_for_status()
+            post(local, url, images[i % len(images)], {"Authorization": f"Bearer {key}"})
             with lock:
                 latencies.setdefault(tenant, []).append(time.perf_counter() - started)
 
