@@ -4,6 +4,7 @@ served one)."""
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import select
 import sys
@@ -27,6 +28,9 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         port = self.client_address[1]
         self.seen.append((self.path, self.headers.get("Authorization", ""), body, port))
+        if self.path.startswith("/hang-up"):  # the request read, no answer, the socket closed
+            self.close_connection = True
+            return
         status = 429 if self.path.startswith("/refuse") else 200
         reply = b"no" if status != 200 else body[::-1]
         self.send_response(status)
@@ -82,3 +86,40 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(se
     assert select.select([local.conn.sock], [], [], 10)[0]  # the server's close arrived
     assert bench.post(local, f"{server}/b", b"2", {}) == b"2"
     assert len({port for *_, port in _Echo.seen}) == 2
+
+
+def test_a_request_that_failed_halfway_leaves_no_broken_connection_behind(server):
+    local = threading.local()
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        bench.post(local, f"{server}/hang-up", b"1", {})
+    assert bench.post(local, f"{server}/b", b"2", {}) == b"2"
+
+
+def test_a_refused_connection_is_retried_fresh_once_the_server_is_up():
+    # What `_wait` does while a server starts: the first tries are refused mid-request.
+    port = bench._free_port()
+    local = threading.local()
+    with pytest.raises(ConnectionRefusedError):
+        bench.post(local, f"http://127.0.0.1:{port}/a", b"1", {})
+    _Echo.seen = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Echo)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:  # was: CannotSendRequest('Request-sent'), forever
+        assert bench.post(local, f"http://127.0.0.1:{port}/b", b"2", {}) == b"2"
+    finally:
+        httpd.shutdown()
+
+
+def test_connections_are_kept_across_threads_that_come_and_go(server):
+    connections = bench.Connections()
+    for block in range(3):  # each block its own threads, as bench_rounds.run_block starts
+        workers = [
+            threading.Thread(target=connections.post, args=(f"{server}/{block}", b"x", {}))
+            for _ in range(2)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    assert len(_Echo.seen) == 6
+    assert len({port for *_, port in _Echo.seen}) <= 2  # never more than were in use at once
