@@ -392,6 +392,11 @@ def paired_cells(
                 found.setdefault((platform.label, conc, 0), []).append(
                     bench_rounds.run_block(platform_call, images, calls, conc, cpu=cpu_by_process)
                 )
+    for (system, conc, threads), blocks in sorted(found.items()):  # how the rounds moved
+        p50s = "/".join(f"{statistics.median(b.latencies_s) * 1e3:.1f}" for b in blocks)
+        rates = "/".join(f"{b.steady_images / b.steady_s:.1f}" for b in blocks)
+        print(f"{imgsz} c={conc} {system} threads={threads}: p50 by round {p50s} ms, "
+              f"images/s {rates}", flush=True)  # fmt: skip
     cells: dict[tuple[str, int], Cell] = {}
     for (system, conc, _), blocks in found.items():
         candidate = bench_rounds.cell(system, imgsz, conc, blocks)
