@@ -46,7 +46,6 @@ import time
 import types
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -190,47 +189,15 @@ def closed_loop(
     cpu: Callable[[], dict[str, float]] | None = None,
     per_call: int = 1,
 ) -> Cell:
-    """``n`` calls from ``conc`` workers, each starting its next call when one returns;
-    with ``cpu``, the CPU each role spent per image (``per_call`` images a call)."""
-    before: dict[str, float] = {}
-
-    def on_start() -> None:
-        before.update(cpu() if cpu is not None else {})
-
-    latencies: list[float] = []
-    lock = threading.Lock()
-    counter = iter(range(n))
-
-    def worker(_: int) -> None:
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            started = time.perf_counter()
-            call(images[i % len(images)])
-            with lock:
-                latencies.append(time.perf_counter() - started)
-
+    """One cell measured alone (not paired): two warm-up calls, then a block of ``n``
+    calls from ``conc`` workers (``bench_rounds.run_block``); images/s over the whole
+    block; with ``cpu``, the CPU each role spent per image (``per_call`` images a call)."""
     for image in images[:2]:  # warm-up (not counted: the CPU snapshot is taken after it)
         call(image)
-    on_start()
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=conc) as pool:
-        list(pool.map(worker, range(conc)))
-    elapsed = time.perf_counter() - started
-    spent = cpu() if cpu is not None else {}
-    ordered = sorted(latencies)
-
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
-
-    cpu_ms: dict[str, float] = {}
-    for key, t in spent.items():  # keys are roles, or role#pid (summed by role)
-        role = key.split("#", 1)[0]
-        cpu_ms[role] = cpu_ms.get(role, 0.0) + (t - before.get(key, 0.0)) * 1e3 / (n * per_call)
-    return Cell("", 0, conc, statistics.median(ordered) * 1e3, pct(0.95), pct(0.99),
-                n / elapsed, cpu_ms)  # fmt: skip
+    block = bench_rounds.run_block(call, images, n, conc, per_call, cpu)
+    cell = bench_rounds.cell("", 0, conc, [block])
+    cell.images_s, cell.whole_images_s = block.images / block.seconds, None
+    return cell
 
 
 # ------------------------------------------------------------------------ systems

@@ -111,7 +111,10 @@ def run_block(
         thread.join()
     seconds = time.perf_counter() - start
     after = cpu() if cpu is not None else {}
-    steady_calls, steady_s = steady_window(sorted(done), conc, start)
+    if calls > 2 * conc:
+        steady_calls, steady_s = steady_window(sorted(done), conc, start)
+    else:  # too short to leave the filling and draining out: the whole block
+        steady_calls, steady_s = calls, seconds
     spent = {key: t - before.get(key, 0.0) for key, t in after.items()}
     return Block(latencies, steady_calls * per_call, steady_s, calls * per_call, spent, seconds)
 

@@ -32,6 +32,11 @@ def test_a_block_too_short_for_a_steady_state_is_refused():
         bench_rounds.steady_window([1.0, 2.0, 3.0, 4.0], 2, start=0.0)
 
 
+def test_a_block_too_short_for_a_steady_state_counts_every_call():
+    block = bench_rounds.run_block(lambda _image: None, [b"a"], 4, 2)
+    assert block.steady_images == 4 and block.steady_s == block.seconds
+
+
 def test_a_block_of_a_closed_loop_keeps_c_calls_in_flight_and_counts_each():
     in_flight, most, started = [0], [0], [0]
     lock = threading.Lock()
@@ -69,13 +74,14 @@ def test_a_cell_pools_its_blocks():
 
 
 def test_paused_stops_a_process_for_the_block_and_resumes_it():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    waits = "import sys; sys.stdin.read()  # bench_rounds pause test"
+    child = subprocess.Popen([sys.executable, "-c", waits], stdin=subprocess.PIPE)
     try:
         process = psutil.Process(child.pid)
         with bench_rounds.paused([child.pid]):
             assert process.status() == psutil.STATUS_STOPPED
         assert process.status() != psutil.STATUS_STOPPED
-        assert child.pid in bench_rounds.pids_matching(["time.sleep(60)"])
+        assert child.pid in bench_rounds.pids_matching(["bench_rounds pause test"])
     finally:
         child.kill()
-        child.wait()
+        child.communicate()
