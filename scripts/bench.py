@@ -278,7 +278,8 @@ class RawEngines:
                 self.torch_yolo.predict([decode(b) for b in batch], imgsz=imgsz, device="cpu",
                                         verbose=False)  # fmt: skip
                 return
-            # The square: one shape per batch, as ultralytics pads mixed lists.
+            # The square (one shape per batch, as ultralytics pads mixed lists), or for
+            # RAW_RECTANGLE the image's own stride-aligned rectangle.
             frames = [letterbox(decode(b)[..., ::-1], imgsz, stride)[0] for b in batch]
             runner.predict(frames, imgsz, self.thresholds)
 
@@ -305,8 +306,12 @@ class NaiveServer:
         )  # fmt: skip
         self.process = psutil.Process(self.proc.pid)
         image = IMAGES[0].read_bytes()
-        _wait(lambda: bool(self.connections.post(self.url, image, self.headers)), 120,
-              "the naive server")  # fmt: skip
+        try:
+            _wait(lambda: bool(self.connections.post(self.url, image, self.headers)), 120,
+                  "the naive server")  # fmt: skip
+        except BaseException:
+            self.__exit__()  # not left running when it never came up
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
