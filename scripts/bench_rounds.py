@@ -83,20 +83,27 @@ def run_block(
     cpu: Callable[[], dict[str, float]] | None = None,
 ) -> Block:
     """``calls`` calls from ``conc`` workers, each starting its next call when one returns
-    (images round-robin); ``per_call`` images a call."""
+    (images round-robin); ``per_call`` images a call. A call that raises (a refused
+    request) stops the block and is raised here: a block never counts a call not served."""
     latencies: list[float] = []
     done: list[float] = []
+    errors: list[BaseException] = []
     lock = threading.Lock()
     counter = iter(range(calls))
 
     def worker() -> None:
         while True:
             with lock:
-                i = next(counter, None)
+                i = None if errors else next(counter, None)
             if i is None:
                 return
             started = time.perf_counter()
-            call(images[i % len(images)])
+            try:
+                call(images[i % len(images)])
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+                return
             finished = time.perf_counter()
             with lock:
                 latencies.append(finished - started)
@@ -109,6 +116,8 @@ def run_block(
         thread.start()
     for thread in workers:
         thread.join()
+    if errors:
+        raise errors[0]
     seconds = time.perf_counter() - start
     after = cpu() if cpu is not None else {}
     if calls > 2 * conc:

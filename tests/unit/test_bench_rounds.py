@@ -61,6 +61,15 @@ def test_a_block_of_a_closed_loop_keeps_c_calls_in_flight_and_counts_each():
     assert block.seconds >= max(block.latencies_s) and block.steady_s <= block.seconds
 
 
+def test_a_call_that_fails_fails_the_block():
+    def call(image: bytes) -> None:
+        if image == b"refused":
+            raise RuntimeError("POST /v1/detect: 429")
+
+    with pytest.raises(RuntimeError, match="429"):
+        bench_rounds.run_block(call, [b"a", b"refused"], 8, 2)
+
+
 def test_a_cell_pools_its_blocks():
     blocks = [
         bench_rounds.Block([0.010, 0.020], 10, 0.5, 20, {"router#1": 0.02, "detector#2": 0.2}, 1.0),
